@@ -1,0 +1,20 @@
+"""difffusr: Sentinel-2 L2A to a 12-band GeoTIFF at 2.5 m.
+
+The RGB bands are super-resolved by a conditional diffusion model; every other band is upscaled by
+learned fusion networks guided by that RGB. See ``docs/`` for the Python API and the CLI.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_rgb_model", "load_fusion_model"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import difffusr_cli` stays cheap (no torch import) for `difffusr --help` and `info`.
+    if name in ("load_rgb_model", "load_fusion_model"):
+        from difffusr_cli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'difffusr_cli' has no attribute {name!r}")
