@@ -47,3 +47,14 @@ def shared_data(shared: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def example_safe(tmp_path_factory) -> Path:
+    """A synthetic 192 × 192 (10 m) L2A SAFE from ``difffusr_cli.example``, built once per session.
+
+    Shared by many tests: treat it as read-only (copy it before corrupting anything).
+    """
+    from difffusr_cli.example import make_example_safe
+
+    return make_example_safe(tmp_path_factory.mktemp("example-safe"), size=192, seed=0)

@@ -1,0 +1,351 @@
+"""Streaming writer of the 12-band 2.5 m product, and the product grid.
+
+The product is written window by window into a temporary GeoTIFF beside the target
+(``<dir>/.<name>.partial.tif``): tiled 512 × 512, ZSTD (DEFLATE where the GDAL build lacks ZSTD)
+with a predictor (2 for uint16, 3 for float32), BigTIFF when needed, band descriptions
+B01 … B12, nodata (0 for uint16 DN, NaN for float32 reflectance), per-band scale/offset metadata so
+GDAL, rasterio and QGIS show reflectance, and free-form provenance tags.
+:meth:`ProductWriter.commit` renames it onto the target (writing a Cloud-Optimized GeoTIFF
+with overviews first when asked); :meth:`ProductWriter.abort` leaves it for ``--resume``. The
+target path only ever holds a complete product.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from difffusr_cli import __version__
+from difffusr_cli.bands import BAND_NAMES, SCALE
+from difffusr_cli.errors import OutputError
+
+OutputDType = Literal["uint16", "float32"]
+#: Internal tile size of the product, pixels.
+BLOCK_SIZE = 512
+
+
+class _Gridded(Protocol):
+    transform: Affine
+    width: int
+    height: int
+
+
+def output_grid(scene: _Gridded, window: Window | None = None) -> tuple[Affine, int, int]:
+    """The 2.5 m product grid nesting a scene's 10 m grid (or a 10 m sub-window of it).
+
+    Args:
+        scene: anything with the 10 m ``transform``, ``width`` and ``height`` (a ``Scene``).
+        window: whole-pixel window of the 10 m grid (``--window``); the whole scene when None.
+
+    Returns:
+        ``(transform, width, height)``: the window's 10 m transform with pixel size / 4 and the
+        same origin (exact: a power-of-two scale), and the window's size × 4.
+    """
+    if window is None:
+        window = Window(0, 0, scene.width, scene.height)
+    values = (window.col_off, window.row_off, window.width, window.height)
+    if any(v != int(v) for v in values) or window.width <= 0 or window.height <= 0:
+        raise ValueError(f"window {window} must be non-empty with whole-pixel offsets and sizes")
+    origin = scene.transform @ Affine.translation(int(window.col_off), int(window.row_off))
+    return origin @ Affine.scale(1.0 / SCALE), int(window.width) * SCALE, int(window.height) * SCALE
+
+
+def partial_path_for(path: str | Path) -> Path:
+    """The temporary file a product is written to before :meth:`ProductWriter.commit`."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial.tif"
+
+
+def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Fail early, with ``OutputError``, when ``path`` cannot be written.
+
+    Checks that the directory exists and is writable, and that ``path`` is absent (or
+    ``overwrite``). Returns ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: directory {parent} is not writable")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def best_compression() -> str:
+    """``"ZSTD"`` when this GDAL build writes it, else ``"DEFLATE"``."""
+    probe = "/vsimem/difffusr-zstd-probe.tif"
+    try:
+        with rasterio.open(
+            probe,
+            "w",
+            driver="GTiff",
+            width=16,
+            height=16,
+            count=1,
+            dtype="uint16",
+            compress="zstd",
+        ) as dst:
+            dst.write(np.zeros((1, 16, 16), dtype="uint16"))
+        with rasterio.open(probe) as src:
+            ok = src.compression is not None and src.compression.name.lower() == "zstd"
+    except (RasterioError, ValueError):
+        ok = False
+    finally:
+        try:
+            rasterio.shutil.delete(probe)
+        except (RasterioError, OSError):
+            pass
+    return "ZSTD" if ok else "DEFLATE"
+
+
+def _per_band(value: float | Sequence[float], count: int, what: str) -> np.ndarray:
+    array = (
+        np.full(count, value, dtype=np.float64)
+        if np.isscalar(value)
+        else np.asarray(value, np.float64)
+    )
+    if array.shape != (count,) or not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} must be one finite number or {count} of them, got {value!r}")
+    return array
+
+
+def _tag_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+class ProductWriter:
+    """Write a multi-band product window by window; the target appears only on :meth:`commit`.
+
+    Args:
+        path: the final GeoTIFF.
+        crs, transform, width, height: the **2.5 m** grid (see :func:`output_grid`).
+        dtype: ``"uint16"`` stores DN = round((reflectance − offset)/scale) clipped to [1, 65535]
+            for valid pixels and 0 for nodata; ``"float32"`` stores reflectance and NaN for nodata.
+        scale, offset: the uint16 DN convention (reflectance = DN·scale + offset), one value or one
+            per band; written as band scale/offset metadata. Ignored for float32 (1 and 0).
+        tags: free-form provenance (values that are not strings are stored as JSON);
+            ``difffusr_version`` is added when absent.
+        cog: at :meth:`commit`, write a Cloud-Optimized GeoTIFF with overviews.
+        overwrite: replace an existing ``path`` on commit; otherwise an existing path is an error.
+        resume: reopen an existing partial file (same grid and dtype) instead of starting anew.
+        bands: band names, used as band descriptions (default the 12 product bands).
+
+    Raises:
+        OutputError: the directory is missing or not writable, ``path`` exists without
+            ``overwrite``, or a partial file to resume does not match.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        crs: CRS | str | None,
+        transform: Affine,
+        width: int,
+        height: int,
+        dtype: OutputDType = "uint16",
+        scale: float | Sequence[float] = 1e-4,
+        offset: float | Sequence[float] = 0.0,
+        tags: Mapping[str, object] | None = None,
+        cog: bool = False,
+        overwrite: bool = False,
+        resume: bool = False,
+        bands: Sequence[str] = BAND_NAMES,
+    ) -> None:
+        if dtype not in ("uint16", "float32"):
+            raise ValueError(f"dtype must be 'uint16' or 'float32', got {dtype!r}")
+        self.path = check_output_path(path, overwrite=overwrite)
+        self.partial_path = partial_path_for(self.path)
+        self.dtype: OutputDType = dtype
+        self.bands = tuple(bands)
+        self.count = len(self.bands)
+        self.width, self.height = int(width), int(height)
+        self.cog = cog
+        self.overwrite = overwrite
+        if dtype == "uint16":
+            self.scale = _per_band(scale, self.count, "scale")
+            self.offset = _per_band(offset, self.count, "offset")
+            if np.any(self.scale <= 0):
+                raise ValueError(f"scale must be positive, got {scale!r}")
+        else:
+            self.scale = np.ones(self.count)
+            self.offset = np.zeros(self.count)
+        self.compression = best_compression()
+        self.resumed = False
+        self._committed = False
+        all_tags = {"difffusr_version": __version__, **(tags or {})}
+        if dtype == "uint16":
+            all_tags.setdefault(
+                "dn_convention", "reflectance = DN * scale + offset (band metadata); DN 0 = nodata"
+            )
+        else:
+            all_tags.setdefault("dn_convention", "float32 reflectance; NaN = nodata")
+        self._dataset = None
+        try:
+            if resume and self.partial_path.exists():
+                self._dataset = rasterio.open(self.partial_path, "r+")
+                self._check_resumable(crs, transform)
+                self.resumed = True
+            else:
+                self._dataset = rasterio.open(
+                    self.partial_path, "w", **self._profile(crs, transform)
+                )
+                self._dataset.descriptions = self.bands
+                self._dataset.scales = tuple(float(s) for s in self.scale)
+                self._dataset.offsets = tuple(float(o) for o in self.offset)
+            self._dataset.update_tags(**{str(k): _tag_text(v) for k, v in all_tags.items()})
+        except (RasterioError, OSError) as exc:
+            raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+
+    def _profile(self, crs: CRS | str | None, transform: Affine) -> dict:
+        return {
+            "driver": "GTiff",
+            "width": self.width,
+            "height": self.height,
+            "count": self.count,
+            "dtype": self.dtype,
+            "crs": crs,
+            "transform": transform,
+            "nodata": 0 if self.dtype == "uint16" else math.nan,
+            "tiled": True,
+            "blockxsize": BLOCK_SIZE,
+            "blockysize": BLOCK_SIZE,
+            "compress": self.compression.lower(),
+            "predictor": 2 if self.dtype == "uint16" else 3,
+            "BIGTIFF": "IF_SAFER",
+            "NUM_THREADS": "ALL_CPUS",
+        }
+
+    def _check_resumable(self, crs: CRS | str | None, transform: Affine) -> None:
+        ds = self._dataset
+        expected = (
+            self.width,
+            self.height,
+            self.count,
+            self.dtype,
+            CRS.from_user_input(crs) if crs else None,
+            transform,
+        )
+        actual = (ds.width, ds.height, ds.count, ds.dtypes[0], ds.crs, ds.transform)
+        if expected != actual:
+            ds.close()
+            raise OutputError(
+                f"cannot resume: {self.partial_path} was started for another grid or dtype; "
+                "delete it or run without --resume"
+            )
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, window: Window, data: np.ndarray, valid: np.ndarray) -> None:
+        """Write one window of the 2.5 m grid.
+
+        Args:
+            window: whole-pixel window of the product grid; parts outside the raster are dropped.
+            data: ``(bands, h, w)`` float32 reflectance.
+            valid: ``(h, w)`` bool; False (or a non-finite value in any band) writes nodata.
+        """
+        if self._dataset is None or self._dataset.closed:
+            raise RuntimeError("ProductWriter is closed")
+        h, w = int(window.height), int(window.width)
+        if data.shape != (self.count, h, w) or valid.shape != (h, w):
+            raise ValueError(
+                f"data {data.shape} / valid {valid.shape} do not match window {h}×{w} "
+                f"with {self.count} bands"
+            )
+        c0, r0 = int(window.col_off), int(window.row_off)
+        ic0, ir0 = max(c0, 0), max(r0, 0)
+        ic1, ir1 = min(c0 + w, self.width), min(r0 + h, self.height)
+        if ic1 <= ic0 or ir1 <= ir0:
+            return
+        rows, cols = slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
+        data, valid = (
+            data[:, rows, cols],
+            valid[rows, cols] & np.all(np.isfinite(data[:, rows, cols]), axis=0),
+        )
+        out = np.empty(data.shape, dtype=self.dtype)
+        for i in range(self.count):  # one band at a time keeps temporaries small
+            band = data[i].astype(np.float32, copy=False)
+            if self.dtype == "uint16":
+                dn = np.rint((band - np.float32(self.offset[i])) / np.float32(self.scale[i]))
+                np.clip(dn, 1, 65535, out=dn)
+                dn[~valid] = 0
+                out[i] = dn.astype(np.uint16)
+            else:
+                out[i] = np.where(valid, band, np.float32(np.nan))
+        try:
+            self._dataset.write(out, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
+        except (RasterioError, OSError) as exc:
+            raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+
+    def update_tags(self, tags: Mapping[str, object]) -> None:
+        """Add or replace provenance tags (non-strings stored as JSON)."""
+        self._dataset.update_tags(**{str(k): _tag_text(v) for k, v in tags.items()})
+
+    # -- finishing -------------------------------------------------------------------------
+    def commit(self) -> Path:
+        """Finish the product and move it onto ``path``; returns ``path``."""
+        if self._committed:
+            return self.path
+        self._close()
+        if self.path.exists() and not self.overwrite:
+            raise OutputError(f"{self.path} appeared while writing; pass --overwrite to replace it")
+        try:
+            if self.cog:
+                staging = self.path.parent / f".{self.path.name}.cog.tif"
+                rasterio.shutil.copy(
+                    self.partial_path,
+                    staging,
+                    driver="COG",
+                    COMPRESS=self.compression,
+                    PREDICTOR="YES",
+                    BLOCKSIZE=BLOCK_SIZE,
+                    BIGTIFF="IF_SAFER",
+                    RESAMPLING="AVERAGE",
+                    OVERVIEWS="AUTO",
+                    NUM_THREADS="ALL_CPUS",
+                )
+                os.replace(staging, self.path)
+                self.partial_path.unlink()
+            else:
+                os.replace(self.partial_path, self.path)
+        except (RasterioError, OSError) as exc:
+            raise OutputError(f"cannot write {self.path}: {exc}") from None
+        self._committed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Close the partial file and leave it in place for ``resume=True``."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._dataset is not None and not self._dataset.closed:
+            try:
+                self._dataset.close()
+            except (RasterioError, OSError) as exc:
+                raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+
+    def __enter__(self) -> ProductWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
