@@ -1,0 +1,369 @@
+"""Training degradations: RGB blind-SR degradations (SPEC §2) and the fusion nets' Wald protocol.
+
+All functions are pure torch on NCHW float32 reflectance; every random draw comes from an
+explicit :class:`torch.Generator` so a training run is reproducible from its seed.
+
+RGB diffusion training (``train rgb``) builds each low-resolution input from a high-resolution
+tile as::
+
+    hr (optionally harmonized) ─▶ blur (21 × 21 anisotropic Gaussian) ─▶ ×4 antialiased bicubic
+       ─▶ + Gaussian noise
+
+with one :class:`DegradationParams` per image. The two crops of one image (MoCo's positive pair)
+are degraded with the same parameters, hence "shareable": draw the parameters once with
+:func:`sample_degradation` and call :func:`degrade` on both crop batches. Fixes over the research
+code: the rotation θ covers the whole half-turn [0, π) (the research code drew it in degrees
+between 0 and 1), and the harmonisation exponent is the multivariate normal's median rather than
+a hard-coded draw.
+
+Fusion training (``train fusion``) follows Wald's protocol: :func:`wald_degrade` degrades a band
+group by its ratio, :func:`upsample_bilinear` brings it back to the original grid, and the net
+learns to restore the original.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Harmonisation exponents γ (R, G, B): the mean, hence the median, of the multivariate normal
+#: fitted to NAIP → Sentinel-2 reflectance (SPEC §2).
+GAMMA_MEAN: tuple[float, float, float] = (0.35212655, 0.33608668, 0.35346831)
+#: Covariance of that multivariate normal (R, G, B).
+GAMMA_COV: tuple[tuple[float, float, float], ...] = (
+    (0.0059202, 0.00507745, 0.00445213),
+    (0.00507745, 0.00494151, 0.00445722),
+    (0.00445213, 0.00445722, 0.00485922),
+)
+#: Default harmonisation exponents: the distribution's median.
+DEFAULT_GAMMA: tuple[float, float, float] = GAMMA_MEAN
+#: Lower bound applied to sampled γ, far in the tail (≈ 4 standard deviations below the mean),
+#: so that x^(1/γ) stays finite.
+_GAMMA_MIN = 0.05
+
+#: Nyquist gain of the MTF-matched Gaussian used by the Wald degradation.
+WALD_NYQUIST_GAIN = 0.3
+
+
+@dataclass(frozen=True)
+class DegradationSettings:
+    """Ranges the RGB degradations are drawn from (SPEC §2 defaults).
+
+    Attributes:
+        kernel_size: side of the square blur kernel, pixels (odd).
+        sigma_range: (low, high) of the uniform draw of the blur standard deviations, HR pixels.
+        noise_max: the noise standard deviation is drawn in [0, noise_max], reflectance units.
+        scale: downsampling factor.
+        isotropic: draw σx = σy and θ = 0 (validation) instead of anisotropic kernels.
+    """
+
+    kernel_size: int = 21
+    sigma_range: tuple[float, float] = (0.2, 4.0)
+    noise_max: float = 25.0 / 255.0
+    scale: int = 4
+    isotropic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {self.kernel_size}")
+        low, high = self.sigma_range
+        if not 0 < low <= high:
+            raise ValueError(f"sigma_range must satisfy 0 < low <= high, got {self.sigma_range}")
+        if self.noise_max < 0 or self.scale < 1:
+            raise ValueError("noise_max must be >= 0 and scale >= 1")
+
+
+@dataclass(frozen=True)
+class DegradationParams:
+    """One degradation per image of a batch; reuse it for the second crop of the same images.
+
+    Attributes:
+        sigma_x: ``(B,)`` blur standard deviation along the kernel's rotated x axis, HR pixels.
+        sigma_y: ``(B,)`` blur standard deviation along the rotated y axis, HR pixels.
+        theta: ``(B,)`` rotation of the kernel, radians in [0, π).
+        noise_sigma: ``(B,)`` additive Gaussian noise standard deviation, reflectance units.
+        kernel_size: blur kernel side, pixels.
+        scale: downsampling factor.
+    """
+
+    sigma_x: Tensor
+    sigma_y: Tensor
+    theta: Tensor
+    noise_sigma: Tensor
+    kernel_size: int = 21
+    scale: int = 4
+
+    def __len__(self) -> int:
+        return int(self.sigma_x.shape[0])
+
+    def kernels(self) -> Tensor:
+        """The ``(B, k, k)`` float32 blur kernels, each summing to 1."""
+        return torch.stack(
+            [
+                anisotropic_gaussian_kernel(float(sx), float(sy), float(th), size=self.kernel_size)
+                for sx, sy, th in zip(self.sigma_x, self.sigma_y, self.theta)
+            ]
+        )
+
+
+# --- harmonisation -------------------------------------------------------------------------
+
+
+def harmonize(x: Tensor, gamma: Tensor | tuple[float, float, float] = DEFAULT_GAMMA) -> Tensor:
+    """Give an HR RGB image the Sentinel-2 look: ``x ↦ x^(1/γ)`` per channel.
+
+    Args:
+        x: ``(B, 3, H, W)`` float R, G, B in [0, 1]; values outside are clipped to [0, 1] first
+            (a fractional power of a negative number is undefined).
+        gamma: per-channel exponents, a 3-tuple, a ``(3,)`` tensor, or ``(B, 3)`` for one draw
+            per image (from :func:`sample_gamma`).
+
+    Returns:
+        ``(B, 3, H, W)`` float in [0, 1].
+    """
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"x must be (B, 3, H, W), got {tuple(x.shape)}")
+    gamma_t = torch.as_tensor(gamma, dtype=x.dtype, device=x.device)
+    if gamma_t.ndim == 1:
+        gamma_t = gamma_t.unsqueeze(0)
+    return x.clamp(0.0, 1.0).pow(1.0 / gamma_t[:, :, None, None])
+
+
+def sample_gamma(generator: torch.Generator, n: int = 1) -> Tensor:
+    """Draw harmonisation exponents from the SPEC's multivariate normal.
+
+    Returns:
+        ``(n, 3)`` float32 γ for R, G, B, bounded below by 0.05.
+    """
+    mean = torch.tensor(GAMMA_MEAN, dtype=torch.float64)
+    chol = torch.linalg.cholesky(torch.tensor(GAMMA_COV, dtype=torch.float64))
+    z = torch.randn((n, 3), generator=generator, dtype=torch.float64)
+    return (mean + z @ chol.T).clamp_min(_GAMMA_MIN).to(torch.float32)
+
+
+# --- blur kernels ---------------------------------------------------------------------------
+
+
+def anisotropic_gaussian_kernel(
+    sigma_x: float, sigma_y: float, theta: float, size: int = 21
+) -> Tensor:
+    """A rotated 2-D Gaussian kernel, normalised to sum 1.
+
+    The covariance is ``R(θ) diag(σx², σy²) R(θ)ᵀ``: the kernel's own x axis (σx) is the column
+    axis turned by ``theta`` radians towards the row axis. θ and θ + π give the same kernel, and
+    θ + π/2 swaps the roles of σx and σy, so θ ~ U(0, π) covers every orientation.
+
+    Args:
+        sigma_x, sigma_y: standard deviations in pixels (> 0).
+        theta: rotation in radians.
+        size: kernel side in pixels (odd), centred on the middle pixel.
+
+    Returns:
+        ``(size, size)`` float32, indexed ``[row, column]``.
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd number, got {size}")
+    if sigma_x <= 0 or sigma_y <= 0:
+        raise ValueError(f"sigmas must be positive, got {sigma_x}, {sigma_y}")
+    half = size // 2
+    coords = torch.arange(-half, half + 1, dtype=torch.float64)
+    row, col = torch.meshgrid(coords, coords, indexing="ij")
+    cos, sin = math.cos(theta), math.sin(theta)
+    # Coordinates in the kernel's own (rotated) frame.
+    u = cos * col + sin * row
+    v = -sin * col + cos * row
+    kernel = torch.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return (kernel / kernel.sum()).to(torch.float32)
+
+
+def isotropic_kernel(sigma: float, size: int = 21) -> Tensor:
+    """An isotropic Gaussian kernel ``(size, size)`` float32 summing to 1 (validation blur)."""
+    return anisotropic_gaussian_kernel(sigma, sigma, 0.0, size=size)
+
+
+def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def random_kernel(
+    generator: torch.Generator,
+    size: int = 21,
+    sigma_range: tuple[float, float] = (0.2, 4.0),
+) -> Tensor:
+    """One random anisotropic kernel: σx, σy ~ U(sigma_range), θ ~ U(0, π).
+
+    Returns:
+        ``(size, size)`` float32 summing to 1.
+    """
+    sigma_x, sigma_y = _uniform(generator, 2, *sigma_range).tolist()
+    theta = float(_uniform(generator, 1, 0.0, math.pi))
+    return anisotropic_gaussian_kernel(sigma_x, sigma_y, theta, size=size)
+
+
+def sample_degradation(
+    batch: int,
+    generator: torch.Generator,
+    settings: DegradationSettings = DegradationSettings(),
+) -> DegradationParams:
+    """Draw one degradation per image: σx, σy ~ U(sigma_range), θ ~ U(0, π), noise σ ~ U(0, max).
+
+    With ``settings.isotropic`` (validation), σy = σx and θ = 0.
+    """
+    sigma_x = _uniform(generator, batch, *settings.sigma_range)
+    if settings.isotropic:
+        sigma_y = sigma_x.clone()
+        theta = torch.zeros(batch, dtype=torch.float64)
+    else:
+        sigma_y = _uniform(generator, batch, *settings.sigma_range)
+        theta = _uniform(generator, batch, 0.0, math.pi)
+    noise_sigma = _uniform(generator, batch, 0.0, settings.noise_max)
+    return DegradationParams(
+        sigma_x=sigma_x.float(),
+        sigma_y=sigma_y.float(),
+        theta=theta.float(),
+        noise_sigma=noise_sigma.float(),
+        kernel_size=settings.kernel_size,
+        scale=settings.scale,
+    )
+
+
+# --- the degradation chain ------------------------------------------------------------------
+
+
+def _pad_mode(x: Tensor, pad: int) -> str:
+    """Reflect padding where the image is large enough for it, replicate otherwise."""
+    return "reflect" if min(x.shape[-2:]) > pad else "replicate"
+
+
+def blur(x: Tensor, kernels: Tensor) -> Tensor:
+    """Convolve each image with its own kernel (same kernel for all its channels).
+
+    Args:
+        x: ``(B, C, H, W)`` float.
+        kernels: ``(B, k, k)`` or ``(k, k)`` (shared) kernels, k odd.
+
+    Returns:
+        ``(B, C, H, W)``, borders handled by reflection.
+    """
+    batch, channels, height, width = x.shape
+    if kernels.ndim == 2:
+        kernels = kernels.expand(batch, *kernels.shape)
+    size = kernels.shape[-1]
+    pad = size // 2
+    padded = F.pad(x, (pad, pad, pad, pad), mode=_pad_mode(x, pad))
+    # One grouped convolution: every (image, channel) pair is its own group.
+    weight = kernels.to(x.dtype).repeat_interleave(channels, dim=0).unsqueeze(1)
+    out = F.conv2d(
+        padded.reshape(1, batch * channels, *padded.shape[-2:]), weight, groups=batch * channels
+    )
+    return out.reshape(batch, channels, height, width)
+
+
+def downsample_bicubic(x: Tensor, scale: int = 4) -> Tensor:
+    """Antialiased bicubic downsampling ``(B, C, H, W)`` → ``(B, C, H/scale, W/scale)``.
+
+    ``H`` and ``W`` must be multiples of ``scale``.
+    """
+    height, width = x.shape[-2:]
+    if height % scale or width % scale:
+        raise ValueError(f"image size {height}×{width} is not a multiple of {scale}")
+    return F.interpolate(
+        x,
+        size=(height // scale, width // scale),
+        mode="bicubic",
+        antialias=True,
+        align_corners=False,
+    )
+
+
+def add_noise(x: Tensor, sigma: Tensor | float, generator: torch.Generator) -> Tensor:
+    """Add white Gaussian noise of standard deviation ``sigma`` (reflectance units).
+
+    Args:
+        x: ``(B, C, H, W)`` float.
+        sigma: a float, or ``(B,)`` one level per image.
+        generator: source of the noise (on ``x``'s device).
+
+    Returns:
+        ``(B, C, H, W)``, not clipped (real inputs carry noise around 0 too).
+    """
+    sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma_t.ndim == 1:
+        sigma_t = sigma_t[:, None, None, None]
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return x + sigma_t * noise
+
+
+def degrade(hr: Tensor, params: DegradationParams, generator: torch.Generator) -> Tensor:
+    """Blur → ×scale antialiased bicubic → noise, image ``i`` with ``params``' entry ``i``.
+
+    Args:
+        hr: ``(B, C, H, W)`` float reflectance, ``H`` and ``W`` multiples of ``params.scale``.
+        params: ``B`` degradations (from :func:`sample_degradation`); pass the same object for
+            the second crop of the same images to make a MoCo positive pair.
+        generator: source of the noise realisation, on ``hr``'s device.
+
+    Returns:
+        ``(B, C, H/scale, W/scale)`` float reflectance (not clipped).
+    """
+    if len(params) != hr.shape[0]:
+        raise ValueError(f"{len(params)} degradations for a batch of {hr.shape[0]} images")
+    blurred = blur(hr, params.kernels().to(hr.device))
+    low = downsample_bicubic(blurred, params.scale)
+    return add_noise(low, params.noise_sigma.to(hr.device), generator)
+
+
+# --- Wald protocol (fusion training and evaluation) -----------------------------------------
+
+
+def wald_sigma(ratio: int, nyquist_gain: float = WALD_NYQUIST_GAIN) -> float:
+    """Standard deviation (input pixels) of the Gaussian whose response at the Nyquist
+    frequency of the ×``ratio`` coarser grid equals ``nyquist_gain``.
+
+    A Gaussian of σ pixels has frequency response ``exp(−2π²σ²f²)``; at ``f = 1/(2·ratio)``
+    cycles/pixel this gives ``σ = ratio · sqrt(−2 ln g) / π`` (≈ 0.49 · ratio for g = 0.3, the
+    usual Sentinel-2-like MTF gain at Nyquist).
+    """
+    if not 0 < nyquist_gain < 1:
+        raise ValueError(f"nyquist_gain must be in (0, 1), got {nyquist_gain}")
+    return ratio * math.sqrt(-2.0 * math.log(nyquist_gain)) / math.pi
+
+
+def wald_degrade(x: Tensor, ratio: int, nyquist_gain: float = WALD_NYQUIST_GAIN) -> Tensor:
+    """Degrade by ``ratio`` for Wald's protocol: MTF-matched Gaussian blur, then box average.
+
+    The Gaussian (σ from :func:`wald_sigma`, kernel side ``2·ceil(3σ) + 1``) models the sensor
+    MTF at the coarser grid; the ``ratio × ratio`` box average models the coarser pixel's area
+    integration and decimates.
+
+    Args:
+        x: ``(B, C, H, W)`` float reflectance, ``H`` and ``W`` multiples of ``ratio``.
+        ratio: integer degradation factor (≥ 1; 1 returns ``x``).
+        nyquist_gain: Gaussian response at the coarse grid's Nyquist frequency.
+
+    Returns:
+        ``(B, C, H/ratio, W/ratio)`` float reflectance.
+    """
+    if ratio == 1:
+        return x
+    height, width = x.shape[-2:]
+    if ratio < 1 or height % ratio or width % ratio:
+        raise ValueError(f"image size {height}×{width} is not a multiple of ratio {ratio}")
+    sigma = wald_sigma(ratio, nyquist_gain)
+    size = 2 * math.ceil(3 * sigma) + 1
+    blurred = blur(x, isotropic_kernel(sigma, size=size).to(x.device))
+    return F.avg_pool2d(blurred, ratio)
+
+
+def upsample_bilinear(x: Tensor, ratio: int) -> Tensor:
+    """Bilinear upsampling on pixel centres ``(B, C, h, w)`` → ``(B, C, h·ratio, w·ratio)``."""
+    if ratio == 1:
+        return x
+    height, width = x.shape[-2:]
+    return F.interpolate(
+        x, size=(height * ratio, width * ratio), mode="bilinear", align_corners=False
+    )
