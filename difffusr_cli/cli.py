@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -62,6 +62,204 @@ def info(
     from difffusr_cli.io.report import print_info
 
     print_info(path, as_json=json_output, scale=scale, offset=offset)
+
+
+@app.command()
+def superres(
+    inputs: Annotated[list[Path], typer.Argument(help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output GeoTIFF, or a folder (several inputs): one <input stem>_difffusr.tif per input.", show_default=False)],
+    rgb_model: Annotated[Optional[str], typer.Option("--rgb-model", help="RGB diffusion weights: a name of `difffusr weights list` or a file (default: the manifest's default).")] = None,
+    fusion_model: Annotated[Optional[str], typer.Option("--fusion-model", help="Fusion weights: a name or a file (default: the manifest's default); --fusion net only.")] = None,
+    fusion: Annotated[Literal["net", "gs", "bilinear"], typer.Option(help="Fusion of the other bands: net (learned), gs (Gram–Schmidt) or bilinear.")] = "net",
+    steps: Annotated[int, typer.Option(help="Diffusion sampler steps per patch.")] = 20,
+    seed: Annotated[int, typer.Option(help="Noise seed: the same seed gives the same file (same device and batch size).")] = 0,
+    patch_size: Annotated[int, typer.Option("--patch-size", help="Diffusion patch side in 2.5 m pixels (multiple of 32 for the published models).")] = 256,
+    overlap: Annotated[int, typer.Option(help="Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended smoothly.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Literal["auto", "fp32", "bf16", "fp16"], typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.")] = "auto",
+    window: Annotated[Optional[tuple[int, int, int, int]], typer.Option(help="Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m pixels).", metavar="COL ROW WIDTH HEIGHT")] = None,
+    bbox: Annotated[Optional[tuple[float, float, float, float]], typer.Option(help="Process only XMIN YMIN XMAX YMAX, in the scene's CRS (widened to whole 60 m pixels).", metavar="XMIN YMIN XMAX YMAX")] = None,
+    dtype: Annotated[Literal["uint16", "float32"], typer.Option(help="uint16 (the input's DN convention, scale/offset in the metadata) or float32 (reflectance).")] = "uint16",
+    cog: Annotated[bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF with overviews.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run with the same options.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (and discard interrupted runs).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    scale: Annotated[Optional[float], typer.Option(help="Override the radiometric scale: reflectance = DN·scale + offset.")] = None,
+    offset: Annotated[Optional[float], typer.Option(help="Override the radiometric offset in reflectance (e.g. -0.1).")] = None,
+) -> None:
+    """Super-resolve scenes to 12-band GeoTIFFs at 2.5 m: diffusion RGB, fused other bands."""
+    from difffusr_cli.pipeline import SuperresOptions, superres_many
+
+    options = SuperresOptions(
+        rgb_model=rgb_model, fusion_model=fusion_model, fusion=fusion,
+        steps=steps, seed=seed, patch_size=patch_size, overlap=overlap, batch_size=batch_size,
+        device=device, precision=precision, window=window, bbox=bbox, dtype=dtype,
+        cog=cog, resume=resume, overwrite=overwrite, quiet=quiet, scale=scale, offset=offset,
+    )
+    superres_many(inputs, output, options)
+
+
+# `difffusr weights ...`: thin commands over difffusr_cli.weights.
+weights_app = typer.Typer(
+    name="weights",
+    help="Pretrained weights: list the known models, download and convert them, convert local checkpoints.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """List the models of the manifest (weights.toml) and what of each is on this machine."""
+    import json
+
+    from difffusr_cli import weights
+
+    rows = [model.as_dict() for model in weights.list_models()]
+    if json_output:
+        info_out = {"manifest": str(weights.manifest_path()), "hub_cache": str(weights.hub_cache_dir()),
+                    "converted_cache": str(weights.cache_root()), "models": rows}
+        typer.echo(json.dumps(info_out, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    repos = sorted({f"{row['repo']}@{row['revision']}" for row in rows if row["source"] == "hub"})
+    table = Table(title=f"{weights.manifest_path()}", title_justify="left",
+                  caption=f"Hub: {', '.join(repos) or '-'}; cache: {weights.hub_cache_dir()}; "
+                          "* = sha256 not pinned in the manifest", caption_justify="left")
+    for column in ("name", "kind", "default", "local", "sha256", "file"):
+        table.add_column(column, overflow="fold", no_wrap=column != "file")
+    for row in rows:
+        local = "converted" if row["converted"] else "downloaded" if row["downloaded"] else "-"
+        sha = (row["sha256"] or "unknown")[:12] + ("" if row["sha256_pinned"] else "*")
+        file = row["file"] or f"(discover {row['discover']})"
+        table.add_row(row["name"], row["kind"], "yes" if row["default"] else "", local, sha, file)
+    Console().print(table)
+
+
+@weights_app.command("pull")
+def weights_pull(
+    name: Annotated[Optional[str], typer.Argument(help="Model name (see `difffusr weights list`).")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Pull every model of the manifest.")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")] = None,
+) -> None:
+    """Download a model through the Hugging Face cache, verify its sha256 and convert it to safetensors."""
+    from difffusr_cli import weights
+
+    if (name is None) == (not all_models):
+        raise typer.BadParameter("give one model NAME or --all")
+    names = list(weights.load_manifest()) if all_models else [str(name)]
+    reporter = weights.ConsoleReporter()
+    failed: list[str] = []
+    try:
+        for model in names:
+            try:
+                result = weights.pull(model, revision=revision, reporter=reporter)
+            except DifffusrError as exc:
+                if not all_models:
+                    raise
+                typer.echo(f"error: {exc}", err=True)
+                failed.append(model)
+                continue
+            typer.echo(f"{result.name}: {result.converted}")
+    finally:
+        reporter.close()
+    if failed:
+        raise DifffusrError(f"{len(failed)} of {len(names)} models could not be pulled: {', '.join(failed)}")
+
+
+@weights_app.command("convert")
+def weights_convert(
+    src: Annotated[Path, typer.Argument(help="A Lightning .ckpt, torch .pt/.pth or .safetensors file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors to write (its .json goes beside it), or a folder.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Convert a checkpoint to safetensors + JSON without running pickled code."""
+    from difffusr_cli import weights
+
+    reporter = weights.ConsoleReporter()
+    try:
+        typer.echo(str(weights.convert(src, output, overwrite=overwrite, reporter=reporter)))
+    finally:
+        reporter.close()
+
+
+@weights_app.command("path")
+def weights_path(
+    name: Annotated[str, typer.Argument(help="Model name (see `difffusr weights list`).")],
+    revision: Annotated[Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")] = None,
+) -> None:
+    """Print the local file of a model (converted safetensors, else the download). Downloads nothing."""
+    from difffusr_cli import weights
+
+    typer.echo(str(weights.locate(name, revision=revision)))
+
+
+# `difffusr eval ...`: benchmarks, thin commands over difffusr_cli.evaluate.
+eval_app = typer.Typer(
+    name="eval",
+    help="Measure models: the OpenSR-test benchmark for the RGB model (and fusion quality).",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+def _split_names(values: Optional[list[str]]) -> list[str]:
+    # Repeated flags and comma/space separated lists both work: --dataset naip,spot --dataset venus.
+    return [name for value in values or [] for name in value.replace(",", " ").split()]
+
+
+@eval_app.command("opensr")
+def eval_opensr(
+    rgb_model: Annotated[Optional[str], typer.Option("--rgb-model", help="RGB weights NAME or PATH, or `bicubic` for the zero-parameter stand-in (default: the default RGB model).")] = None,
+    dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Datasets: naip, spot, spain_crops, spain_urban, venus (repeat or comma-separate; default: the four ×4 ones).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with <dataset>.pkl (opensr-test's layout) or the Hugging Face repo's <version>/<dataset>/<dataset>.pkl. Default: opensr-test's cache, downloaded when online.")] = None,
+    data_version: Annotated[str, typer.Option("--data-version", help="opensr-test dataset version: v1, v2 or v3.")] = "v3",
+    distance: Annotated[Optional[list[str]], typer.Option("--distance", help="Correctness distances: nd, lpips, clip (default: all; nd is always scored, lpips/clip are skipped with a warning when unavailable).")] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 20,
+    seed: Annotated[Optional[int], typer.Option(help="Seed; image i of a dataset uses seed + i.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Score only the first N images of each dataset.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="The model's label in the results (default: --rgb-model).")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Per-image results CSV (default: opensr-<name>.csv).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing results CSV.")] = False,
+    compare: Annotated[Optional[list[Path]], typer.Option("--compare", help="Other models' result CSVs to rank against (repeatable).")] = None,
+    save_sr: Annotated[Optional[Path], typer.Option("--save-sr", help="Save the super-resolved images as GeoTIFFs under DIR/<dataset>/.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Score an RGB model on the OpenSR-test benchmark with the opensr-test package's metrics."""
+    import json
+
+    from difffusr_cli.evaluate import opensr, opensr_report
+
+    config = opensr.OpenSRConfig(
+        rgb_model=rgb_model,
+        datasets=tuple(_split_names(dataset)) or opensr.DEFAULT_DATASETS,
+        data_dir=data_dir,
+        data_version=data_version,  # type: ignore[arg-type] - validated by OpenSRConfig
+        distances=tuple(_split_names(distance)) or opensr.DISTANCES,  # type: ignore[arg-type]
+        steps=steps,
+        seed=seed,
+        device=device,
+        limit=limit,
+        save_sr=save_sr,
+        label=name,
+    )
+    label = config.model_label
+    target = opensr_report.results_csv_path(csv_path, label, overwrite=overwrite)
+    others = opensr_report.load_comparisons(compare or [], label)
+    report = opensr.evaluate_opensr(config, progress=True, warn=lambda line: typer.echo(f"warning: {line}", err=True))
+    opensr_report.write_rows_csv(report.rows, target)
+    ranking = opensr_report.rank_models(report, others, config.datasets)
+    if json_output:
+        typer.echo(json.dumps(opensr_report.report_json(report, ranking, target), indent=1))
+        return
+    opensr_report.print_report(report, ranking)
+    typer.echo(f"per-image results: {target}")
 
 
 def _log_failure(exc: BaseException) -> Path:
