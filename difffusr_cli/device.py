@@ -1,0 +1,120 @@
+"""Device and precision selection for inference, with errors a user can act on."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+from difffusr_cli.errors import InputError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """Turn ``auto | cpu | cuda | cuda:N | mps`` into a usable :class:`torch.device`.
+
+    ``auto`` picks CUDA, then MPS, then the CPU.
+
+    Raises:
+        InputError: the spec is malformed or names a device this machine does not have.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not _mps_available():
+            raise InputError("--device mps: Apple Metal (MPS) is not available on this machine; use --device cpu")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index_text = spec.partition(":")[2]
+        if index_text and not index_text.isdigit():
+            raise InputError(f"--device {spec}: expected cuda or cuda:N with N a GPU number")
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {spec}: no CUDA GPU is available (torch {torch.__version__}); use --device cpu")
+        index = int(index_text) if index_text else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {spec}: only {torch.cuda.device_count()} CUDA GPU(s) found (cuda:0…)")
+        return torch.device("cuda", index)
+    raise InputError(f"--device {spec!r}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def select_precision(spec: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for ``spec`` on ``device``: ``auto`` is bf16 on CUDA, fp32 elsewhere.
+
+    Raises:
+        InputError: unknown spec, bf16 on a GPU without bf16 support, or fp16 on the CPU.
+    """
+    spec = spec.strip().lower()
+    if spec not in PRECISIONS:
+        raise InputError(f"--precision {spec!r}: expected one of {', '.join(PRECISIONS)}")
+    if spec == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16 or fp32")
+    if spec == "fp16" and device.type == "cpu":
+        raise InputError("--precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 or bf16")
+    return _DTYPES[spec]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``"bf16"`` (the CLI's spelling)."""
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Mixed-precision autocast for ``dtype`` (nothing for fp32), inside ``torch.inference_mode``."""
+    with torch.inference_mode():
+        if dtype == torch.float32:
+            yield
+        else:
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
+
+
+def describe(device: torch.device) -> str:
+    """A short human description: ``"cuda:0 (NVIDIA H100 80GB HBM3)"`` or ``"cpu (8 threads)"``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement (GPU only; the process RSS peak cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """Peak memory in bytes and what was measured.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` since the last :func:`reset_peak_memory`;
+    elsewhere the peak resident set size of the process.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "GPU memory allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return int(rss if sys.platform == "darwin" else rss * 1024), "process RSS"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
