@@ -1,0 +1,313 @@
+"""Outputs of ``eval fusion``: the terminal tables (rich), the CSV, the ``--json`` object, and the
+progress bar over blocks.
+
+CSV: one row per (product, method, scope), scope ``overall`` (name ``all``), ``group`` (``10m``,
+``20m``, ``60m``) or ``band`` (``B01`` …); a method that could not run has one ``overall`` row
+with ``status`` = ``missing``, empty metrics and the ``reason``. Several products add rows whose
+product is ``mean``. Non-finite values are written ``inf`` / ``nan`` (Python's ``float()`` reads
+them back).
+
+JSON: ``{"mode", "settings", "products": [{"label", "path", "region", "pixels", "methods":
+{method: {"status", "reason", "detail", "overall", "groups", "bands"}}}], "mean"}`` with metrics
+as ``{"r2", "cc", "ssim", "psnr", "mse", "ergas"}``. Strict JSON has no infinity: ``inf`` is
+written as the string ``"inf"`` (a perfect PSNR) and NaN (undefined) as ``null``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from difffusr_cli.bands import GROUPS
+from difffusr_cli.errors import OutputError
+from difffusr_cli.evaluate.fusion import FusionReport, MethodResult, ProgressFn
+from difffusr_cli.evaluate.metrics import METRIC_NAMES, Scores, ScoreTable
+
+#: CSV columns, in order.
+CSV_COLUMNS: tuple[str, ...] = (
+    "mode",
+    "product",
+    "method",
+    "scope",
+    "name",
+    "pixels",
+    *METRIC_NAMES,
+    "status",
+    "reason",
+    "detail",
+)
+_HEADERS = {
+    "r2": "R²",
+    "cc": "CC",
+    "ssim": "SSIM",
+    "psnr": "PSNR dB",
+    "mse": "MSE",
+    "ergas": "ERGAS",
+}
+_BETTER = {"r2": "↑", "cc": "↑", "ssim": "↑", "psnr": "↑", "mse": "↓", "ergas": "↓"}
+
+
+def format_metric(metric: str, value: float) -> str:
+    """A metric value for the terminal (``inf``, ``nan`` spelled out)."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if metric == "mse":
+        return f"{value:.3e}"
+    if metric in ("psnr", "ergas"):
+        return f"{value:.2f}" if metric == "psnr" else f"{value:.3f}"
+    return f"{value:.4f}"
+
+
+def _csv_number(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else str(float(value))
+
+
+def _json_number(value: float) -> float | str | None:
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def _scopes(table: ScoreTable) -> Iterator[tuple[str, str, Scores]]:
+    """``(scope, name, scores)``: overall, each group, each band."""
+    yield "overall", "all", table.overall
+    for group, scores in table.per_group.items():
+        yield "group", group, scores
+    for band, scores in table.per_band.items():
+        yield "band", band, scores
+
+
+def _product_rows(
+    report: FusionReport,
+) -> Iterator[tuple[str, dict[str, int] | None, MethodResult]]:
+    for product in report.products:
+        for result in product.methods:
+            yield product.label, product.pixels, result
+    for result in report.mean or ():
+        yield "mean", None, result
+
+
+def csv_rows(report: FusionReport) -> list[dict[str, str]]:
+    """The CSV rows of a report (see the module docstring), as ``{column: text}``."""
+    rows: list[dict[str, str]] = []
+    for label, pixels, result in _product_rows(report):
+        base = {
+            "mode": report.mode,
+            "product": label,
+            "method": result.method,
+            "detail": result.detail or "",
+        }
+        if result.table is None:
+            rows.append(
+                {
+                    **base,
+                    "scope": "overall",
+                    "name": "all",
+                    "pixels": "",
+                    "status": "missing",
+                    "reason": result.reason or "",
+                    **{m: "" for m in METRIC_NAMES},
+                }
+            )
+            continue
+        for scope, name, scores in _scopes(result.table):
+            count = ""
+            if pixels is not None:
+                group = (
+                    name
+                    if scope == "group"
+                    else next((g for g, b in GROUPS.items() if name in b), None)
+                )
+                count = str(sum(pixels.values())) if group is None else str(pixels[group])
+            values = scores.as_dict()
+            rows.append(
+                {
+                    **base,
+                    "scope": scope,
+                    "name": name,
+                    "pixels": count,
+                    "status": "ok",
+                    "reason": "",
+                    **{m: _csv_number(values[m]) for m in METRIC_NAMES},
+                }
+            )
+    return rows
+
+
+def write_csv(report: FusionReport, path: str | Path) -> Path:
+    """Write :func:`csv_rows` to ``path`` (replacing it); returns the path.
+
+    Raises:
+        OutputError: the file cannot be written.
+    """
+    path = Path(path)
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(csv_rows(report))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _scores_json(scores: Scores) -> dict[str, Any]:
+    return {m: _json_number(v) for m, v in scores.as_dict().items()}
+
+
+def _method_json(result: MethodResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "status": "ok" if result.table is not None else "missing",
+        "reason": result.reason,
+        "detail": result.detail,
+    }
+    if result.table is not None:
+        entry["overall"] = _scores_json(result.table.overall)
+        entry["groups"] = {g: _scores_json(s) for g, s in result.table.per_group.items()}
+        entry["bands"] = {b: _scores_json(s) for b, s in result.table.per_band.items()}
+    return entry
+
+
+def report_json(report: FusionReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--json`` object (strict JSON: see the module docstring); ``extra`` keys are added."""
+    out: dict[str, Any] = {
+        "mode": report.mode,
+        "settings": report.settings,
+        "products": [
+            {
+                "label": p.label,
+                "path": p.path,
+                "region": {
+                    "col_off": int(p.region.col_off),
+                    "row_off": int(p.region.row_off),
+                    "width": int(p.region.width),
+                    "height": int(p.region.height),
+                },
+                "pixels": p.pixels,
+                "methods": {r.method: _method_json(r) for r in p.methods},
+            }
+            for p in report.products
+        ],
+        "mean": None if report.mean is None else {r.method: _method_json(r) for r in report.mean},
+    }
+    out.update(extra or {})
+    return out
+
+
+def _console(console: Any) -> Any:
+    from rich.console import Console
+
+    if console is not None:
+        return console
+    # A terminal wraps the cells to fit; a pipe or log file gets each row on one line.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _table(title: str, methods: tuple[MethodResult, ...], per_band: bool) -> Any:
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left")
+    grid.add_column("bands")
+    grid.add_column("method")
+    for metric in METRIC_NAMES:
+        grid.add_column(f"{_HEADERS[metric]} {_BETTER[metric]}", justify="right")
+    scopes: list[tuple[str, str]] = [("all", "overall")] + [(g, "group") for g in GROUPS]
+    if per_band:
+        scopes = [(name, "band") for members in GROUPS.values() for name in members]
+    for i, (name, scope) in enumerate(scopes):
+        for j, result in enumerate(methods):
+            label = name if j == 0 else ""
+            if result.table is None:
+                grid.add_row(
+                    label,
+                    result.method,
+                    *("—" for _ in METRIC_NAMES),
+                    style="dim",
+                    end_section=j == len(methods) - 1 and i < len(scopes) - 1,
+                )
+                continue
+            table = result.table
+            scores = (
+                table.overall
+                if scope == "overall"
+                else table.per_group[name]
+                if scope == "group"
+                else table.per_band[name]
+            )
+            values = scores.as_dict()
+            grid.add_row(
+                label,
+                result.method,
+                *(format_metric(m, values[m]) for m in METRIC_NAMES),
+                end_section=j == len(methods) - 1 and i < len(scopes) - 1,
+            )
+    return grid
+
+
+def print_report(report: FusionReport, console: Any = None) -> None:
+    """The tables on the terminal: overall and per group for every product (and their mean),
+    then per band for the single product or for the mean; missing methods with their reason."""
+    console = _console(console)
+    what = (
+        "Wald protocol: inputs degraded ×4, scored against the native bands"
+        if report.mode == "wald"
+        else "product check: 2.5 m product area-averaged onto the source's native grids"
+    )
+    for product in report.products:
+        pixels = ", ".join(f"{g}: {n}" for g, n in product.pixels.items())
+        console.print(
+            _table(f"{product.label} · {what} · scored pixels {pixels}", product.methods, False)
+        )
+    last = report.mean if report.mean is not None else report.products[-1].methods
+    if report.mean is not None:
+        console.print(
+            _table(f"mean of {len(report.products)} products · {what}", report.mean, False)
+        )
+    title = (
+        "mean · per band" if report.mean is not None else f"{report.products[-1].label} · per band"
+    )
+    console.print(_table(title, last, True))
+    for result in report.products[0].methods:
+        if result.table is None:
+            console.print(
+                f"{result.method}: missing — {result.reason}", highlight=False, soft_wrap=True
+            )
+
+
+@contextmanager
+def block_progress(enabled: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr over the blocks of each product; yields the callback
+    (None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("blocks"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label[:40], total=total)
+        progress.update(tasks[label], completed=done)
+
+    with progress:
+        yield update
