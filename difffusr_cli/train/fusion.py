@@ -1,0 +1,536 @@
+"""``difffusr train fusion``: train the three per-group fusion nets on Sentinel-2 data (Wald protocol).
+
+At inference a group's branch sees the SR RGB on the 2.5 m grid and the bands of its input groups
+(RRDB: the finer groups too) ``OUTPUT_RATIO`` = 4, 8, 24 times coarser, and returns the group's
+bands on the 2.5 m grid. Native Sentinel-2 data have no 2.5 m truth, so each branch trains in a
+copy of that situation shrunk by ``4·r`` (``r`` = 1, 2, 6 the group's ratio to 10 m, Wald's
+protocol): the target is the group's native band (10·r m), the guidance the native RGB degraded
+to the target grid (×r), and every input group degraded by ``4·r`` from its native grid
+(:func:`~difffusr_cli.train.degrade.wald_degrade`: MTF-matched Gaussian then box average), then
+z-scored and bilinearly upsampled to the target grid exactly as
+:class:`~difffusr_cli.models.predictors.FusionPredictor` does at inference. A 1440 m patch (144 px
+at 10 m) thus gives the 10 m branch a 144 px target, the 20 m branch 72 px, the 60 m branch 24 px.
+
+Each branch has its own Adam optimizer and an L1 loss in the z-scored space it predicts.
+Validation, on held-aside patches: ERGAS per group (ratio 4, 8, 24) of the nets, of Gram–Schmidt
+(:func:`~difffusr_cli.evaluate.gram_schmidt.gram_schmidt_fuse`) and of bilinear upsampling given
+the same degraded inputs, logged to the CSV; ``best`` has the lowest mean ERGAS of the nets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from difffusr_cli import bands
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
+from difffusr_cli.errors import InputError, OutputError, WeightsError
+from difffusr_cli.models.config import FusionConfig
+from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
+from difffusr_cli.train import common
+from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
+from difffusr_cli.train.data import S2PatchSampler
+from difffusr_cli.train.degrade import upsample_bilinear, wald_degrade
+
+#: Patch sides (10 m pixels) must be multiples of this: the 60 m branch degrades 60 m bands by 24.
+PATCH_MULTIPLE = 6 * OUTPUT_RATIO["60m"]
+_GROUP_ORDER: tuple[GroupName, ...] = ("10m", "20m", "60m")
+_STREAM_BATCH, _STREAM_VAL = 11, 12
+_METHODS = ("net", "gs", "bilinear")
+
+LOG_COLUMNS = (
+    "step",
+    "epoch",
+    "phase",
+    "lr",
+    "loss_10m",
+    "loss_20m",
+    "loss_60m",
+    "steps_per_s",
+    *(f"ergas_{g}_{m}" for m in _METHODS for g in _GROUP_ORDER),
+    *(f"ergas_mean_{m}" for m in _METHODS),
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class FusionTrainConfig:
+    """Hyperparameters of ``train fusion`` (``[train]``) and the architecture (``[model]``).
+
+    Attributes:
+        model: the three branches' architecture (``arch`` rrdb or mtf).
+        batch_size: patches per step.
+        patch_size: patch side in 10 m pixels (multiple of 144; 144 = 1440 m).
+        lr: Adam learning rate of each branch.
+        milestones, lr_gamma: multi-step schedule (epochs; empty: constant rate).
+        epochs: epochs to train.
+        patches_per_epoch: random patches that make an epoch.
+        max_steps: stop after this many steps in total (None: after ``epochs``).
+        val_patches: held-aside validation patches.
+        val_fraction: share of the products (several) or rows (one) held aside for validation.
+        max_nodata: skip patches with more invalid pixels than this in any group.
+        val_every, checkpoint_every, log_every, grad_clip, amp, seed: as for ``train rgb``.
+    """
+
+    model: FusionConfig = field(default_factory=FusionConfig)
+    batch_size: int = 4
+    patch_size: int = 144
+    lr: float = 1e-4
+    milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.5
+    epochs: int = 50
+    patches_per_epoch: int = 2000
+    max_steps: int | None = None
+    val_patches: int = 32
+    val_fraction: float = 0.2
+    max_nodata: float = 0.05
+    val_every: int = 1
+    checkpoint_every: int = 10
+    log_every: int = 10
+    grad_clip: float = 0.0
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps == 0:
+            object.__setattr__(self, "max_steps", None)
+        for name in (
+            "batch_size",
+            "patch_size",
+            "epochs",
+            "patches_per_epoch",
+            "val_patches",
+            "val_every",
+            "log_every",
+        ):
+            common.check_positive_int(getattr(self, name), name)
+        if self.max_steps is not None:
+            common.check_positive_int(self.max_steps, "max_steps")
+        common.check_positive_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        common.check_milestones(self.milestones)
+        require(
+            self.patch_size % PATCH_MULTIPLE == 0,
+            f"patch_size must be a multiple of {PATCH_MULTIPLE} 10 m pixels (the 60 m branch degrades "
+            f"60 m bands by 24), got {self.patch_size}",
+        )
+        require(self.lr > 0 and 0 < self.lr_gamma <= 1, "lr must be > 0 and lr_gamma in (0, 1]")
+        require(
+            0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"
+        )
+        require(0 <= self.max_nodata < 1, f"max_nodata must be in [0, 1), got {self.max_nodata}")
+        require(self.grad_clip >= 0, "grad_clip must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
+        train = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()
+            if k != "model"
+        }
+        return {"model": self.model.to_dict(), "train": train}
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str) -> FusionTrainConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            InputError: unknown sections or keys, invalid values.
+        """
+        unknown = set(mapping) - {"model", "train"}
+        if unknown:
+            raise InputError(
+                f"{where}: unknown sections {', '.join(sorted(unknown))} (expected [model] and [train])"
+            )
+        try:
+            model = FusionConfig.from_dict(mapping.get("model", {}))
+        except (WeightsError, ValueError) as exc:
+            raise InputError(f"{where}: [model] {exc}") from None
+        train = dict(mapping.get("train", {}))
+        train["model"] = model
+        return common.dataclass_from_mapping(cls, train, where)
+
+
+def _preset(arch: str, size: str) -> dict[str, Any]:
+    if size == "large":
+        model = FusionConfig.large_mtf() if arch == "mtf" else FusionConfig.large_rrdb()
+        return FusionTrainConfig(model=model).to_dict()
+    model = FusionConfig(arch, 16, 2, 8)  # type: ignore[arg-type]
+    return FusionTrainConfig(
+        model=model,
+        batch_size=4,
+        epochs=20,
+        patches_per_epoch=64,
+        val_patches=8,
+        checkpoint_every=0,
+        log_every=1,
+    ).to_dict()
+
+
+def presets(arch: str) -> dict[str, Any]:
+    """``--config`` presets for ``arch``: ``large`` (the authors' sizes) and ``small`` (CPU-sized)."""
+    return {"large": lambda: _preset(arch, "large"), "small": lambda: _preset(arch, "small")}
+
+
+def resolve_config(
+    spec: str, overrides: Mapping[str, Any], arch: str | None = None, run: RunDir | None = None
+) -> FusionTrainConfig:
+    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then overrides.
+
+    ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
+    """
+    overrides = dict(overrides)
+    if arch is not None:
+        if arch not in ("rrdb", "mtf"):
+            raise InputError(f"--arch {arch!r}: expected rrdb or mtf")
+        overrides["model.arch"] = arch
+    if run is not None:
+        base = run.read_config()
+        return FusionTrainConfig.from_mapping(
+            common.apply_overrides(base, overrides), str(run.config_file)
+        )
+    return common.load_config(
+        spec, presets(arch or "rrdb"), overrides, FusionTrainConfig.from_mapping
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Wald-protocol inputs
+
+
+def _stats(names: tuple[str, ...], like: Tensor) -> tuple[Tensor, Tensor]:
+    idx = bands.indices(names)
+    mean = torch.tensor([bands.NORM_MEAN[i] for i in idx], dtype=like.dtype, device=like.device)
+    std = torch.tensor([bands.NORM_STD[i] for i in idx], dtype=like.dtype, device=like.device)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+
+def to_branch_space(x: Tensor, group: GroupName) -> Tensor:
+    """``(B, C, h, w)`` reflectance in ``bands.GROUPS`` order → z-scores in the branch's order."""
+    names = GROUPS[group]
+    mean, std = _stats(names, x)
+    z = (x - mean) / std
+    return z[:, [names.index(n) for n in BRANCH_BANDS[group]]]
+
+
+def from_branch_space(z: Tensor, group: GroupName) -> Tensor:
+    """Inverse of :func:`to_branch_space`: branch-order z-scores → reflectance in group order."""
+    order = BRANCH_BANDS[group]
+    mean, std = _stats(order, z)
+    x = z * std + mean
+    return x[:, [order.index(n) for n in GROUPS[group]]]
+
+
+@dataclass(frozen=True)
+class WaldWorld:
+    """One branch's training situation (see the module docstring), for a batch of patches.
+
+    Attributes:
+        group: the branch.
+        guidance: ``(B, 3, T, T)`` R, G, B reflectance on the target grid.
+        degraded: every group degraded by ``4·r``, reflectance in group order (for baselines).
+        target: ``(B, C, T, T)`` the group's native bands, reflectance in group order.
+    """
+
+    group: GroupName
+    guidance: Tensor
+    degraded: dict[GroupName, Tensor]
+    target: Tensor
+
+
+def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorld:
+    """Build ``group``'s Wald situation from native patches ``{g: (B, C_g, P/r_g, P/r_g)}``."""
+    ratio = GROUP_RATIO[group]
+    rgb = native["10m"][:, [GROUPS["10m"].index(n) for n in bands.RGB]]
+    degraded = {g: wald_degrade(native[g], OUTPUT_RATIO[group]) for g in _GROUP_ORDER}
+    return WaldWorld(
+        group=group, guidance=wald_degrade(rgb, ratio), degraded=degraded, target=native[group]
+    )
+
+
+def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
+    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor builds them."""
+    mean, std = _stats(bands.RGB, world.guidance)
+    guidance = (world.guidance - mean) / std
+    size = world.guidance.shape[-2:]
+    parts = []
+    for g in net.input_groups(world.group):
+        up = upsample_bilinear(to_branch_space(world.degraded[g], g), OUTPUT_RATIO[g])
+        parts.append(up[:, :, : size[0], : size[1]])
+    return guidance, torch.cat(parts, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def validate(
+    net: FusionNetwork, native: Mapping[GroupName, Tensor], batch_size: int
+) -> tuple[dict[str, float], dict[GroupName, dict[str, Tensor]]]:
+    """ERGAS per group of the nets, Gram–Schmidt and bilinear on fixed validation patches.
+
+    Returns:
+        ``(scores, previews)``: ``scores`` maps ``ergas_<group>_<method>`` and
+        ``ergas_mean_<method>`` to values; ``previews[group]`` holds the first patch's
+        ``bilinear``, ``net`` and ``target`` reflectance (CPU) for the quicklook.
+    """
+    from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
+    from difffusr_cli.evaluate.metrics import aggregate_scores
+
+    was_training = net.training
+    net.eval()
+    scores: dict[str, float] = {}
+    previews: dict[GroupName, dict[str, Tensor]] = {}
+    count = next(iter(native.values())).shape[0]
+    try:
+        for group in _GROUP_ORDER:
+            outputs: dict[str, list[Tensor]] = {m: [] for m in _METHODS}
+            targets = []
+            for start in range(0, count, batch_size):
+                chunk = {g: t[start : start + batch_size] for g, t in native.items()}
+                world = wald_world(chunk, group)
+                guidance, ms = branch_inputs(net, world)
+                outputs["net"].append(
+                    from_branch_space(net.branch(group)(guidance, ms).float(), group)
+                )
+                index = bands.indices(GROUPS[group])
+                outputs["gs"].append(gram_schmidt_fuse(world.guidance, world.degraded)[:, index])
+                outputs["bilinear"].append(bilinear_fuse(world.guidance, world.degraded)[:, index])
+                targets.append(world.target)
+            target = torch.cat(targets)
+            for method in _METHODS:
+                predicted = torch.cat(outputs[method])
+                scores[f"ergas_{group}_{method}"] = float(
+                    aggregate_scores(predicted, target, ratio=OUTPUT_RATIO[group]).ergas
+                )
+                if method in ("net", "bilinear"):
+                    previews.setdefault(group, {})[method] = predicted[:1].cpu()
+            previews[group]["target"] = target[:1].cpu()
+    finally:
+        net.train(was_training)
+    for method in _METHODS:
+        scores[f"ergas_mean_{method}"] = float(
+            np.mean([scores[f"ergas_{g}_{method}"] for g in _GROUP_ORDER])
+        )
+    return scores, previews
+
+
+def _quicklook(run: RunDir, step: int, previews: Mapping[GroupName, Mapping[str, Tensor]]) -> Path:
+    rows = []
+    for group in _GROUP_ORDER:
+        panels = [previews[group][k][0].numpy() for k in ("bilinear", "net", "target")]
+        # three bands of the group as a false-colour image (the 60 m group repeats B09)
+        pick = [0, 1, 2] if panels[0].shape[0] >= 3 else [1, 1, 0]
+        rows.append(common.to_uint8([p[pick] for p in panels]))
+    return common.write_png(run.quicklook(step), common.mosaic(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _to_tensors(
+    batch: Mapping[GroupName, np.ndarray], device: torch.device
+) -> dict[GroupName, Tensor]:
+    return {g: torch.from_numpy(a).to(device) for g, a in batch.items()}
+
+
+def build_net(
+    config: FusionTrainConfig, init: str | None, report: Reporter
+) -> tuple[FusionNetwork, FusionTrainConfig]:
+    """Fresh networks, or networks initialised from ``init`` (whose architecture then wins)."""
+    if init is None:
+        common.seed_global(config.seed, -1)
+        return FusionNetwork(config.model), config
+    from difffusr_cli.api import load_network
+    from difffusr_cli.weights import load_weights, resolve
+
+    path = resolve(init, "fusion")
+    loaded = load_weights(path)
+    if loaded.kind != "fusion":
+        raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not a fusion model")
+    if loaded.config != config.model:
+        report(
+            f"--init {init}: using its architecture ({loaded.config.arch}) instead of the config's [model]"
+        )
+        config = replace(config, model=loaded.config)  # type: ignore[arg-type]
+    net = load_network(loaded, origin=str(path))
+    assert isinstance(net, FusionNetwork)
+    return net, config
+
+
+def train_fusion(
+    config: FusionTrainConfig,
+    data: S2PatchSampler,
+    run: RunDir,
+    *,
+    device: str = "auto",
+    init: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    report: Reporter = print,
+) -> TrainResult:
+    """Train the three fusion branches; checkpoints, logs and quicklooks go to ``run``.
+
+    Arguments as :func:`difffusr_cli.train.rgb.train_rgb`; ``data`` samples the patches (its
+    ``patch`` must equal ``config.patch_size``). ``TrainResult.losses`` holds the mean of the three
+    branch losses per step; ``best_metric`` is the best mean ERGAS of the nets.
+    """
+    from difffusr_cli.device import describe, select_device
+
+    target = select_device(device)
+    if resume and init is not None:
+        raise InputError(
+            "--init and --resume exclude each other (a resumed run keeps its own weights)"
+        )
+    if data.patch != config.patch_size:
+        raise InputError(
+            f"the patch sampler cuts {data.patch} px patches but patch_size is {config.patch_size}"
+        )
+    for line in data.summary():
+        report(line)
+    net, config = build_net(config, None if resume else init, report)
+    start_step, best_metric = 0, None
+    state: dict[str, Any] = {}
+    if resume:
+        from difffusr_cli.weights import load_weights
+
+        loaded = load_weights(run.checkpoint("last"))
+        if loaded.config != config.model:
+            raise OutputError(
+                f"{run.checkpoint('last')}: its architecture differs from {run.config_file}"
+            )
+        net.load_state_dict(loaded.state_dict, strict=True)
+        state = run.load_state()
+        start_step, best_metric = int(state["step"]), state.get("best_metric")
+    run.write_config(config.to_dict())
+    net.to(target).train()
+    precision = common.Precision(target, config.amp)
+    optimizers = {
+        g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
+    }
+    if state:
+        for g in _GROUP_ORDER:
+            optimizers[g].load_state_dict(state["optimizers"][g])
+        precision.load_state_dict(state.get("scaler", {}))
+
+    steps_per_epoch = max(1, config.patches_per_epoch // config.batch_size)
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    n_params = sum(p.numel() for p in net.parameters())
+    report(
+        f"device {describe(target)}, precision {precision.name}; fusion-{config.model.arch}, "
+        f"{n_params / 1e6:.2f} M parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
+    )
+    _, val_rng = common.step_rngs(config.seed, _STREAM_VAL, 0)
+    val_native = _to_tensors(data.batch(val_rng, config.val_patches, "val"), target)
+    log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
+    source = {"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)}
+
+    losses: list[float] = []
+    window: list[dict[GroupName, float]] = []
+    tick = time.perf_counter()
+    started = tick
+    with common.progress_bar(total, start_step, "train fusion", progress) as advance:
+        for step in range(start_step, total):
+            epoch = step // steps_per_epoch
+            factor = common.lr_factor(epoch, config.milestones, config.lr_gamma)
+            rate = next(common.set_lr(o, config.lr, factor) for o in optimizers.values())
+            common.seed_global(config.seed, step)
+            _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
+            native = _to_tensors(data.batch(rng, config.batch_size, "train"), target)
+            step_losses: dict[GroupName, float] = {}
+            for group in _GROUP_ORDER:
+                world = wald_world(native, group)
+                optimizer = optimizers[group]
+                optimizer.zero_grad(set_to_none=True)
+                with precision.autocast():
+                    guidance, ms = branch_inputs(net, world)
+                    predicted = net.branch(group)(guidance, ms)
+                    loss = F.l1_loss(predicted.float(), to_branch_space(world.target, group))
+                precision.step(
+                    loss, optimizer, config.grad_clip or None, list(net.branch(group).parameters())
+                )
+                step_losses[group] = common.finite_or_raise(
+                    float(loss.detach()), f"the {group} loss", step
+                )
+            value = float(np.mean(list(step_losses.values())))
+            losses.append(value)
+            window.append(step_losses)
+            done = step + 1
+            advance(loss=value, epoch=epoch)
+            if done % config.log_every == 0 or done == total:
+                now = time.perf_counter()
+                log.write(
+                    step=done,
+                    epoch=epoch,
+                    phase="train",
+                    lr=rate,
+                    **{f"loss_{g}": float(np.mean([w[g] for w in window])) for g in _GROUP_ORDER},
+                    steps_per_s=len(window) / max(now - tick, 1e-9),
+                    seconds=now - started,
+                )
+                window, tick = [], now
+            end_of_epoch = done % steps_per_epoch == 0
+            if not (end_of_epoch or done == total):
+                continue
+            epochs_done = math.ceil(done / steps_per_epoch)
+            if epochs_done % config.val_every == 0 or done == total:
+                scores, previews = validate(net, val_native, config.batch_size)
+                log.write(
+                    step=done,
+                    epoch=epoch,
+                    phase="val",
+                    seconds=time.perf_counter() - started,
+                    **scores,
+                )
+                _quicklook(run, done, previews)
+                metric = scores["ergas_mean_net"]
+                if best_metric is None or metric < best_metric:
+                    best_metric = metric
+                    run.save_weights(
+                        "best", net, "fusion", config.model, {**source, "step": done, **scores}
+                    )
+            run.save_weights("last", net, "fusion", config.model, {**source, "step": done})
+            run.save_state(
+                {
+                    "step": done,
+                    "best_metric": best_metric,
+                    "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
+                    "scaler": precision.state_dict(),
+                }
+            )
+            if (
+                config.checkpoint_every
+                and end_of_epoch
+                and epochs_done % config.checkpoint_every == 0
+            ):
+                run.save_weights(
+                    f"epoch-{epochs_done:04d}",
+                    net,
+                    "fusion",
+                    config.model,
+                    {**source, "step": done},
+                )
+
+    best = run.checkpoint("best")
+    done = max(total, start_step)
+    return TrainResult(
+        out=run.path,
+        step=done,
+        epoch=math.ceil(done / steps_per_epoch),
+        last=run.checkpoint("last"),
+        best=best if best.is_file() else None,
+        best_metric=best_metric,
+        losses=tuple(losses),
+    )

@@ -1,0 +1,653 @@
+"""``difffusr train rgb``: train or fine-tune the RGB diffusion super-resolution model (SPEC §2).
+
+One step, for a batch of high-resolution images (2.5 m, reflectance):
+
+1. Two random crops per image (``patch_size`` px, independent flips/rotations) — MoCo's positive
+   pair; optional harmonisation (γ drawn per image) and one degradation per image
+   (:func:`~difffusr_cli.train.degrade.sample_degradation`: 21×21 anisotropic Gaussian blur with
+   θ over [0, π), antialiased bicubic ×4, Gaussian noise) shared by both crops.
+2. Everything in the networks' [−1, 1] space. ``L1(encoder ×4 head(lr₁), hr₁)`` +
+   ``MSE(U-Net x0 prediction, hr₁)`` + ``infonce_weight · InfoNCE(MoCo(lr₁, lr₂))``, the U-Net
+   seeing ``hr₁`` noised at a continuous level √ᾱ drawn uniformly between √ᾱ_t and √ᾱ_{t−1}
+   (t uniform per sample) and conditioned on the RRDB context and the degradation feature.
+3. Adam (``lr``; halved — ``lr_gamma`` — at each ``milestones`` epoch), then the EMA U-Net
+   (``ema.``) follows the trained one (``model.``) with ``ema_decay``; it starts as a copy.
+
+Validation (every ``val_every`` epochs and at the end): the held-aside images' centre crops with
+a fixed *isotropic* degradation, sampled with the EMA weights by the inference code
+(:class:`~difffusr_cli.models.predictors.RGBSuperResolver`, ``val_steps`` DDIM steps, fixed seed);
+PSNR against the HR crop decides ``best``. Checkpoints hold the full official layout, so
+``superres --rgb-model OUT/best.safetensors`` uses them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from difffusr_cli.errors import InputError, OutputError, WeightsError
+from difffusr_cli.models.config import SRConfig
+from difffusr_cli.models.sr import DiffusionSR
+from difffusr_cli.train import common
+from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
+from difffusr_cli.train.data import HRDataset
+from difffusr_cli.train.degrade import (
+    DEFAULT_GAMMA,
+    DegradationSettings,
+    degrade,
+    harmonize,
+    sample_degradation,
+    sample_gamma,
+)
+
+#: Super-resolution factor.
+SCALE = 4
+# Independent random streams of a run (see common.step_rngs).
+_STREAM_BATCH, _STREAM_ORDER, _STREAM_VAL = 1, 2, 3
+
+LOG_COLUMNS = (
+    "step",
+    "epoch",
+    "phase",
+    "lr",
+    "loss",
+    "l1",
+    "mse",
+    "infonce",
+    "steps_per_s",
+    "val_psnr",
+    "val_psnr_bicubic",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class RGBTrainConfig:
+    """Hyperparameters of ``train rgb`` (the ``[train]`` table) and the architecture (``[model]``).
+
+    Attributes:
+        model: the network architecture.
+        batch_size: images per step (each gives two crops).
+        patch_size: HR crop side, 2.5 m pixels (multiple of 4·fold; LR crops are a quarter).
+        lr: Adam learning rate.
+        milestones: epochs after which the rate is multiplied by ``lr_gamma``.
+        lr_gamma: the multiplier (0.5: halving).
+        epochs: epochs to train (an epoch draws ``repeat`` crop pairs from every training image).
+        max_steps: stop after this many steps in total (None: after ``epochs``).
+        repeat: crop pairs per training image per epoch.
+        ema_decay: EMA decay of the U-Net weights.
+        infonce_weight: weight of MoCo's InfoNCE loss.
+        harmonize: NAIP → Sentinel-2 harmonisation; None: the dataset's default.
+        kernel_size, blur_sigma, noise_max: degradation ranges (SPEC §2 defaults).
+        val_every: validate every N epochs (and at the end).
+        val_images: at most this many held-aside validation images.
+        val_fraction: share of the images held aside (at least one when there are two or more).
+        val_steps: DDIM steps of the validation sampling.
+        checkpoint_every: keep ``epoch-NNNN`` checkpoints every N epochs (0: never).
+        log_every: write a training row to the CSV every N steps.
+        grad_clip: clip the gradient norm to this value (0: no clipping).
+        amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
+        seed: seed of every random draw.
+    """
+
+    model: SRConfig = field(default_factory=SRConfig)
+    batch_size: int = 8
+    patch_size: int = 256
+    lr: float = 1e-4
+    milestones: tuple[int, ...] = (200, 400, 600, 800)
+    lr_gamma: float = 0.5
+    epochs: int = 1000
+    max_steps: int | None = None
+    repeat: int = 1
+    ema_decay: float = 0.999
+    infonce_weight: float = 0.05
+    harmonize: bool | None = None
+    kernel_size: int = 21
+    blur_sigma: tuple[float, float] = (0.2, 4.0)
+    noise_max: float = 25.0 / 255.0
+    val_every: int = 1
+    val_images: int = 4
+    val_fraction: float = 0.1
+    val_steps: int = 20
+    checkpoint_every: int = 50
+    log_every: int = 10
+    grad_clip: float = 0.0
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps == 0:
+            object.__setattr__(self, "max_steps", None)
+        for name in (
+            "batch_size",
+            "patch_size",
+            "epochs",
+            "repeat",
+            "val_every",
+            "val_steps",
+            "log_every",
+        ):
+            common.check_positive_int(getattr(self, name), name)
+        if self.max_steps is not None:
+            common.check_positive_int(self.max_steps, "max_steps")
+        common.check_positive_int(self.val_images, "val_images", minimum=0)
+        common.check_positive_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        common.check_milestones(self.milestones)
+        multiple = SCALE * self.model.unet.fold * 2 ** (self.model.unet.levels - 1)
+        require(
+            self.patch_size % multiple == 0,
+            f"patch_size must be a multiple of {multiple} (×4 SR, U-Net fold and depth), got {self.patch_size}",
+        )
+        require(self.lr > 0 and 0 < self.lr_gamma <= 1, "lr must be > 0 and lr_gamma in (0, 1]")
+        require(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        require(
+            0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"
+        )
+        require(
+            self.infonce_weight >= 0 and self.grad_clip >= 0,
+            "infonce_weight and grad_clip must be >= 0",
+        )
+        require(
+            2 <= self.val_steps <= self.model.diffusion.n_timestep,
+            "val_steps must be in [2, n_timestep]",
+        )
+        DegradationSettings(
+            kernel_size=self.kernel_size,
+            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
+            noise_max=self.noise_max,
+        )
+
+    def degradation(self, isotropic: bool = False) -> DegradationSettings:
+        """The degradation ranges (isotropic for validation)."""
+        return DegradationSettings(
+            kernel_size=self.kernel_size,
+            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
+            noise_max=self.noise_max,
+            scale=SCALE,
+            isotropic=isotropic,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
+        train = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()
+            if k != "model"
+        }
+        return {"model": self.model.to_dict(), "train": train}
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str) -> RGBTrainConfig:
+        """Inverse of :meth:`to_dict`; ``where`` names the source in errors.
+
+        Raises:
+            InputError: unknown sections or keys, invalid values.
+        """
+        unknown = set(mapping) - {"model", "train"}
+        if unknown:
+            raise InputError(
+                f"{where}: unknown sections {', '.join(sorted(unknown))} (expected [model] and [train])"
+            )
+        try:
+            model = SRConfig.from_dict(mapping.get("model", {}))
+        except (WeightsError, ValueError) as exc:
+            raise InputError(f"{where}: [model] {exc}") from None
+        train = dict(mapping.get("train", {}))
+        train["model"] = model
+        return common.dataclass_from_mapping(cls, train, where)
+
+
+def _preset_large() -> dict[str, Any]:
+    return RGBTrainConfig(model=SRConfig.large()).to_dict()
+
+
+def _preset_small() -> dict[str, Any]:
+    return RGBTrainConfig(
+        model=SRConfig.small(),
+        batch_size=4,
+        patch_size=64,
+        epochs=200,
+        milestones=(100, 150),
+        val_images=2,
+        val_steps=10,
+        checkpoint_every=0,
+        log_every=1,
+    ).to_dict()
+
+
+#: ``--config`` presets: ``large`` is the official protocol (SPEC §2), ``small`` a CPU-sized one.
+PRESETS = {"large": _preset_large, "small": _preset_small}
+
+
+def resolve_config(
+    spec: str, overrides: Mapping[str, Any], run: RunDir | None = None
+) -> RGBTrainConfig:
+    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then overrides.
+
+    Raises:
+        InputError / OutputError: see :func:`~difffusr_cli.train.common.load_config`.
+    """
+    if run is not None:
+        base = run.read_config()
+        return RGBTrainConfig.from_mapping(
+            common.apply_overrides(base, overrides), str(run.config_file)
+        )
+    return common.load_config(spec, PRESETS, overrides, RGBTrainConfig.from_mapping)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+@dataclass(frozen=True)
+class RGBBatch:
+    """One training batch, reflectance (CPU).
+
+    Attributes:
+        hr: ``(B, 3, P, P)`` first crops (the targets).
+        lr: ``(B, 3, P/4, P/4)`` their degraded versions.
+        lr_key: ``(B, 3, P/4, P/4)`` second crops, same degradation (MoCo positives).
+    """
+
+    hr: Tensor
+    lr: Tensor
+    lr_key: Tensor
+
+
+def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    _, height, width = image.shape
+    top = int(rng.integers(height - size + 1))
+    left = int(rng.integers(width - size + 1))
+    crop = image[:, top : top + size, left : left + size]
+    # a random element of the dihedral group: flips and 90° turns keep the HR statistics
+    crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
+    if rng.random() < 0.5:
+        crop = crop[:, :, ::-1]
+    return np.ascontiguousarray(crop)
+
+
+def make_batch(
+    data: HRDataset, indices: tuple[int, ...], config: RGBTrainConfig, harmonized: bool, step: int
+) -> RGBBatch:
+    """The batch of ``step``: a function of the seed and the step only (exact ``--resume``)."""
+    steps_per_epoch = math.ceil(len(indices) * config.repeat / config.batch_size)
+    epoch, position = divmod(step, steps_per_epoch)
+    _, order_rng = common.step_rngs(config.seed, _STREAM_ORDER, epoch)
+    order = order_rng.permutation(len(indices) * config.repeat) % len(indices)
+    generator, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
+    chosen = [
+        indices[order[(position * config.batch_size + j) % len(order)]]
+        for j in range(config.batch_size)
+    ]
+    images = [data.read(i) for i in chosen]
+    hr = torch.from_numpy(np.stack([_random_crop(im, config.patch_size, rng) for im in images]))
+    hr_key = torch.from_numpy(np.stack([_random_crop(im, config.patch_size, rng) for im in images]))
+    if harmonized:
+        gamma = sample_gamma(generator, len(chosen))
+        hr, hr_key = harmonize(hr, gamma), harmonize(hr_key, gamma)
+    params = sample_degradation(len(chosen), generator, config.degradation())
+    return RGBBatch(
+        hr=hr, lr=degrade(hr, params, generator), lr_key=degrade(hr_key, params, generator)
+    )
+
+
+def make_validation_set(
+    data: HRDataset, indices: tuple[int, ...], config: RGBTrainConfig, harmonized: bool
+) -> tuple[Tensor, Tensor]:
+    """Fixed validation pairs: centre crops (HR) and their isotropic degradations (LR)."""
+    crops = []
+    for i in indices:
+        image = data.read(i)
+        _, height, width = image.shape
+        top, left = (height - config.patch_size) // 2, (width - config.patch_size) // 2
+        crops.append(image[:, top : top + config.patch_size, left : left + config.patch_size])
+    hr = torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
+    if harmonized:
+        hr = harmonize(hr, DEFAULT_GAMMA)
+    generator, _ = common.step_rngs(config.seed, _STREAM_VAL, 0)
+    params = sample_degradation(len(indices), generator, config.degradation(isotropic=True))
+    return hr, degrade(hr, params, generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective
+
+
+@dataclass(frozen=True)
+class RGBLosses:
+    """The loss terms of one step (scalar tensors): ``total = l1 + mse + w·infonce``."""
+
+    total: Tensor
+    l1: Tensor
+    mse: Tensor
+    infonce: Tensor
+
+
+def draw_noise_levels(model: DiffusionSR, batch: int, generator: torch.Generator) -> Tensor:
+    """``(B,)`` continuous √ᾱ, uniform between √ᾱ_t and √ᾱ_{t−1} for t uniform per sample."""
+    schedule = model.schedule()
+    t = torch.randint(schedule.n, (batch,), generator=generator)
+    low = schedule.sqrt_alphas_cumprod.detach().cpu()[t]
+    high = schedule.sqrt_alphas_cumprod_prev.detach().cpu()[t]
+    return low + torch.rand(batch, generator=generator) * (high - low)
+
+
+def rgb_losses(
+    model: DiffusionSR, batch: RGBBatch, noise_level: Tensor, noise: Tensor, infonce_weight: float
+) -> RGBLosses:
+    """The training objective of one batch (model in train mode, tensors on the model's device).
+
+    Args:
+        model: the diffusion model; ``E.contrast`` updates the MoCo key encoder and queue.
+        batch: reflectance crops.
+        noise_level: ``(B,)`` √ᾱ of each sample.
+        noise: ``(B, 3, P, P)`` standard normal noise.
+        infonce_weight: weight of the InfoNCE term.
+    """
+    hr = (batch.hr - 0.5) / 0.5
+    lr = (batch.lr - 0.5) / 0.5
+    lr_key = (batch.lr_key - 0.5) / 0.5
+    contrast = model.E.contrast(lr, lr_key)
+    head, context = model.encoder(lr)
+    level = noise_level.view(-1, 1, 1, 1)
+    noisy = level * hr + torch.sqrt(1.0 - level**2) * noise
+    x0 = model.model(noisy, noise_level.view(-1, 1), context, contrast.fea)
+    l1 = F.l1_loss(head.float(), hr)
+    mse = F.mse_loss(x0.float(), hr)
+    infonce = F.cross_entropy(contrast.logits.float(), contrast.labels)
+    return RGBLosses(total=l1 + mse + infonce_weight * infonce, l1=l1, mse=mse, infonce=infonce)
+
+
+def trainable_parameters(model: DiffusionSR) -> list[torch.nn.Parameter]:
+    """Parameters the optimizer updates: RRDB encoder, MoCo query encoder, trained U-Net."""
+    return [
+        p
+        for name, p in model.named_parameters()
+        if p.requires_grad and not name.startswith(("ema.", "E.encoder_k."))
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def validate(
+    model: DiffusionSR, hr: Tensor, lr: Tensor, config: RGBTrainConfig
+) -> tuple[float, float, Tensor]:
+    """PSNR (dB) of the EMA model's samples and of bicubic upsampling on the validation pairs.
+
+    Samples through :class:`~difffusr_cli.models.predictors.RGBSuperResolver` (the inference
+    code), ``val_steps`` DDIM steps, seed ``config.seed``. Leaves ``model`` in train mode.
+
+    Returns:
+        ``(psnr_sr, psnr_bicubic, sr)`` with ``sr`` ``(V, 3, P, P)`` reflectance (CPU).
+    """
+    from difffusr_cli.evaluate.metrics import aggregate_scores
+    from difffusr_cli.models.predictors import RGBSuperResolver
+
+    resolver = RGBSuperResolver(model)
+    try:
+        parts = [
+            resolver.super_resolve(
+                lr[i : i + config.batch_size], steps=config.val_steps, seed=config.seed + i
+            )
+            for i in range(0, lr.shape[0], config.batch_size)
+        ]
+    finally:
+        model.train()
+    sr = torch.cat(parts).to(hr.device)
+    bicubic = F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
+    psnr = aggregate_scores(sr.clamp(0, 1), hr, ratio=SCALE).psnr
+    psnr_bicubic = aggregate_scores(bicubic.clamp(0, 1), hr, ratio=SCALE).psnr
+    return float(psnr), float(psnr_bicubic), sr.cpu()
+
+
+def _quicklook(run: RunDir, step: int, hr: Tensor, lr: Tensor, sr: Tensor) -> Path:
+    lr_up = F.interpolate(lr[:1], scale_factor=SCALE, mode="nearest")[0].numpy()
+    panels = common.to_uint8([lr_up, sr[0].numpy(), hr[0].numpy()])
+    return common.write_png(run.quicklook(step), common.mosaic([panels]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def split_indices(count: int, config: RGBTrainConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(train, val)`` image indices: the last images are held aside (none when there is one)."""
+    if count < 2 or config.val_images == 0:
+        return tuple(range(count)), ()
+    n_val = min(config.val_images, count - 1, max(1, round(config.val_fraction * count)))
+    return tuple(range(count - n_val)), tuple(range(count - n_val, count))
+
+
+def build_model(
+    config: RGBTrainConfig, init: str | None, report: Reporter
+) -> tuple[DiffusionSR, RGBTrainConfig]:
+    """A fresh model (EMA = copy of the trained U-Net, cosine schedule) or one initialised from
+    ``init`` (a weights name or path; its architecture replaces ``config.model``)."""
+    if init is None:
+        common.seed_global(config.seed, -1)
+        model = DiffusionSR(config.model)
+        common.copy_weights(model.ema, model.model)
+        model.schedule_from_scratch()
+        return model, config
+    from difffusr_cli.api import load_network
+    from difffusr_cli.weights import load_weights, resolve
+
+    path = resolve(init, "rgb")
+    loaded = load_weights(path)
+    if loaded.kind != "rgb":
+        raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not an RGB model")
+    if loaded.config != config.model:
+        report(f"--init {init}: using its architecture instead of the config's [model]")
+        config = replace(config, model=loaded.config)  # type: ignore[arg-type]
+    model = load_network(loaded, origin=str(path))
+    assert isinstance(model, DiffusionSR)
+    return model, config
+
+
+def train_rgb(
+    config: RGBTrainConfig,
+    data: HRDataset,
+    run: RunDir,
+    *,
+    device: str = "auto",
+    init: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    report: Reporter = print,
+) -> TrainResult:
+    """Train the RGB diffusion model; checkpoints, logs and quicklooks go to ``run``.
+
+    Args:
+        config: hyperparameters and architecture (the saved ones when resuming).
+        data: the high-resolution images.
+        run: the output folder.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        init: fine-tune from these weights (name or path) instead of a random start.
+        resume: continue the run in ``run`` from its ``last`` checkpoint and optimizer state.
+        progress: show a progress bar on stderr.
+        report: receives the summary lines.
+
+    Raises:
+        InputError: bad data or device; OutputError: the run folder; WeightsError: ``init``.
+    """
+    from difffusr_cli.device import describe, select_device
+
+    target = select_device(device)
+    if resume and init is not None:
+        raise InputError(
+            "--init and --resume exclude each other (a resumed run keeps its own weights)"
+        )
+    train_idx, val_idx = split_indices(len(data), config)
+    harmonized = data.harmonize_default if config.harmonize is None else config.harmonize
+    for line in data.summary():
+        report(line)
+    report(
+        f"training on {len(train_idx)} image(s), validating on "
+        + (
+            f"{len(val_idx)} held-aside image(s)"
+            if val_idx
+            else "a crop of the training image (only one image)"
+        )
+        + f"; harmonisation {'on' if harmonized else 'off'}"
+    )
+
+    model, config = build_model(config, None if resume else init, report)
+    start_step, best_metric = 0, None
+    state: dict[str, Any] = {}
+    if resume:
+        from difffusr_cli.weights import load_weights
+
+        loaded = load_weights(run.checkpoint("last"))
+        if loaded.config != config.model:
+            raise OutputError(
+                f"{run.checkpoint('last')}: its architecture differs from {run.config_file}"
+            )
+        model.load_state_dict(loaded.state_dict, strict=True)
+        state = run.load_state()
+        start_step, best_metric = int(state["step"]), state.get("best_metric")
+    run.write_config(config.to_dict())
+    for p in model.ema.parameters():
+        p.requires_grad_(False)
+    model.to(target).train()
+    precision = common.Precision(target, config.amp)
+    parameters = trainable_parameters(model)
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("scaler", {}))
+
+    steps_per_epoch = math.ceil(len(train_idx) * config.repeat / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    report(
+        f"device {describe(target)}, precision {precision.name}; {sum(p.numel() for p in parameters) / 1e6:.2f} M "
+        f"trained parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
+    )
+    val_hr, val_lr = make_validation_set(data, val_idx or train_idx[:1], config, harmonized)
+    log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
+    source = {
+        "trained_by": "difffusr train rgb",
+        "data": f"{data.kind}:{data.root}",
+        "out": str(run.path),
+    }
+
+    losses: list[float] = []
+    window: list[RGBLosses] = []
+    tick = time.perf_counter()
+    started = tick
+    with common.progress_bar(total, start_step, "train rgb", progress) as advance:
+        for step in range(start_step, total):
+            epoch = step // steps_per_epoch
+            rate = common.set_lr(
+                optimizer, config.lr, common.lr_factor(epoch, config.milestones, config.lr_gamma)
+            )
+            common.seed_global(config.seed, step)
+            batch = make_batch(data, train_idx, config, harmonized, step)
+            generator, _ = common.step_rngs(config.seed, _STREAM_BATCH + 100, step)
+            level = draw_noise_levels(model, config.batch_size, generator)
+            noise = torch.randn(batch.hr.shape, generator=generator)
+            on_device = RGBBatch(
+                *(t.to(target, non_blocking=True) for t in (batch.hr, batch.lr, batch.lr_key))
+            )
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast():
+                terms = rgb_losses(
+                    model, on_device, level.to(target), noise.to(target), config.infonce_weight
+                )
+            precision.step(terms.total, optimizer, config.grad_clip or None, parameters)
+            common.ema_update(model.ema, model.model, config.ema_decay)
+            value = common.finite_or_raise(float(terms.total.detach()), "the training loss", step)
+            losses.append(value)
+            window.append(
+                RGBLosses(
+                    *(
+                        t.detach().float().cpu()
+                        for t in (terms.total, terms.l1, terms.mse, terms.infonce)
+                    )
+                )
+            )
+            done = step + 1
+            advance(loss=value, epoch=epoch)
+            if done % config.log_every == 0 or done == total:
+                now = time.perf_counter()
+                log.write(
+                    step=done,
+                    epoch=epoch,
+                    phase="train",
+                    lr=rate,
+                    loss=float(torch.stack([w.total for w in window]).mean()),
+                    l1=float(torch.stack([w.l1 for w in window]).mean()),
+                    mse=float(torch.stack([w.mse for w in window]).mean()),
+                    infonce=float(torch.stack([w.infonce for w in window]).mean()),
+                    steps_per_s=len(window) / max(now - tick, 1e-9),
+                    seconds=now - started,
+                )
+                window, tick = [], now
+            end_of_epoch = done % steps_per_epoch == 0
+            if not (end_of_epoch or done == total):
+                continue
+            epochs_done = math.ceil(done / steps_per_epoch)
+            if epochs_done % config.val_every == 0 or done == total:
+                psnr, psnr_bicubic, sr = validate(
+                    model, val_hr.to(target), val_lr.to(target), config
+                )
+                log.write(
+                    step=done,
+                    epoch=epoch,
+                    phase="val",
+                    val_psnr=psnr,
+                    val_psnr_bicubic=psnr_bicubic,
+                    seconds=time.perf_counter() - started,
+                )
+                _quicklook(run, done, val_hr, val_lr, sr)
+                if best_metric is None or psnr > best_metric:
+                    best_metric = psnr
+                    run.save_weights(
+                        "best",
+                        model,
+                        "rgb",
+                        config.model,
+                        {**source, "step": done, "val_psnr": psnr},
+                    )
+            run.save_weights("last", model, "rgb", config.model, {**source, "step": done})
+            run.save_state(
+                {
+                    "step": done,
+                    "best_metric": best_metric,
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": precision.state_dict(),
+                }
+            )
+            if (
+                config.checkpoint_every
+                and end_of_epoch
+                and epochs_done % config.checkpoint_every == 0
+            ):
+                run.save_weights(
+                    f"epoch-{epochs_done:04d}", model, "rgb", config.model, {**source, "step": done}
+                )
+
+    best = run.checkpoint("best")
+    done = max(total, start_step)
+    return TrainResult(
+        out=run.path,
+        step=done,
+        epoch=math.ceil(done / steps_per_epoch),
+        last=run.checkpoint("last"),
+        best=best if best.is_file() else None,
+        best_metric=best_metric,
+        losses=tuple(losses),
+    )
