@@ -262,6 +262,186 @@ def eval_opensr(
     typer.echo(f"per-image results: {target}")
 
 
+@eval_app.command("fusion")
+def eval_fusion(
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="Wald mode: Sentinel-2 products (SAFE, COG folder, STAC item, stacked GeoTIFF); repeat for several.", show_default=False)] = None,
+    product: Annotated[Optional[Path], typer.Option("--product", help="Product mode: a 2.5 m GeoTIFF of `difffusr superres` (with --source).", show_default=False)] = None,
+    source: Annotated[Optional[Path], typer.Option("--source", help="Product mode: the scene the product was made from.", show_default=False)] = None,
+    fusion_model: Annotated[Optional[str], typer.Option("--fusion-model", help="Fusion weights NAME or PATH (Wald mode; default: the manifest's default, whose absence only marks the net row missing).")] = None,
+    no_net: Annotated[bool, typer.Option("--no-net", help="Evaluate only Gram–Schmidt and bilinear (Wald mode).")] = False,
+    window: Annotated[Optional[tuple[int, int, int, int]], typer.Option(help="Evaluate only COL ROW WIDTH HEIGHT of the 10 m grid (as superres).", metavar="COL ROW WIDTH HEIGHT")] = None,
+    bbox: Annotated[Optional[tuple[float, float, float, float]], typer.Option(help="Evaluate only XMIN YMIN XMAX YMAX, in the scene's CRS (as superres).", metavar="XMIN YMIN XMAX YMAX")] = None,
+    block: Annotated[Optional[int], typer.Option(help="Block side in 10 m pixels (default 960 Wald, 240 product mode): bounds memory.")] = None,
+    halo: Annotated[Optional[int], typer.Option(help="Context around each block in 10 m pixels (default: the methods' reach).")] = None,
+    gs_pan: Annotated[Literal["regression", "mean"], typer.Option("--gs-pan", help="Gram–Schmidt synthetic pan: regression (GSA, as superres --fusion gs) or mean (classic GS).")] = "regression",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    scale: Annotated[Optional[float], typer.Option(help="Override the source's radiometric scale: reflectance = DN·scale + offset.")] = None,
+    offset: Annotated[Optional[float], typer.Option(help="Override the source's radiometric offset in reflectance (e.g. -0.1).")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write every score (per band, group, overall) to this CSV.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --csv file.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write quicklook PNGs (true colour, SWIR false colour) of the central block to DIR.", metavar="DIR", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score fusion against Gram–Schmidt and bilinear: Wald's protocol (--data) or a product's consistency (--product/--source)."""
+    import json
+
+    from difffusr_cli.errors import InputError
+    from difffusr_cli.evaluate import fusion, fusion_product, fusion_report
+    from difffusr_cli.io.writer import check_output_path
+
+    if bool(data) == (product is not None or source is not None):
+        raise InputError("give --data SCENE (Wald mode) or --product FILE --source SCENE (product mode), not both or neither")
+    if product is not None and (source is None or fusion_model is not None or no_net):
+        raise InputError("product mode needs --product and --source, and takes no --fusion-model/--no-net (the product holds the nets' output)")
+    if source is not None and product is None:
+        raise InputError("--source needs --product")
+    options = fusion.FusionEvalOptions(
+        fusion_model=fusion_model, use_net=not no_net, device=device, window=window, bbox=bbox,
+        block=block, halo=halo, scale=scale, offset=offset, gs_pan=gs_pan,
+    )
+    if csv_path is not None:
+        check_output_path(csv_path, overwrite=overwrite)
+    with fusion_report.block_progress(not quiet) as progress:
+        if data:
+            report = fusion.evaluate_wald(data, options, progress=progress, quicklooks=plot is not None)
+        else:
+            assert product is not None and source is not None
+            report = fusion_product.evaluate_product(product, source, options, progress=progress, quicklooks=plot is not None)
+    extra: dict[str, object] = {}
+    if csv_path is not None:
+        extra["csv"] = str(fusion_report.write_csv(report, csv_path))
+    if plot is not None:
+        from difffusr_cli.evaluate.quicklook import write_quicklooks
+
+        extra["plots"] = [str(p) for p in write_quicklooks(report.quicklooks, plot)]
+    if json_output:
+        typer.echo(json.dumps(fusion_report.report_json(report, extra), indent=1, allow_nan=False))
+        return
+    fusion_report.print_report(report)
+    if "csv" in extra:
+        typer.echo(f"scores: {extra['csv']}")
+    if plot is not None:
+        typer.echo(f"quicklooks: {len(extra['plots'])} PNG files in {plot}")  # type: ignore[arg-type]
+
+
+# `difffusr train ...`: thin commands over difffusr_cli.train (docs/training.md).
+train_app = typer.Typer(
+    name="train",
+    help="Train or fine-tune the RGB diffusion model and the fusion nets (see docs/training.md).",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+_ConfigOpt = Annotated[str, typer.Option("--config", help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.")]
+_SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).")]
+_OutOpt = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (last/best/epoch-N), log.csv, quicklook/, train_config.json.")]
+_MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps in total.")]
+_EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train.")]
+_BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step.")]
+_SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw.")]
+_DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+_ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint and optimizer state.")]
+_InitOpt = Annotated[Optional[str], typer.Option("--init", help="Fine-tune from these weights: a model NAME (see `difffusr weights list`) or a PATH.")]
+_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+
+
+def _train_overrides(sets: Optional[list[str]], **flags: object) -> dict[str, object]:
+    from difffusr_cli.train.common import parse_override
+
+    overrides: dict[str, object] = dict(parse_override(text) for text in sets or [])
+    overrides.update({f"train.{key}": value for key, value in flags.items() if value is not None})
+    return overrides
+
+
+def _print_result(result: object) -> None:
+    typer.echo(f"trained {result.step} step(s) ({result.epoch} epoch(s)); last: {result.last}")  # type: ignore[attr-defined]
+    if result.best is not None:  # type: ignore[attr-defined]
+        typer.echo(f"best: {result.best} (validation {result.best_metric:.4g})")  # type: ignore[attr-defined]
+
+
+@train_app.command("rgb")
+def train_rgb_command(
+    data: Annotated[str, typer.Option("--data", help="Dataset layout: sen2naip, worldstrat or folder.")],
+    out: _OutOpt,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of high-resolution images (searched recursively).")] = None,
+    hub_repo: Annotated[Optional[str], typer.Option("--hub-repo", help="sen2naip: download this Hugging Face dataset repo (ORG/NAME) when online.")] = None,
+    gsd: Annotated[Optional[float], typer.Option("--gsd", help="Pixel size of the images in metres (default: their georeferencing); resampled to 2.5 m.")] = None,
+    value_scale: Annotated[Optional[float], typer.Option("--value-scale", help="Reflectance = value × this (default 1/255 for uint8, 1/10000 for uint16).")] = None,
+    harmonize: Annotated[Optional[bool], typer.Option("--harmonize/--no-harmonize", help="NAIP → Sentinel-2 harmonisation (default: on for sen2naip).")] = None,
+    config: _ConfigOpt = "large",
+    sets: _SetOpt = None,
+    max_steps: _MaxStepsOpt = None,
+    epochs: _EpochsOpt = None,
+    batch_size: _BatchOpt = None,
+    patch_size: Annotated[Optional[int], typer.Option("--patch-size", help="HR crop side in 2.5 m pixels (LR = a quarter).")] = None,
+    seed: _SeedOpt = None,
+    device: _DeviceOpt = "auto",
+    resume: _ResumeOpt = False,
+    init: _InitOpt = None,
+    progress: _ProgressOpt = True,
+) -> None:
+    """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
+    from difffusr_cli.train import rgb
+    from difffusr_cli.train.common import RunDir
+    from difffusr_cli.train.data import open_hr_dataset
+
+    overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+                                 patch_size=patch_size, seed=seed, harmonize=harmonize)
+    run = RunDir(out, resume=resume)
+    settings = rgb.resolve_config(config, overrides, run if resume else None)
+    dataset = open_hr_dataset(data, data_dir, min_size=settings.patch_size, gsd=gsd,  # type: ignore[arg-type]
+                              value_scale=value_scale, hub_repo=hub_repo)
+    _print_result(rgb.train_rgb(settings, dataset, run, device=device, init=init, resume=resume,
+                                progress=progress, report=typer.echo))
+
+
+@train_app.command("fusion")
+def train_fusion_command(
+    data_dir: Annotated[list[Path], typer.Option("--data-dir", help="Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a .txt list (repeatable).")],
+    out: _OutOpt,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Fusion architecture: rrdb or mtf (default: the config's, rrdb for presets).")] = None,
+    config: _ConfigOpt = "large",
+    sets: _SetOpt = None,
+    max_steps: _MaxStepsOpt = None,
+    epochs: _EpochsOpt = None,
+    batch_size: _BatchOpt = None,
+    patch_size: Annotated[Optional[int], typer.Option("--patch-size", help="Patch side in 10 m pixels, a multiple of 144 (144 = 1440 m).")] = None,
+    seed: _SeedOpt = None,
+    device: _DeviceOpt = "auto",
+    resume: _ResumeOpt = False,
+    init: _InitOpt = None,
+    progress: _ProgressOpt = True,
+) -> None:
+    """Train the three fusion nets on Sentinel-2 products (Wald protocol)."""
+    from difffusr_cli.train import fusion
+    from difffusr_cli.train.common import RunDir
+    from difffusr_cli.train.data import open_s2_products
+
+    overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+                                 patch_size=patch_size, seed=seed)
+    run = RunDir(out, resume=resume)
+    settings = fusion.resolve_config(config, overrides, arch, run if resume else None)
+    sampler = open_s2_products(data_dir, patch=settings.patch_size, max_nodata=settings.max_nodata,
+                               val_fraction=settings.val_fraction)
+    _print_result(fusion.train_fusion(settings, sampler, run, device=device, init=init, resume=resume,
+                                      progress=progress, report=typer.echo))
+
+
+@train_app.command("export")
+def train_export_command(
+    src: Annotated[Path, typer.Argument(help="A checkpoint, e.g. RUN/best.safetensors.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors to write (its .json goes beside it).")],
+    inference_only: Annotated[bool, typer.Option("--inference-only/--full", help="Drop what only training needs (RGB: non-EMA U-Net, MoCo key encoder and queue).")] = True,
+    half: Annotated[bool, typer.Option("--half/--fp32", help="Store float16 weights (loaded back as float32).")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Write a compact copy of a checkpoint for shipping; it loads wherever the original does."""
+    from difffusr_cli.train.common import export_weights
+
+    typer.echo(str(export_weights(src, output, inference_only=inference_only, half=half, overwrite=overwrite)))
+
+
 def _log_failure(exc: BaseException) -> Path:
     """Write the traceback of an unexpected failure to a log file and return its path."""
     log_dir = Path(tempfile.gettempdir()) / "difffusr-logs"
