@@ -66,8 +66,9 @@ def info(
 
 @app.command()
 def superres(
-    inputs: Annotated[list[Path], typer.Argument(help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output GeoTIFF, or a folder (several inputs): one <input stem>_difffusr.tif per input.", show_default=False)],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.", show_default=False)] = None,
+    example: Annotated[bool, typer.Option("--example", help="Instead of INPUTS, run on a small generated (synthetic) L2A product with the shipped demo models rgb-tiny/fusion-tiny: works offline.")] = False,
     rgb_model: Annotated[Optional[str], typer.Option("--rgb-model", help="RGB diffusion weights: a name of `difffusr weights list` or a file (default: the manifest's default).")] = None,
     fusion_model: Annotated[Optional[str], typer.Option("--fusion-model", help="Fusion weights: a name or a file (default: the manifest's default); --fusion net only.")] = None,
     fusion: Annotated[Literal["net", "gs", "bilinear"], typer.Option(help="Fusion of the other bands: net (learned), gs (Gram–Schmidt) or bilinear.")] = "net",
@@ -88,8 +89,12 @@ def superres(
     scale: Annotated[Optional[float], typer.Option(help="Override the radiometric scale: reflectance = DN·scale + offset.")] = None,
     offset: Annotated[Optional[float], typer.Option(help="Override the radiometric offset in reflectance (e.g. -0.1).")] = None,
 ) -> None:
-    """Super-resolve scenes to 12-band GeoTIFFs at 2.5 m: diffusion RGB, fused other bands."""
-    from difffusr_cli.pipeline import SuperresOptions, superres_many
+    """Super-resolve scenes to 12-band GeoTIFFs at 2.5 m: diffusion RGB, fused other bands.
+
+    Example: `difffusr superres S2B_MSIL2A_….SAFE -o out.tif`. Try `--example -o example.tif` first.
+    """
+    from difffusr_cli.errors import InputError
+    from difffusr_cli.pipeline import SuperresOptions, superres_example, superres_many
 
     options = SuperresOptions(
         rgb_model=rgb_model, fusion_model=fusion_model, fusion=fusion,
@@ -97,7 +102,12 @@ def superres(
         device=device, precision=precision, window=window, bbox=bbox, dtype=dtype,
         cog=cog, resume=resume, overwrite=overwrite, quiet=quiet, scale=scale, offset=offset,
     )
-    superres_many(inputs, output, options)
+    if example:
+        if inputs:
+            raise InputError("--example runs on a generated product: give no INPUTS with it")
+        superres_example(output, options)
+        return
+    superres_many(inputs or [], output, options)
 
 
 # `difffusr weights ...`: thin commands over difffusr_cli.weights.

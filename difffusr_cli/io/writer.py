@@ -102,6 +102,9 @@ def best_compression() -> str:
             count=1,
             dtype="uint16",
             compress="zstd",
+            # A georeferenced probe: an identity transform makes rasterio warn on stderr.
+            crs="EPSG:4326",
+            transform=Affine(1.0, 0.0, 0.0, 0.0, -1.0, 16.0),
         ) as dst:
             dst.write(np.zeros((1, 16, 16), dtype="uint16"))
         with rasterio.open(probe) as src:
