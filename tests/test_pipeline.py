@@ -124,7 +124,8 @@ def test_baseline_fusions_keep_the_diffusion_rgb(safe, tmp_path, method):
 
 
 def test_resume_after_interruption_is_bitwise_identical(safe, tmp_path):
-    reference, _ = read_product(run(safe, tmp_path / "ref.tif", models=stand_in_models(0.05)))
+    reference_path = run(safe, tmp_path / "ref.tif", models=stand_in_models(0.05))
+    reference, _ = read_product(reference_path)
     out = tmp_path / "out.tif"
 
     def stop_after_three(index: int) -> None:
@@ -146,6 +147,7 @@ def test_resume_after_interruption_is_bitwise_identical(safe, tmp_path):
     [summary] = superres_many([safe], out, replace(SMALL, resume=True), models=models)
     resumed, _ = read_product(out)
     assert np.array_equal(resumed, reference)
+    assert out.read_bytes() == reference_path.read_bytes()  # the file itself, not only its pixels
     assert summary.blocks_resumed == 3 and summary.blocks_written == 1
     assert 0 < summary.patches_run + summary.patches_skipped < 64  # only what the last blocks need
     assert not progress_path_for(out).exists() and not partial_path_for(out).exists()

@@ -309,25 +309,33 @@ class ProductWriter:
         self._close()
         if self.path.exists() and not self.overwrite:
             raise OutputError(f"{self.path} appeared while writing; pass --overwrite to replace it")
+        # The partial file was written window by window, possibly over several sessions (resume):
+        # rewritten tiles leave dead space and their order depends on where a run stopped. A final
+        # copy makes the file compact and its bytes a function of the pixels and tags alone, so a
+        # resumed run gives the same file as an uninterrupted one.
+        staging = self.path.parent / f".{self.path.name}.final.tif"
+        layout = (
+            {"driver": "COG", "BLOCKSIZE": BLOCK_SIZE, "RESAMPLING": "AVERAGE", "OVERVIEWS": "AUTO", "PREDICTOR": "YES"}
+            if self.cog
+            else {
+                "driver": "GTiff",
+                "TILED": "YES",
+                "BLOCKXSIZE": BLOCK_SIZE,
+                "BLOCKYSIZE": BLOCK_SIZE,
+                "PREDICTOR": 2 if self.dtype == "uint16" else 3,
+            }
+        )
         try:
-            if self.cog:
-                staging = self.path.parent / f".{self.path.name}.cog.tif"
-                rasterio.shutil.copy(
-                    self.partial_path,
-                    staging,
-                    driver="COG",
-                    COMPRESS=self.compression,
-                    PREDICTOR="YES",
-                    BLOCKSIZE=BLOCK_SIZE,
-                    BIGTIFF="IF_SAFER",
-                    RESAMPLING="AVERAGE",
-                    OVERVIEWS="AUTO",
-                    NUM_THREADS="ALL_CPUS",
-                )
-                os.replace(staging, self.path)
-                self.partial_path.unlink()
-            else:
-                os.replace(self.partial_path, self.path)
+            rasterio.shutil.copy(
+                self.partial_path,
+                staging,
+                COMPRESS=self.compression,
+                BIGTIFF="IF_SAFER",
+                NUM_THREADS="ALL_CPUS",
+                **layout,
+            )
+            os.replace(staging, self.path)
+            self.partial_path.unlink()
         except (RasterioError, OSError) as exc:
             raise OutputError(f"cannot write {self.path}: {exc}") from None
         self._committed = True
