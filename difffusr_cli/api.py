@@ -48,7 +48,8 @@ def _weights_for(
     path = resolve(target, kind, reporter=reporter)
     loaded = load_weights(path)
     if loaded.kind != kind:
-        raise WeightsError(f"{path}: holds a {loaded.kind} model, not a {kind} model")
+        names = {"rgb": "an RGB", "fusion": "a fusion"}
+        raise WeightsError(f"{path}: holds {names[loaded.kind]} model, not {names[kind]} model")
     return loaded, str(path)
 
 

@@ -22,6 +22,8 @@ from difffusr_cli import __version__
 from difffusr_cli.errors import DifffusrError
 
 app = typer.Typer(
+    # Plain Click help: Typer 0.29's rich help prints `<bool>` after flags, as if they took a value.
+    rich_markup_mode=None,
     name="difffusr",
     help=(
         "Sentinel-2 L2A to a 12-band GeoTIFF at 2.5 m: diffusion super-resolution of the RGB bands "
@@ -112,6 +114,8 @@ def superres(
 
 # `difffusr weights ...`: thin commands over difffusr_cli.weights.
 weights_app = typer.Typer(
+    # Plain Click help: Typer 0.29's rich help prints `<bool>` after flags, as if they took a value.
+    rich_markup_mode=None,
     name="weights",
     help="Pretrained weights: list the known models, download and convert them, convert local checkpoints.",
     no_args_is_help=True,
@@ -211,6 +215,8 @@ def weights_path(
 
 # `difffusr eval ...`: benchmarks, thin commands over difffusr_cli.evaluate.
 eval_app = typer.Typer(
+    # Plain Click help: Typer 0.29's rich help prints `<bool>` after flags, as if they took a value.
+    rich_markup_mode=None,
     name="eval",
     help="Measure models: the OpenSR-test benchmark for the RGB model (and fusion quality).",
     no_args_is_help=True,
@@ -337,6 +343,8 @@ def eval_fusion(
 
 # `difffusr train ...`: thin commands over difffusr_cli.train (docs/training.md).
 train_app = typer.Typer(
+    # Plain Click help: Typer 0.29's rich help prints `<bool>` after flags, as if they took a value.
+    rich_markup_mode=None,
     name="train",
     help="Train or fine-tune the RGB diffusion model and the fusion nets (see docs/training.md).",
     no_args_is_help=True,
@@ -478,7 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the CLI boundary
         if _is_click_exception(exc):
-            exc.show()
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `difffusr weights`: show the help
+                exc.show()
+                return exc.exit_code
+            # Usage errors in one line, like every other error, with where to read more.
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
             return exc.exit_code
         if os.environ.get("DIFFFUSR_DEBUG"):
             traceback.print_exc()

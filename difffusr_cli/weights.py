@@ -88,6 +88,9 @@ _SOURCES = ("hub", "package")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _MODEL_FLAG = {"rgb": "--rgb-model PATH", "fusion": "--fusion-model PATH"}
+#: Packaged demonstration models (weights.toml), named in the offline guidance.
+_DEMO_MODEL = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
+_KIND_NAME = {"rgb": "an RGB", "fusion": "a fusion"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +228,8 @@ class ConsoleReporter:
         return make_bar
 
     def close(self) -> None:
-        self._progress.stop()
+        if self._progress.live.is_started:  # stopping a display never shown prints a blank line
+            self._progress.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +464,8 @@ def _guidance(entry: ModelEntry) -> str:
     return (
         f"give a local file with {_MODEL_FLAG[entry.kind]}, or pre-fill the Hugging Face cache "
         f"(`difffusr weights pull {entry.name}` on a connected machine, copy its cache folder to "
-        f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1), or copy the checkpoint over and pass its path"
+        f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); to only try the pipeline, use the "
+        f"shipped demonstration model with {_MODEL_FLAG[entry.kind].split()[0]} {_DEMO_MODEL[entry.kind]}"
     )
 
 
@@ -1166,7 +1171,7 @@ def resolve(
         )
     entry = entries[text]
     if kind is not None and entry.kind != kind:
-        raise WeightsError(f"model '{entry.name}' is a {entry.kind} model, not a {kind} model")
+        raise WeightsError(f"model '{entry.name}' is {_KIND_NAME[entry.kind]} model, not {_KIND_NAME[kind]} model")
     return pull(entry.name, revision=revision, reporter=reporter, manifest=entries).converted
 
 

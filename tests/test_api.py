@@ -110,9 +110,9 @@ def test_fusion_model_from_tiny_converted_weights(tmp_path: Path) -> None:
 def test_wrong_kind_and_bad_device(tiny_sr_file: Path, tmp_path: Path) -> None:
     fusion = tmp_path / "fusion.pt"
     torch.save(FusionNetwork(FusionConfig("mtf", 8, 3, 4)).state_dict(), fusion)
-    with pytest.raises(WeightsError, match="holds a fusion model, not a rgb model"):
+    with pytest.raises(WeightsError, match="holds a fusion model, not an RGB model"):
         api.load_rgb_model(fusion)
-    with pytest.raises(WeightsError, match="holds a rgb model, not a fusion model"):
+    with pytest.raises(WeightsError, match="holds an RGB model, not a fusion model"):
         api.load_fusion_model(tiny_sr_file)
     with pytest.raises(InputError):
         api.load_rgb_model(tiny_sr_file, device="tpu:7")

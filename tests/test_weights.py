@@ -368,7 +368,7 @@ def test_resolve_paths_names_and_kinds(env, cached_fusion) -> None:
     assert weights.resolve(cached_fusion) == cached_fusion
     assert weights.resolve(str(cached_fusion), "fusion") == cached_fusion
     assert weights.resolve("tiny", "fusion").name == "tiny.safetensors"
-    with pytest.raises(WeightsError, match="is a fusion model, not a rgb model"):
+    with pytest.raises(WeightsError, match="is a fusion model, not an RGB model"):
         weights.resolve("tiny", "rgb")
     with pytest.raises(WeightsError, match="no such weights file"):
         weights.resolve(env["files"] / "absent.ckpt")
