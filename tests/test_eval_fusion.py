@@ -256,6 +256,57 @@ def test_wald_window_and_small_random_nets(example_safe: Path, tiny_fusion_file:
     )
 
 
+@pytest.fixture(scope="module")
+def small_example_safe(tmp_path_factory) -> Path:
+    """A 96 × 96 example scene: too small, beside its nodata corner, for any 60 m pixel to score."""
+    from difffusr_cli.example import make_example_safe
+
+    return make_example_safe(tmp_path_factory.mktemp("small-example"), size=96)
+
+
+def test_wald_small_scene_keeps_gram_schmidt_and_explains_unscored_groups(
+    small_example_safe: Path, tmp_path: Path, capsys
+) -> None:
+    report = evaluate_wald([small_example_safe], FusionEvalOptions(device="cpu", use_net=False))
+    product = report.products[0]
+    assert product.pixels["10m"] > 0 and product.pixels["20m"] > 0 and product.pixels["60m"] == 0
+    assert 96 < fusion.wald_min_clean_side("60m")
+    # Gram–Schmidt statistics come from each group's own clean pixels, not the (empty) 60 m mask.
+    gs, bl = _methods(report)[GRAM_SCHMIDT].table, _methods(report)[BILINEAR].table
+    for group in ("10m", "20m"):
+        assert gs.per_group[group].mse < bl.per_group[group].mse, group
+    assert set(product.not_scored) == {"60m", "all"}
+    assert "too small" in product.not_scored["60m"]
+
+    csv_path = tmp_path / "small.csv"
+    args = ["eval", "fusion", "--data", str(small_example_safe), "--device", "cpu", "--no-net"]
+    assert main([*args, "-q", "--json", "--csv", str(csv_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    not_scored = result["products"][0]["not_scored"]
+    assert "too small" in not_scored["60m"] and "60m" in not_scored["all"]
+    for method in ("gram-schmidt", "bilinear"):
+        entry = result["products"][0]["methods"][method]
+        scopes = {"all": entry["overall"], **entry["groups"]}
+        scopes.update({band: entry["bands"][band] for band in BAND_NAMES})
+        for name, metrics in scopes.items():
+            group = (
+                name
+                if name in GROUPS or name == "all"
+                else next(g for g, members in GROUPS.items() if name in members)
+            )
+            # A null (NaN) metric only where the report says why.
+            assert group in not_scored or all(v is not None for v in metrics.values()), name
+    with csv_path.open() as handle:
+        for row in csv.DictReader(handle):
+            if row["status"] == "not-scored":
+                assert row["reason"] and all(row[m] == "" for m in METRIC_NAMES)
+            elif row["status"] == "ok":
+                assert all(not math.isnan(float(row[m])) for m in METRIC_NAMES), row
+    assert main([*args, "-q"]) == 0
+    table = capsys.readouterr().out
+    assert "nan" not in table and "60m: too small" in table and "all: not scored" in table
+
+
 def test_wald_on_shared_dsen2_scenes(shared_data: Path) -> None:
     scenes = [shared_data / name for name in DSEN2]
     report = evaluate_wald(

@@ -29,7 +29,10 @@ bilinear fusions of the source, guided by the product's own B04, B03, B02, are s
 on the scene's. The halo covers the reach of the degradation blur, of the bilinear upsampling and
 of the net's receptive field, and the SSIM window, so local methods give the same scores whatever
 the block size. The statistics of Gram–Schmidt (and the nets' global pooling, if any) are per
-block, as in ``superres``. Scores are accumulated over blocks (:mod:`.running_scores`): one
+block, as in ``superres``; in Wald mode each group's Gram–Schmidt statistics use the pixels
+where that group is scorable, or, where a block has none (a small area, blocks beside a nodata
+wedge), where its native data and the guidance are valid, so Gram–Schmidt stays Gram–Schmidt
+there instead of falling back to bilinear. Scores are accumulated over blocks (:mod:`.running_scores`): one
 product is one image; several products are averaged.
 
 **Validity.** A pixel is scored where its reference is valid and every input it depends on is
@@ -39,7 +42,9 @@ neighbours (the bilinear upsampling reads them) were computed from valid native 
 (blur support included). Nodata inside the inputs is filled with the block's band means before
 degradation, so it cannot spread; the nets' wider receptive field may still see filled values
 near nodata. The same pixels are scored for every method. In product mode a native pixel is
-scored where the source is valid and all the product pixels over it hold data.
+scored where the source is valid and all the product pixels over it hold data. A group with
+no scorable pixel at all has undefined (NaN) scores; :attr:`ProductResult.not_scored` says why
+in words, and the report prints that instead of the NaN.
 """
 
 from __future__ import annotations
@@ -199,6 +204,8 @@ class ProductResult:
         region: the evaluated window of the 10 m grid of the source scene.
         pixels: group → number of native pixels scored per band.
         methods: one result per method, in table order.
+        not_scored: scope (a group, or ``all`` for the overall scores) → why it has no scores
+            (its pixel count is 0); empty when everything was scored.
     """
 
     label: str
@@ -206,6 +213,7 @@ class ProductResult:
     region: Window
     pixels: dict[str, int]
     methods: tuple[MethodResult, ...]
+    not_scored: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -310,6 +318,29 @@ def default_halo(mode: EvalMode, net_reach: int) -> int:
     return round_up((SSIM_REACH + 1) * ratio, PRODUCT_ALIGN)
 
 
+def wald_min_clean_side(group: str) -> int:
+    """Side, in 10 m pixels, of the nodata-free area a scored pixel of ``group`` needs around it
+    in Wald mode: its degraded cell and the 8 neighbouring cells (bilinear upsampling), widened
+    by the blur's reach on each side (the clean-cell test of the module docstring)."""
+    ratio = GROUP_RATIO[group]
+    return ratio * (3 * WALD_FACTOR + 2 * wald_blur_reach())
+
+
+def wald_not_scored(pixels: Mapping[str, int]) -> dict[str, str]:
+    """Why groups with no scored pixel (and then the overall scores) are undefined, in words."""
+    reasons: dict[str, str] = {}
+    for group, count in pixels.items():
+        if count == 0:
+            side = wald_min_clean_side(group)
+            reasons[group] = (
+                f"too small: a scored {group} pixel needs ≥ {side} × {side} nodata-free 10 m px "
+                "around it (its degraded cell, the neighbouring cells and the blur's reach)"
+            )
+    if reasons:
+        reasons["all"] = f"not scored: needs every group; no scores for {', '.join(reasons)}"
+    return reasons
+
+
 # -- accumulation -------------------------------------------------------------------------------
 
 
@@ -408,11 +439,15 @@ def _wald_block(
     guidance = torch.from_numpy(fill_invalid(native["10m"][0].numpy(), native["10m"][1].numpy()))
     guidance = guidance[_RGB_IN_10M][None]
     inputs = {g: to_device(t, device) for g, t in degraded.items()}
-    # Gram–Schmidt's statistics: only pixels where every input is clean.
-    statistics_mask = to_device(scorable["60m"][None], device)
+    statistics = _statistics_masks(native, scorable)
     for method, fuse in fusers.items():
         with torch.no_grad():
-            out = fuse(to_device(guidance, device), inputs, statistics_mask)[0].float().cpu()
+            if method in _GROUP_STATISTICS:
+                out = _fuse_with_group_statistics(fuse, guidance, inputs, statistics, device)
+            else:
+                mask = to_device(statistics["10m"][None], device)
+                out = fuse(to_device(guidance, device), inputs, mask)
+            out = out[0].float().cpu()
         for group, ratio in GROUP_RATIO.items():
             ref, ref_valid = native[group]
             pred = area_mean(out[indices(GROUPS[group])], ratio)
@@ -428,6 +463,57 @@ def _wald_block(
             reference[i] = repeat_cells(native[group][0][GROUPS[group].index(name)], ratio)
         keep["reference"] = crop_core(reference, block, 1).numpy()
         keep["valid"] = crop_core(scorable["10m"][None], block, 1)[0].numpy()
+
+
+#: Methods whose output depends on the statistics mask (fused once per distinct group mask).
+_GROUP_STATISTICS = frozenset({GRAM_SCHMIDT})
+
+
+def _statistics_masks(
+    native: Mapping[str, tuple[Tensor, Tensor]], scorable: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """Per group, the ``(H, W)`` bool pixels of the 10 m grid its statistics may use.
+
+    The group's scorable pixels (its inputs are clean); where the block has none (a small area, a
+    nodata wedge within reach), the pixels where the guidance and the group's native data are
+    valid: nodata was filled with block means, so these statistics are still the data's.
+    """
+    guidance_valid = native["10m"][1]
+    masks = {}
+    for group, ratio in GROUP_RATIO.items():
+        mask = scorable[group]
+        if not bool(mask.any()):
+            mask = guidance_valid & repeat_cells(native[group][1], ratio)
+        masks[group] = mask
+    return masks
+
+
+def _fuse_with_group_statistics(
+    fuse: FuseFn,
+    guidance: Tensor,
+    inputs: Mapping[str, Tensor],
+    masks: Mapping[str, Tensor],
+    device: torch.device,
+) -> Tensor:
+    """``fuse`` with each group's bands taken from a run on that group's statistics mask.
+
+    ``fuse`` takes one mask for all groups, so it runs once per distinct mask. Returns
+    ``(1, 12, H, W)`` in product order.
+    """
+    guidance = to_device(guidance, device)
+    out: Tensor | None = None
+    done: list[tuple[Tensor, Tensor]] = []
+    for group, mask in masks.items():
+        fused = next((o for m, o in done if torch.equal(m, mask)), None)
+        if fused is None:
+            fused = fuse(guidance, inputs, to_device(mask[None], device))
+            done.append((mask, fused))
+        if out is None:
+            out = fused.clone()
+        band_idx = indices(GROUPS[group])
+        out[:, band_idx] = fused[:, band_idx]
+    assert out is not None
+    return out
 
 
 def _wald_settings(
@@ -530,6 +616,7 @@ def evaluate_wald(
                     region=region,
                     pixels=acc.pixels(),
                     methods=method_results(acc, order, missing, details),
+                    not_scored=wald_not_scored(acc.pixels()),
                 )
             )
             if keep is not None:

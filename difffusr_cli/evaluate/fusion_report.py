@@ -3,14 +3,17 @@ progress bar over blocks.
 
 CSV: one row per (product, method, scope), scope ``overall`` (name ``all``), ``group`` (``10m``,
 ``20m``, ``60m``) or ``band`` (``B01`` …); a method that could not run has one ``overall`` row
-with ``status`` = ``missing``, empty metrics and the ``reason``. Several products add rows whose
-product is ``mean``. Non-finite values are written ``inf`` / ``nan`` (Python's ``float()`` reads
+with ``status`` = ``missing``, empty metrics and the ``reason``. A scope without scored pixels
+(a group the area is too small for, and then ``all``) has ``status`` = ``not-scored``, empty
+metrics and the reason in words. Several products add rows whose product is ``mean``. Non-finite values are written ``inf`` / ``nan`` (Python's ``float()`` reads
 them back).
 
-JSON: ``{"mode", "settings", "products": [{"label", "path", "region", "pixels", "methods":
-{method: {"status", "reason", "detail", "overall", "groups", "bands"}}}], "mean"}`` with metrics
-as ``{"r2", "cc", "ssim", "psnr", "mse", "ergas"}``. Strict JSON has no infinity: ``inf`` is
-written as the string ``"inf"`` (a perfect PSNR) and NaN (undefined) as ``null``.
+JSON: ``{"mode", "settings", "products": [{"label", "path", "region", "pixels", "not_scored",
+"methods": {method: {"status", "reason", "detail", "overall", "groups", "bands"}}}], "mean",
+"mean_not_scored"}`` with metrics as ``{"r2", "cc", "ssim", "psnr", "mse", "ergas"}``.
+``not_scored`` maps a scope (a group, or ``all``) without scored pixels to the reason in words;
+its metrics are ``null``. Strict JSON has no infinity: ``inf`` is written as the string ``"inf"``
+(a perfect PSNR) and NaN (undefined) as ``null``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,20 +89,42 @@ def _scopes(table: ScoreTable) -> Iterator[tuple[str, str, Scores]]:
         yield "band", band, scores
 
 
+def _band_group(band: str) -> str:
+    return next(g for g, members in GROUPS.items() if band in members)
+
+
+def unscored_reason(not_scored: Mapping[str, str], scope: str, name: str) -> str | None:
+    """Why the scores of ``(scope, name)`` (see :func:`_scopes`) are undefined, or None."""
+    if scope == "overall":
+        return not_scored.get("all")
+    return not_scored.get(name if scope == "group" else _band_group(name))
+
+
+def mean_not_scored(report: FusionReport) -> dict[str, str]:
+    """The scopes no product could score (so their mean is undefined), with the first reason."""
+    first = report.products[0].not_scored if report.products else {}
+    return {
+        scope: reason
+        for scope, reason in first.items()
+        if all(scope in p.not_scored for p in report.products)
+    }
+
+
 def _product_rows(
     report: FusionReport,
-) -> Iterator[tuple[str, dict[str, int] | None, MethodResult]]:
+) -> Iterator[tuple[str, dict[str, int] | None, dict[str, str], MethodResult]]:
     for product in report.products:
         for result in product.methods:
-            yield product.label, product.pixels, result
+            yield product.label, product.pixels, product.not_scored, result
+    mean_notes = mean_not_scored(report)
     for result in report.mean or ():
-        yield "mean", None, result
+        yield "mean", None, mean_notes, result
 
 
 def csv_rows(report: FusionReport) -> list[dict[str, str]]:
     """The CSV rows of a report (see the module docstring), as ``{column: text}``."""
     rows: list[dict[str, str]] = []
-    for label, pixels, result in _product_rows(report):
+    for label, pixels, not_scored, result in _product_rows(report):
         base = {
             "mode": report.mode,
             "product": label,
@@ -129,15 +154,16 @@ def csv_rows(report: FusionReport) -> list[dict[str, str]]:
                 )
                 count = str(sum(pixels.values())) if group is None else str(pixels[group])
             values = scores.as_dict()
+            why = unscored_reason(not_scored, scope, name)
             rows.append(
                 {
                     **base,
                     "scope": scope,
                     "name": name,
                     "pixels": count,
-                    "status": "ok",
-                    "reason": "",
-                    **{m: _csv_number(values[m]) for m in METRIC_NAMES},
+                    "status": "ok" if why is None else "not-scored",
+                    "reason": why or "",
+                    **{m: "" if why else _csv_number(values[m]) for m in METRIC_NAMES},
                 }
             )
     return rows
@@ -193,11 +219,13 @@ def report_json(report: FusionReport, extra: dict[str, Any] | None = None) -> di
                     "height": int(p.region.height),
                 },
                 "pixels": p.pixels,
+                "not_scored": p.not_scored,
                 "methods": {r.method: _method_json(r) for r in p.methods},
             }
             for p in report.products
         ],
         "mean": None if report.mean is None else {r.method: _method_json(r) for r in report.mean},
+        "mean_not_scored": None if report.mean is None else mean_not_scored(report),
     }
     out.update(extra or {})
     return out
@@ -212,7 +240,14 @@ def _console(console: Any) -> Any:
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def _table(title: str, methods: tuple[MethodResult, ...], per_band: bool) -> Any:
+def _table(
+    title: str,
+    methods: tuple[MethodResult, ...],
+    per_band: bool,
+    not_scored: Mapping[str, str],
+) -> Any:
+    """The rich table of ``methods``; scopes in ``not_scored`` show ``—`` (the reason is printed
+    under the table by :func:`_print_not_scored`)."""
     from rich.table import Table
 
     grid = Table(title=title, title_justify="left")
@@ -226,7 +261,7 @@ def _table(title: str, methods: tuple[MethodResult, ...], per_band: bool) -> Any
     for i, (name, scope) in enumerate(scopes):
         for j, result in enumerate(methods):
             label = name if j == 0 else ""
-            if result.table is None:
+            if result.table is None or unscored_reason(not_scored, scope, name) is not None:
                 grid.add_row(
                     label,
                     result.method,
@@ -253,6 +288,11 @@ def _table(title: str, methods: tuple[MethodResult, ...], per_band: bool) -> Any
     return grid
 
 
+def _print_not_scored(console: Any, not_scored: Mapping[str, str]) -> None:
+    for scope, reason in not_scored.items():
+        console.print(f"{scope}: {reason}", highlight=False, soft_wrap=True)
+
+
 def print_report(report: FusionReport, console: Any = None) -> None:
     """The tables on the terminal: overall and per group for every product (and their mean),
     then per band for the single product or for the mean; missing methods with their reason."""
@@ -265,17 +305,30 @@ def print_report(report: FusionReport, console: Any = None) -> None:
     for product in report.products:
         pixels = ", ".join(f"{g}: {n}" for g, n in product.pixels.items())
         console.print(
-            _table(f"{product.label} · {what} · scored pixels {pixels}", product.methods, False)
+            _table(
+                f"{product.label} · {what} · scored pixels {pixels}",
+                product.methods,
+                False,
+                product.not_scored,
+            )
         )
+        _print_not_scored(console, product.not_scored)
     last = report.mean if report.mean is not None else report.products[-1].methods
+    last_notes = (
+        mean_not_scored(report) if report.mean is not None else report.products[-1].not_scored
+    )
     if report.mean is not None:
         console.print(
-            _table(f"mean of {len(report.products)} products · {what}", report.mean, False)
+            _table(
+                f"mean of {len(report.products)} products · {what}", report.mean, False, last_notes
+            )
         )
+        _print_not_scored(console, last_notes)
     title = (
         "mean · per band" if report.mean is not None else f"{report.products[-1].label} · per band"
     )
-    console.print(_table(title, last, True))
+    console.print(_table(title, last, True, last_notes))
+    _print_not_scored(console, {g: r for g, r in last_notes.items() if g != "all"})
     for result in report.products[0].methods:
         if result.table is None:
             console.print(
