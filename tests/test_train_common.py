@@ -128,6 +128,8 @@ def test_ema_update_moves_toward_the_model_by_one_minus_decay():
 
 def test_run_dir_refuses_to_mix_runs(tmp_path):
     run = common.RunDir(tmp_path / "run", resume=False)
+    assert not run.path.exists()  # created only once the run has been validated
+    run.create()
     with pytest.raises(OutputError, match="no run to resume"):
         common.RunDir(tmp_path / "run", resume=True)
     run.checkpoint("last").write_bytes(b"x")
@@ -136,6 +138,8 @@ def test_run_dir_refuses_to_mix_runs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         common.RunDir(tmp_path / "file", resume=False)
+    with pytest.raises(OutputError, match="is a file"):
+        common.RunDir(tmp_path / "file" / "run", resume=False)
     with pytest.raises(OutputError, match="state"):
         run.load_state()
 

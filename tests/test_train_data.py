@@ -250,8 +250,87 @@ def test_product_lists_folders_and_missing_bands(tmp_path):
     lacking = write_s2_product(tmp_path / "lacking", 144, skip=("B09",))
     with pytest.raises(InputError, match="B09"):
         open_s2_products([lacking], patch=144, max_nodata=0.05, val_fraction=0.5)
-    with pytest.raises(InputError, match="smaller than one"):
+    with pytest.raises(InputError, match="use --patch-size 144 or less"):
         open_s2_products([tmp_path / "many" / "a"], patch=288, max_nodata=0.05, val_fraction=0.5)
+
+
+def test_product_errors_name_the_real_problem(tmp_path):
+    products = tmp_path / "products"
+    write_s2_product(products / "a", 144, seed=1)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# products\nproducts/a\n\nproducts/nowhere\n")
+    with pytest.raises(InputError, match=r"list\.txt, line 4: .*nowhere: does not exist"):
+        open_s2_products([listing], patch=144, max_nodata=0.05, val_fraction=0.5)
+    # too small for the smallest patch: no hint towards a smaller --patch-size
+    tiny = write_s2_product(tmp_path / "tiny", 96)
+    with pytest.raises(
+        InputError, match="too small for training; the smallest patch is 144 px"
+    ) as err:
+        open_s2_products([tiny, products / "a"], patch=144, max_nodata=0.05, val_fraction=0.5)
+    assert "--patch-size" not in str(err.value)
+
+
+def test_a_truncated_band_file_is_reported_as_unreadable(example_safe, tmp_path):
+    import shutil
+
+    safe = shutil.copytree(example_safe, tmp_path / "in" / example_safe.name)
+    band = next(safe.rglob("*_B05_20m.jp2"))
+    band.write_bytes(band.read_bytes()[: band.stat().st_size // 3])
+    for given in (safe, safe.parent):  # the SAFE itself, or a folder of products
+        with pytest.raises(InputError, match="cannot read .*B05_20m") as err:
+            open_s2_products([given], patch=144, max_nodata=0.05, val_fraction=0.5)
+        assert "no Sentinel-2 product" not in str(err.value)
+
+
+def _stack_scene(safe: Path, path: Path) -> Path:
+    """The SAFE's 12 bands repeated onto its 10 m grid, in one GeoTIFF named by band descriptions.
+
+    The PRODUCT_ID tag carries the processing baseline, so both files share their radiometry.
+    """
+    from difffusr_cli.bands import BAND_NAMES
+    from difffusr_cli.io import open_scene
+
+    with open_scene(safe) as scene:
+        layers = []
+        for name in BAND_NAMES:
+            ratio = scene.bands[name].ratio
+            with rasterio.open(scene.bands[name].path) as ds:
+                layers.append(np.kron(ds.read(1), np.ones((ratio, ratio), ds.dtypes[0])))
+        profile = {
+            "driver": "GTiff",
+            "width": scene.width,
+            "height": scene.height,
+            "count": len(layers),
+            "dtype": layers[0].dtype.name,
+            "crs": scene.crs,
+            "transform": scene.transform,
+            "nodata": 0,
+        }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.stack(layers))
+        dst.descriptions = tuple(BAND_NAMES)
+        dst.update_tags(PRODUCT_ID=safe.name.removesuffix(".SAFE"))
+    return path
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_stacked_geotiff_gives_the_patches_of_its_safe(
+    example_safe, tmp_path, monkeypatch, in_memory
+):
+    from difffusr_cli.train import data
+
+    if not in_memory:  # patches read window by window instead of sliced from the whole scene
+        monkeypatch.setattr(data, "_CACHE_BYTES", 0)
+    stack = _stack_scene(example_safe, tmp_path / "stack.tif")
+    batches = []
+    for product in (example_safe, stack):
+        sampler = open_s2_products([product, product], patch=144, max_nodata=0.5, val_fraction=0.5)
+        batches.append(sampler.batch(np.random.default_rng(3), 4, "train"))
+    safe_batch, stack_batch = batches
+    for group in GROUP_RATIO:
+        assert safe_batch[group].shape == stack_batch[group].shape
+        assert safe_batch[group].shape[-1] * GROUP_RATIO[group] == 144
+        np.testing.assert_allclose(stack_batch[group], safe_batch[group], rtol=0, atol=1e-6)
 
 
 def test_shared_dsen2_products(shared_data):

@@ -337,3 +337,4 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()  # a failed run leaves no empty folder behind

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
@@ -330,19 +329,27 @@ class TrainResult:
 class RunDir:
     """The ``--out`` folder of a training run.
 
+    The folder is only checked here; :meth:`create` makes it once the data and options have
+    been validated, so that a run failing on bad input leaves nothing behind.
+
     Args:
-        path: the folder (created if missing).
+        path: the folder (may not exist yet).
         resume: continue the run found there; otherwise the folder must not hold a run yet.
 
     Raises:
-        OutputError: ``path`` is a file, cannot be created, holds a run and ``resume`` is False,
-            or holds none and ``resume`` is True.
+        OutputError: ``path`` (or a folder above it) is a file, holds a run and ``resume`` is
+            False, or holds none and ``resume`` is True.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, resume: bool) -> None:
         self.path = Path(path).expanduser()
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"--out {self.path}: is a file, not a folder")
+        blocker = next(
+            (p for p in self.path.absolute().parents if p.exists() and not p.is_dir()), None
+        )
+        if blocker is not None:
+            raise OutputError(f"--out {self.path}: cannot be created, {blocker} is a file")
         has_run = self.checkpoint("last").is_file()
         if resume and not has_run:
             raise OutputError(f"--resume: {self.path} holds no run to resume (no last.safetensors)")
@@ -351,6 +358,13 @@ class RunDir:
                 f"--out {self.path}: already holds a training run; pass --resume to continue it "
                 "or choose another folder"
             )
+
+    def create(self) -> None:
+        """Make the folder (and its parents) if missing.
+
+        Raises:
+            OutputError: it cannot be created.
+        """
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -567,29 +581,17 @@ def mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray:
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:
-    """Write a ``(3, H, W)`` uint8 image as PNG with rasterio's PNG driver."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
+    """Write a ``(3, H, W)`` uint8 image as PNG, creating its folder; returns ``path``.
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    The writing itself is :func:`difffusr_cli.evaluate.quicklook.write_png`'s.
+    """
+    from difffusr_cli.evaluate.quicklook import write_png as write_rgb_png
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(
-                path,
-                "w",
-                driver="PNG",
-                width=image.shape[2],
-                height=image.shape[1],
-                count=3,
-                dtype="uint8",
-            ) as dst:
-                dst.write(image)
-    except (OSError, rasterio.errors.RasterioError) as exc:
-        raise OutputError(f"{path}: cannot write the quicklook ({exc})") from exc
-    aux = path.with_name(path.name + ".aux.xml")
-    if aux.exists():
-        aux.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot create the quicklook folder ({exc})") from None
+    write_rgb_png(path, image)
     return path
 
 

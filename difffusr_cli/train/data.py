@@ -38,6 +38,8 @@ from rasterio.windows import Window
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, OUTPUT_GSD, GroupName
 from difffusr_cli.errors import InputError
+from difffusr_cli.evaluate.fusion_blocks import read_native
+from difffusr_cli.tiling import fill_invalid
 
 HRKind = Literal["sen2naip", "worldstrat", "folder"]
 HR_KINDS: tuple[str, ...] = ("sen2naip", "worldstrat", "folder")
@@ -53,6 +55,9 @@ HARMONIZE_DEFAULT: dict[str, bool] = {"sen2naip": True, "worldstrat": False, "fo
 _CACHE_BYTES = 2 << 30
 #: Tolerance on "not coarser than 2.5 m".
 _GSD_RTOL = 0.01
+#: Smallest fusion patch, 10 m pixels (1440 m: whole pixels of every grid and of the
+#: degraded Wald-protocol grids).
+MIN_PATCH = 144
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,27 +370,52 @@ def download_hub_dataset(
 # Sentinel-2 products for fusion
 
 
-def _list_file_entries(path: Path) -> list[Path]:
+def _list_file_entries(path: Path) -> list[tuple[int, Path]]:
+    """``(line number, product path)`` of each entry of a ``.txt`` product list."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the product list ({exc})") from None
-    entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    entries = [
+        (number, line.strip())
+        for number, line in enumerate(lines, start=1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
     if not entries:
         raise InputError(f"{path}: the product list is empty")
     return [
-        (path.parent / e).expanduser() if not Path(e).is_absolute() else Path(e) for e in entries
+        (number, Path(e).expanduser() if Path(e).expanduser().is_absolute() else path.parent / e)
+        for number, e in entries
     ]
+
+
+#: Suffixes of the single-band rasters of a COG folder (a folder holding these is one product).
+_BAND_FILE_SUFFIXES = (".tif", ".tiff", ".jp2")
+
+
+def _is_product_itself(path: Path) -> bool:
+    """True when a folder is meant as one product (a SAFE, or one holding band rasters), so that
+    its open error is the real problem rather than a reason to look one level down."""
+    from difffusr_cli.io.safe import looks_like_safe
+
+    if looks_like_safe(path):
+        return True
+    return any(p.is_file() and p.suffix.lower() in _BAND_FILE_SUFFIXES for p in path.iterdir())
 
 
 def _expand_products(paths: Iterable[Path]) -> list[tuple[Path, object]]:
     """``(path, Scene)`` for every product named or found one folder level down."""
+    from difffusr_cli.io.safe import looks_like_safe
     from difffusr_cli.io.scene import open_scene
 
     scenes: list[tuple[Path, object]] = []
     for path in paths:
         if path.is_file() and path.suffix.lower() == ".txt":
-            scenes += _expand_products(_list_file_entries(path))
+            for number, entry in _list_file_entries(path):
+                try:
+                    scenes += _expand_products([entry])
+                except InputError as exc:
+                    raise InputError(f"{path}, line {number}: {exc}") from None
             continue
         if not path.exists():
             raise InputError(f"{path}: does not exist")
@@ -393,7 +423,8 @@ def _expand_products(paths: Iterable[Path]) -> list[tuple[Path, object]]:
             scenes.append((path, open_scene(path)))
             continue
         except InputError as exc:
-            if not path.is_dir():
+            # a product that fails to open (e.g. a truncated band file) is reported as it is
+            if not path.is_dir() or _is_product_itself(path):
                 raise
             first_error = str(exc)
         children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
@@ -403,6 +434,9 @@ def _expand_products(paths: Iterable[Path]) -> list[tuple[Path, object]]:
                 try:
                     found.append((child, open_scene(child)))
                 except InputError:
+                    # a broken SAFE among the products is an error, not a folder to skip
+                    if child.is_dir() and looks_like_safe(child):
+                        raise
                     continue
         if not found:
             raise InputError(
@@ -450,10 +484,17 @@ class S2PatchSampler:
         self.max_nodata = max_nodata
         self._cache: dict[int, dict[GroupName, tuple[np.ndarray, np.ndarray]]] = {}
         for name, scene in zip(self.names, self.scenes):
-            if min(scene.width, scene.height) < patch:  # type: ignore[attr-defined]
+            side = min(scene.width, scene.height)  # type: ignore[attr-defined]
+            if side < MIN_PATCH:
+                raise InputError(
+                    f"{name}: {scene.width}×{scene.height} px at 10 m is too small for training; "  # type: ignore[attr-defined]
+                    f"the smallest patch is {MIN_PATCH} px ({MIN_PATCH * 10} m)"
+                )
+            if side < patch:
+                largest = side // MIN_PATCH * MIN_PATCH
                 raise InputError(
                     f"{name}: {scene.width}×{scene.height} px at 10 m is smaller than one "  # type: ignore[attr-defined]
-                    f"{patch} px patch; use a smaller --patch-size (multiple of 144)"
+                    f"{patch} px patch; use --patch-size {largest} or less (a multiple of {MIN_PATCH})"
                 )
         self.train_regions, self.val_regions = self._split(val_fraction)
 
@@ -504,7 +545,12 @@ class S2PatchSampler:
     def _read(
         self, scene_index: int, row: int, col: int
     ) -> dict[GroupName, tuple[np.ndarray, np.ndarray]]:
-        """``group → (data (C, h, w), valid (h, w))`` of one patch on the native grids."""
+        """``group → (data (C, h, w), valid (h, w))`` of one patch on the native grids.
+
+        Bands delivered on the 10 m grid (a stacked GeoTIFF) are area-averaged to their native
+        grid first (:func:`~difffusr_cli.evaluate.fusion_blocks.read_native`), so that a patch
+        is the same whatever the product's format.
+        """
         scene = self.scenes[scene_index]
         full = self._full_scene(scene_index)
         out: dict[GroupName, tuple[np.ndarray, np.ndarray]] = {}
@@ -514,8 +560,7 @@ class S2PatchSampler:
                 r0, c0, n = row // ratio, col // ratio, self.patch // ratio
                 out[group] = (data[:, r0 : r0 + n, c0 : c0 + n], valid[r0 : r0 + n, c0 : c0 + n])
             else:
-                block = scene.read_group(group, Window(col, row, self.patch, self.patch))  # type: ignore[attr-defined]
-                out[group] = (block.data, block.valid)
+                out[group] = read_native(scene, group, Window(col, row, self.patch, self.patch))
         return out
 
     def _full_scene(
@@ -530,11 +575,10 @@ class S2PatchSampler:
         used = sum(d.nbytes for c in self._cache.values() for d, _ in c.values())
         if used + need > _CACHE_BYTES:
             return None
-        window = Window(0, 0, scene.width, scene.height)  # type: ignore[attr-defined]
-        full = {}
-        for group in GROUPS:
-            block = scene.read_group(group, window)  # type: ignore[attr-defined]
-            full[group] = (block.data, block.valid)
+        # whole 60 m cells only, so that every group nests (patches never reach past them)
+        width, height = scene.width, scene.height  # type: ignore[attr-defined]
+        window = Window(0, 0, width - width % 6, height - height % 6)
+        full = {group: read_native(scene, group, window) for group in GROUPS}
         self._cache[scene_index] = full
         return full
 
@@ -558,7 +602,7 @@ class S2PatchSampler:
                     f"{names}: no patch with at most {self.max_nodata:.0%} nodata found in 200 draws; "
                     "the products are mostly nodata"
                 )
-        result = {g: _fill_nodata(data, valid) for g, (data, valid) in patch.items()}
+        result = {g: fill_invalid(data, valid) for g, (data, valid) in patch.items()}
         if flips:
             if rng.random() < 0.5:
                 result = {g: a[:, :, ::-1] for g, a in result.items()}
@@ -576,16 +620,6 @@ class S2PatchSampler:
         regions = self.train_regions if split == "train" else self.val_regions
         patches = [self._draw(rng, regions, flips=split == "train") for _ in range(size)]
         return {g: np.stack([p[g] for p in patches]) for g in GROUPS}
-
-
-def _fill_nodata(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``data`` with invalid pixels set to each band's mean over the valid ones."""
-    if valid.all():
-        return data
-    filled = data.copy()
-    means = data[:, valid].mean(axis=1) if valid.any() else np.zeros(data.shape[0], np.float32)
-    filled[:, ~valid] = means[:, None]
-    return filled
 
 
 def open_s2_products(

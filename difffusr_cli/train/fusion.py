@@ -412,7 +412,6 @@ def train_fusion(
         net.load_state_dict(loaded.state_dict, strict=True)
         state = run.load_state()
         start_step, best_metric = int(state["step"]), state.get("best_metric")
-    run.write_config(config.to_dict())
     net.to(target).train()
     precision = common.Precision(target, config.amp)
     optimizers = {
@@ -434,6 +433,9 @@ def train_fusion(
     )
     _, val_rng = common.step_rngs(config.seed, _STREAM_VAL, 0)
     val_native = _to_tensors(data.batch(val_rng, config.val_patches, "val"), target)
+    # the run folder appears only now that data, options and weights have been checked
+    run.create()
+    run.write_config(config.to_dict())
     log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
     source = {"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)}
 

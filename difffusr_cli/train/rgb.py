@@ -517,7 +517,6 @@ def train_rgb(
         model.load_state_dict(loaded.state_dict, strict=True)
         state = run.load_state()
         start_step, best_metric = int(state["step"]), state.get("best_metric")
-    run.write_config(config.to_dict())
     for p in model.ema.parameters():
         p.requires_grad_(False)
     model.to(target).train()
@@ -537,6 +536,9 @@ def train_rgb(
         f"trained parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
     )
     val_hr, val_lr = make_validation_set(data, val_idx or train_idx[:1], config, harmonized)
+    # the run folder appears only now that data, options and weights have been checked
+    run.create()
+    run.write_config(config.to_dict())
     log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
     source = {
         "trained_by": "difffusr train rgb",
