@@ -68,7 +68,8 @@ def info(
 
 @app.command()
 def superres(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output GeoTIFF, or a folder (several inputs): one <input stem>_difffusr.tif per input.", show_default=False)],
+    # str, not Path: a trailing slash ("products/") means a folder and Path would drop it.
+    output: Annotated[str, typer.Option("-o", "--output", help="Output GeoTIFF (.tif), or a folder (several inputs, or a path ending in /): one <input stem>_difffusr.tif per input.", show_default=False)],
     inputs: Annotated[Optional[list[Path]], typer.Argument(help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.", show_default=False)] = None,
     example: Annotated[bool, typer.Option("--example", help="Instead of INPUTS, run on a small generated (synthetic) L2A product with the shipped demo models rgb-tiny/fusion-tiny: works offline.")] = False,
     rgb_model: Annotated[Optional[str], typer.Option("--rgb-model", help="RGB diffusion weights: a name of `difffusr weights list` or a file (default: the manifest's default).")] = None,

@@ -133,8 +133,9 @@ class SuperresOptions:
             raise InputError(f"--fusion {self.fusion!r}: expected one of {', '.join(FUSION_METHODS)}")
         if self.fusion_model is not None and self.fusion != "net":
             raise InputError(f"--fusion-model is only used with --fusion net, not with --fusion {self.fusion}")
-        if not 1 <= self.steps <= 1000:
-            raise InputError(f"--steps {self.steps}: expected 1 to 1000")
+        if not 2 <= self.steps <= 1000:
+            # The DDIM sampler needs a first and a last step (difffusr_cli.diffusion.ddim_timesteps).
+            raise InputError(f"--steps {self.steps}: expected 2 to 1000")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: expected a non-negative integer")
         if self.patch_size < 16 or self.patch_size % 4:
@@ -731,18 +732,29 @@ def product_stem(path: Path) -> str:
     return name or "product"
 
 
-def output_paths(inputs: Sequence[Path], output: Path) -> tuple[list[Path], bool]:
+def output_paths(inputs: Sequence[Path], output: str | Path) -> tuple[list[Path], bool]:
     """Each input's product path, and whether ``output`` is a folder.
 
     ``output`` is a folder when there are several inputs, when it is an existing folder, or when
-    it has no ``.tif``/``.tiff`` suffix and several inputs; products in a folder are named
-    ``<input stem>_difffusr.tif``.
+    it is a string ending in ``/`` (``-o outs/``: a folder to create); products in a folder are
+    named ``<input stem>_difffusr.tif``. Otherwise it is the product itself and must end in
+    ``.tif`` or ``.tiff``.
 
     Raises:
-        InputError: several inputs with a ``.tif`` output, or two inputs with the same stem.
+        InputError: a single product without a ``.tif``/``.tiff`` suffix, several inputs with a
+            ``.tif`` output, or two inputs with the same stem.
     """
-    is_dir = output.is_dir() or len(inputs) > 1
+    # pathlib drops a trailing slash, so read it from the text the user gave.
+    text = os.fspath(output)
+    trailing_slash = text.endswith(("/", os.sep))
+    output = Path(output)
+    is_dir = trailing_slash or output.is_dir() or len(inputs) > 1
     if not is_dir:
+        if output.suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(
+                f"-o {output}: the product is a GeoTIFF, name it .tif or .tiff "
+                "(or end -o with / for a folder of products)"
+            )
         return [output], False
     if output.suffix.lower() in (".tif", ".tiff") and not output.is_dir():
         raise InputError(f"-o {output}: with {len(inputs)} inputs, -o must be a folder (one product per input)")
@@ -845,23 +857,24 @@ def superres_scene(
             resume=resume,
         )
 
-    writer = open_writer(resume=bool(progress.done))
-    progress.save()
-    renderer = Renderer(
-        scene,
-        region,
-        layout,
-        models,
-        steps=options.steps,
-        seed=options.seed,
-        batch_size=options.batch_size,
-        device=device,
-        dtype=dtype,
-        on_patches=on_patches,
-    )
-    on_total(renderer.patches_to_run(progress.done))
+    writer: ProductWriter | None = None
     written = 0
     try:
+        writer = open_writer(resume=bool(progress.done))
+        progress.save()
+        renderer = Renderer(
+            scene,
+            region,
+            layout,
+            models,
+            steps=options.steps,
+            seed=options.seed,
+            batch_size=options.batch_size,
+            device=device,
+            dtype=dtype,
+            on_patches=on_patches,
+        )
+        on_total(renderer.patches_to_run(progress.done))
         for index, pieces in renderer.blocks(progress.done):
             for window, data, valid in pieces:
                 writer.write(window, data, valid)
@@ -873,7 +886,15 @@ def superres_scene(
             written += 1
             on_block_done(index)
     except BaseException:
-        writer.abort()
+        try:
+            if writer is not None:
+                writer.abort()
+        finally:
+            if not progress.done:
+                # Nothing recorded (e.g. a model error in the first block): nothing to resume, so
+                # leave no partial file that would make the next run demand --resume/--overwrite.
+                partial.unlink(missing_ok=True)
+                record_path.unlink(missing_ok=True)
         raise
     writer.commit()
     record_path.unlink(missing_ok=True)
@@ -926,7 +947,7 @@ def superres_many(
         raise InputError("no input given")
     device = select_device(options.device)
     dtype = select_precision(options.precision, device)
-    targets, folder = output_paths([Path(p) for p in inputs], Path(output))
+    targets, folder = output_paths([Path(p) for p in inputs], output)
     if folder:
         try:
             Path(output).mkdir(parents=True, exist_ok=True)
@@ -1058,7 +1079,7 @@ EXAMPLE_SIZE = 48
 EXAMPLE_MODELS = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
 
 
-def superres_example(output: Path, options: SuperresOptions) -> list[RunSummary]:
+def superres_example(output: str | Path, options: SuperresOptions) -> list[RunSummary]:
     """Run the whole pipeline on a small generated L2A product (``difffusr superres --example``).
 
     The product is synthetic (:func:`difffusr_cli.example.make_example_safe`, 48 × 48 pixels at

@@ -141,6 +141,27 @@ def test_bad_overrides_are_input_errors(cog_dir):
         open_scene(cog_dir, scale=0.0)
     with pytest.raises(InputError, match="--offset"):
         open_scene(cog_dir, offset=float("nan"))
+    # DN-valued numbers (BOA_ADD_OFFSET, QUANTIFICATION_VALUE) would saturate every band.
+    with pytest.raises(InputError, match=r"reflectance units.*--scale 0\.0001 --offset -0\.1"):
+        open_scene(cog_dir, offset=-1000)
+    with pytest.raises(InputError, match="--offset"):
+        open_scene(cog_dir, scale=1e-4, offset=1.0)
+    with pytest.raises(InputError, match=r"--scale 10000.*--scale 0\.0001"):
+        open_scene(cog_dir, scale=10000)
+    with open_scene(cog_dir, scale=1.0, offset=-0.999) as scene:  # the edges are allowed
+        assert scene.radiometry.overridden
+
+
+def test_product_id_comes_from_the_files_tag(cog_dir, tmp_path):
+    folder = _copy(cog_dir, tmp_path)
+    with rasterio.open(cog_dir / "B02.tif") as src:
+        tagged = src.tags()["PRODUCT_ID"]
+    with open_scene(folder) as scene:
+        assert scene.product_id == tagged != folder.name
+    for file in folder.glob("*.tif"):
+        _rewrite(file, product_tags=False)
+    with open_scene(folder) as scene:
+        assert scene.product_id == folder.name  # no tag: the folder's name stands in
 
 
 def test_folder_without_bands(tmp_path):

@@ -79,6 +79,8 @@ def test_dsen2_folders_nest(shared_data, tile):
         assert scene.kind == "cog-dir" and scene.found_bands == BAND_NAMES
         assert (scene.width, scene.height) == (600, 600)
         assert scene.tile == tile
+        with rasterio.open(folder / "B02.tif") as src:
+            assert scene.product_id == src.tags()["PRODUCT_ID"] != folder.name
         ratios = {name: scene.bands[name].ratio for name in BAND_NAMES}
         assert ratios == {
             name: {"10m": 1, "20m": 2, "60m": 6}[g] for g, m in GROUPS.items() for name in m

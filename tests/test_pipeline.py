@@ -201,6 +201,58 @@ def test_several_inputs_write_one_product_each_and_skip_complete_ones(safe, tmp_
         output_paths([safe, safe], folder)
 
 
+class _BrokenSR:
+    """A super-resolver that fails like a model error on its first call."""
+
+    def super_resolve(self, lr, steps=20, *, noise=None):
+        raise RuntimeError("model exploded")
+
+
+def test_failure_before_the_first_block_leaves_nothing_behind(safe, tmp_path):
+    out = tmp_path / "o.tif"
+    with pytest.raises(RuntimeError, match="exploded"):
+        superres_many([safe], out, SMALL, models=replace(stand_in_models(), rgb=_BrokenSR()))
+    assert not out.exists() and not partial_path_for(out).exists() and not progress_path_for(out).exists()
+    # So the next run starts without --resume/--overwrite.
+    run(safe, out)
+    data, meta = read_product(out)
+    assert data.shape == (12, SIZE * 4, SIZE * 4)
+    # Per-band tag objects list the bands in product order (B8A after B08), not sorted.
+    radiometry = json.loads(meta["tags"]["radiometry"])
+    assert list(radiometry["scale"]) == list(radiometry["offsets"]) == list(BAND_NAMES)
+
+
+def test_failure_after_a_recorded_block_keeps_the_partial_file(safe, tmp_path):
+    out = tmp_path / "o.tif"
+    models = stand_in_models()
+    real = models.rgb
+    recorded: list[int] = []
+
+    class FailsLater:
+        def super_resolve(self, lr, steps=20, *, noise=None):
+            if recorded:  # a model error once the first block is written and recorded
+                raise RuntimeError("model exploded")
+            return real.super_resolve(lr, steps, noise=noise)
+
+    with pytest.raises(RuntimeError, match="exploded"):
+        superres_many([safe], out, SMALL, models=replace(models, rgb=FailsLater()), on_block_done=recorded.append)
+    assert recorded, "the stand-in failed before any block was recorded"
+    assert partial_path_for(out).exists()
+    assert json.loads(progress_path_for(out).read_text())["blocks_done"] == recorded
+
+
+def test_output_folder_by_trailing_slash_and_tif_suffix_required(safe, tmp_path):
+    folder = tmp_path / "outs"
+    [target], is_dir = output_paths([safe], f"{folder}/")
+    assert is_dir and target.parent == folder and target.name == f"{product_stem(safe)}_difffusr.tif"
+    [summary] = superres_many([safe], f"{folder}/", replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models())
+    assert folder.is_dir() and summary.output == target and target.is_file()
+    for bad in ("x.jp2", "x.png", "x"):
+        with pytest.raises(InputError, match=r"\.tif"):
+            output_paths([safe], tmp_path / bad)
+    assert output_paths([safe], tmp_path / "x.TIFF") == ([tmp_path / "x.TIFF"], False)
+
+
 @pytest.mark.parametrize(
     "changes,match",
     [
@@ -211,6 +263,8 @@ def test_several_inputs_write_one_product_each_and_skip_complete_ones(safe, tmp_
         ({"overlap": 20}, "--overlap"),
         ({"batch_size": 0}, "--batch-size"),
         ({"steps": 0}, "--steps"),
+        ({"steps": 1}, "--steps"),  # the DDIM sampler needs at least 2 steps
+        ({"steps": 1001}, "--steps"),
         ({"window": (0, 0, 0, 5)}, "positive"),
         ({"bbox": (5, 0, 1, 1)}, "XMIN < XMAX"),
     ],

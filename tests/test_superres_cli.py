@@ -94,6 +94,9 @@ def test_shared_safe_without_10m_bands_is_refused(shared_data, tmp_path, capsys)
         (["--precision", "fp16"], "fp16"),
         (["--device", "tpu"], "tpu"),
         (["--rgb-model", "/no/such/weights.safetensors"], "no such weights file"),
+        (["--steps", "1"], "--steps"),
+        (["--offset", "-1000"], "--scale 0.0001 --offset -0.1"),  # a DN offset, not reflectance
+        (["--scale", "10000"], "--scale"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(setup, tmp_path, capsys, extra, match):
@@ -109,6 +112,9 @@ def test_bad_places_exit_2(setup, tmp_path, capsys):
     assert "does not exist" in error_line(capsys)
     assert main(["superres", str(safe), str(safe), "-o", str(tmp_path / "x.tif"), *fast_args(rgb)]) == 2
     assert "folder" in error_line(capsys)
+    assert main(["superres", str(safe), "-o", str(tmp_path / "x.jp2"), *fast_args(rgb)]) == 2
+    line = error_line(capsys)
+    assert line.startswith("error: ") and ".tif" in line and not (tmp_path / "x.jp2").exists()
     args = [a for a in fast_args(rgb) if a not in ("--window",)][:-4]  # drop the window
     assert main(["superres", str(safe), "-o", str(tmp_path / "w.tif"), *args, "--window", "500", "500", "10", "10"]) == 2
     assert "does not overlap" in error_line(capsys)

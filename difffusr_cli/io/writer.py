@@ -75,6 +75,8 @@ def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
     Checks that the directory exists and is writable, and that ``path`` is absent (or
     ``overwrite``). Returns ``path`` as a ``Path``.
     """
+    if os.fspath(path).endswith(("/", os.sep)):
+        raise OutputError(f"cannot write {path}: a path ending in / names a folder, not a file")
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -131,7 +133,8 @@ def _per_band(value: float | Sequence[float], count: int, what: str) -> np.ndarr
 
 
 def _tag_text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    # Keys keep their insertion order: per-band objects read in product band order (B01 … B12).
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=False, default=str)
 
 
 class ProductWriter:
