@@ -509,7 +509,17 @@ def _is_click_exception(exc: BaseException) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # Batch schedulers stop jobs with SIGTERM: treat it as Ctrl-C, so a run says how to resume
+    # and exits 130 instead of dying silently.
+    raise KeyboardInterrupt
+
+
 def run() -> None:
+    """The ``difffusr`` console script."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())
 
 

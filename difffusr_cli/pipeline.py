@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -970,6 +971,14 @@ def superres_many(
         scene = open_scene(source, scale=options.scale, offset=options.offset)
         scene.require_bands()
         resolve_region(scene, options.window, options.bbox)
+        if scene.processing_level == "L1C":
+            # A Level-1C SAFE is refused by the reader; COGs and STAC items only say so in their
+            # metadata. Their pixels are processed (they are reflectance too), but never silently.
+            print(
+                f"warning: {source}: Level-1C (top-of-atmosphere) data; the models expect Level-2A "
+                "surface reflectance, so expect a radiometric bias",
+                file=sys.stderr,
+            )
         scenes.append(scene)
 
     console = None if options.quiet else _console()

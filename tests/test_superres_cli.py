@@ -129,7 +129,7 @@ def test_unavailable_gpu_is_a_clear_error(setup, tmp_path, capsys):
     assert "no CUDA GPU" in error_line(capsys)
 
 
-def test_shared_dsen2_scene_with_compat_weights(shared_data, compat, tmp_path):
+def test_shared_dsen2_scene_with_compat_weights(shared_data, compat, tmp_path, capsys):
     """The DSen2 COG folder (Level-1C DN, no offset) with the compat small weights, on a window."""
     scene_dir = shared_data / "dsen2_T33UUB"
     out = tmp_path / "dsen2.tif"
@@ -139,6 +139,7 @@ def test_shared_dsen2_scene_with_compat_weights(shared_data, compat, tmp_path):
         "--overlap", "16", "--device", "cpu", "--window", "0", "0", "36", "36", "--quiet",
     ]
     assert main(args) == 0
+    assert "Level-1C" in capsys.readouterr().err  # processed, but never silently
     data, meta = read_product(out)
     scene = open_scene(scene_dir)
     assert data.shape == (12, 144, 144) and meta["crs"] == scene.crs
