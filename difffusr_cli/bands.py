@@ -11,7 +11,10 @@ The product order is B01…B12 without B10 (cirrus, absent from Level-2A)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # torch stays optional here: band facts must import without it
+    import torch
 
 GroupName = Literal["10m", "20m", "60m"]
 
@@ -117,3 +120,18 @@ def band(name: str) -> Band:
 def indices(names: tuple[str, ...] | list[str]) -> list[int]:
     """Product indices of ``names``, in the order given."""
     return [band(n).index for n in names]
+
+
+def norm_stats(
+    names: tuple[str, ...] | list[str], device: torch.device | str | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z-score statistics of ``names`` as ``(1, C, 1, 1)`` tensors (mean, std), reflectance.
+
+    Shaped to broadcast against ``(B, C, H, W)`` images whose channels are ``names`` in order.
+    """
+    import torch  # deferred: bands.py is imported by torch-free code (io/, the CLI's help)
+
+    idx = indices(names)
+    mean = torch.tensor([NORM_MEAN[i] for i in idx], dtype=dtype, device=device)
+    std = torch.tensor([NORM_STD[i] for i in idx], dtype=dtype, device=device)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)

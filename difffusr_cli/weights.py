@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from difffusr_cli.bands import BAND_NAMES, NORM_MEAN, NORM_STD, RGB
-from difffusr_cli.errors import OutputError, WeightsError
+from difffusr_cli.errors import DifffusrError, OutputError, WeightsError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -315,6 +315,21 @@ def _parse_entry(name: str, raw: Any, source: Path) -> ModelEntry:
     return entry
 
 
+def read_toml(path: Path, what: str, error: type[DifffusrError]) -> dict[str, Any]:
+    """Parse the TOML file ``path`` (``what`` names it in messages, e.g. ``"the weights manifest"``).
+
+    Raises:
+        error: the file cannot be read, or is not valid TOML (one line naming ``path``).
+    """
+    try:
+        with open(path, "rb") as stream:
+            return tomllib.load(stream)
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc})") from exc
+
+
 def load_manifest(path: str | os.PathLike[str] | None = None) -> dict[str, ModelEntry]:
     """Read and validate a manifest (default: :func:`manifest_path`), name → entry.
 
@@ -322,15 +337,7 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> dict[str, Model
         WeightsError: unreadable TOML, unknown or mistyped fields, two defaults for one kind.
     """
     source = Path(path) if path is not None else manifest_path()
-    try:
-        with open(source, "rb") as stream:
-            data = tomllib.load(stream)
-    except OSError as exc:
-        raise WeightsError(
-            f"{source}: cannot read the weights manifest ({exc.strerror or exc})"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise WeightsError(f"{source}: not valid TOML ({exc})") from exc
+    data = read_toml(source, "the weights manifest", WeightsError)
     models = data.get("models", {})
     if not isinstance(models, dict):
         raise WeightsError(f"{source}: [models] must be a table of [models.NAME] entries")

@@ -63,7 +63,7 @@ _VAR_EPS = 1e-12
 _FIT_RTOL = 1e-6
 
 
-def _upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resize on pixel centres: ``(B, C, h, w)`` → ``(B, C, *size)``."""
     if tuple(x.shape[-2:]) == size:
         return x
@@ -224,7 +224,7 @@ def bilinear_fuse(
         ``(B, 12, H, W)`` reflectance in product order.
     """
     size = _check_inputs(rgb_sr, groups)
-    return _assemble({g: _upsample_to(groups[g], size) for g in GROUP_RATIO})
+    return _assemble({g: upsample_to(groups[g], size) for g in GROUP_RATIO})
 
 
 def gram_schmidt_fuse(
@@ -256,10 +256,10 @@ def gram_schmidt_fuse(
         factor = SCALE * ratio
         # The pan seen at the group's resolution: area average over native pixels, then the
         # same bilinear upsampling the bands get, so its statistics are comparable to theirs.
-        pan_lowpass = _upsample_to(F.avg_pool2d(pan, factor), size)
+        pan_lowpass = upsample_to(F.avg_pool2d(pan, factor), size)
         sharpened[group] = gram_schmidt_sharpen(
             pan,
-            _upsample_to(groups[group], size),
+            upsample_to(groups[group], size),
             pan_lowpass=pan_lowpass,
             valid=valid,
             synthetic=synthetic,

@@ -222,7 +222,7 @@ class FusionPredictor:
         }
         outputs = self.net(guidance, ms)
         product = torch.cat([outputs[g][:, i : i + 1] for g, i in _PRODUCT_SOURCES], dim=1)
-        mean, std = _stats(bands.BAND_NAMES, product)
+        mean, std = bands.norm_stats(bands.BAND_NAMES, product.device, product.dtype)
         return (product * std + mean).to(rgb_sr.device)
 
 
@@ -238,15 +238,8 @@ def _product_sources() -> tuple[tuple[GroupName, int], ...]:
 _PRODUCT_SOURCES = _product_sources()
 
 
-def _stats(names: tuple[str, ...], like: Tensor) -> tuple[Tensor, Tensor]:
-    idx = bands.indices(names)
-    mean = torch.tensor([bands.NORM_MEAN[i] for i in idx], dtype=like.dtype, device=like.device)
-    std = torch.tensor([bands.NORM_STD[i] for i in idx], dtype=like.dtype, device=like.device)
-    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-
-
 def _zscore(x: Tensor, names: tuple[str, ...]) -> Tensor:
-    mean, std = _stats(names, x)
+    mean, std = bands.norm_stats(names, x.device, x.dtype)
     return (x - mean) / std
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from difffusr_cli.errors import InputError, OutputError, WeightsError
+from difffusr_cli.weights import read_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,23 +99,6 @@ def apply_overrides(mapping: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     return result
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Read a training configuration TOML file.
-
-    Raises:
-        InputError: unreadable file or invalid TOML.
-    """
-    try:
-        with open(path, "rb") as stream:
-            return tomllib.load(stream)
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot read the training config ({exc.strerror or exc})"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from exc
-
-
 def load_config(
     spec: str | os.PathLike[str],
     presets: Mapping[str, Callable[[], Mapping[str, Any]]],
@@ -142,7 +126,7 @@ def load_config(
             raise InputError(
                 f"--config {text}: neither a preset ({', '.join(presets)}) nor an existing TOML file"
             )
-        base, where = read_toml(path), str(path)
+        base, where = read_toml(path, "the training config", InputError), str(path)
     return build(apply_overrides(base, overrides), where)
 
 

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from difffusr_cli.evaluate.gram_schmidt import upsample_to
+
 #: Harmonisation exponents γ (R, G, B): the mean, hence the median, of the multivariate normal
 #: fitted to NAIP → Sentinel-2 reflectance (SPEC §2).
 GAMMA_MEAN: tuple[float, float, float] = (0.35212655, 0.33608668, 0.35346831)
@@ -361,9 +363,5 @@ def wald_degrade(x: Tensor, ratio: int, nyquist_gain: float = WALD_NYQUIST_GAIN)
 
 def upsample_bilinear(x: Tensor, ratio: int) -> Tensor:
     """Bilinear upsampling on pixel centres ``(B, C, h, w)`` → ``(B, C, h·ratio, w·ratio)``."""
-    if ratio == 1:
-        return x
     height, width = x.shape[-2:]
-    return F.interpolate(
-        x, size=(height * ratio, width * ratio), mode="bilinear", align_corners=False
-    )
+    return upsample_to(x, (height * ratio, width * ratio))

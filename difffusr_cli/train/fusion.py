@@ -206,17 +206,10 @@ def resolve_config(
 # Wald-protocol inputs
 
 
-def _stats(names: tuple[str, ...], like: Tensor) -> tuple[Tensor, Tensor]:
-    idx = bands.indices(names)
-    mean = torch.tensor([bands.NORM_MEAN[i] for i in idx], dtype=like.dtype, device=like.device)
-    std = torch.tensor([bands.NORM_STD[i] for i in idx], dtype=like.dtype, device=like.device)
-    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-
-
 def to_branch_space(x: Tensor, group: GroupName) -> Tensor:
     """``(B, C, h, w)`` reflectance in ``bands.GROUPS`` order → z-scores in the branch's order."""
     names = GROUPS[group]
-    mean, std = _stats(names, x)
+    mean, std = bands.norm_stats(names, x.device, x.dtype)
     z = (x - mean) / std
     return z[:, [names.index(n) for n in BRANCH_BANDS[group]]]
 
@@ -224,7 +217,7 @@ def to_branch_space(x: Tensor, group: GroupName) -> Tensor:
 def from_branch_space(z: Tensor, group: GroupName) -> Tensor:
     """Inverse of :func:`to_branch_space`: branch-order z-scores → reflectance in group order."""
     order = BRANCH_BANDS[group]
-    mean, std = _stats(order, z)
+    mean, std = bands.norm_stats(order, z.device, z.dtype)
     x = z * std + mean
     return x[:, [order.index(n) for n in GROUPS[group]]]
 
@@ -258,7 +251,7 @@ def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorl
 
 def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
     """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor builds them."""
-    mean, std = _stats(bands.RGB, world.guidance)
+    mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
     guidance = (world.guidance - mean) / std
     size = world.guidance.shape[-2:]
     parts = []
