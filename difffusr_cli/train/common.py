@@ -24,9 +24,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -128,6 +128,45 @@ def load_config(
             )
         base, where = read_toml(path, "the training config", InputError), str(path)
     return build(apply_overrides(base, overrides), where)
+
+
+class ModelTrainConfig:
+    """Shared by the frozen training configs, which hold the network config in ``model``: their
+    TOML/JSON layout is a ``[model]`` section (``model_config.to_dict()``) and a ``[train]`` one.
+
+    Subclasses set ``model_config`` to the network config class (``SRConfig``, ``FusionConfig``).
+    """
+
+    model_config: ClassVar[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
+        train = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()  # type: ignore[call-overload]
+            if k != "model"
+        }
+        return {"model": self.model.to_dict(), "train": train}  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str) -> Any:
+        """Inverse of :meth:`to_dict`; ``where`` names the source in errors.
+
+        Raises:
+            InputError: unknown sections or keys, invalid values.
+        """
+        unknown = set(mapping) - {"model", "train"}
+        if unknown:
+            raise InputError(
+                f"{where}: unknown sections {', '.join(sorted(unknown))} (expected [model] and [train])"
+            )
+        try:
+            model = cls.model_config.from_dict(mapping.get("model", {}))
+        except (WeightsError, ValueError) as exc:
+            raise InputError(f"{where}: [model] {exc}") from None
+        train = dict(mapping.get("train", {}))
+        train["model"] = model
+        return dataclass_from_mapping(cls, train, where)
 
 
 def dataclass_from_mapping(cls: type[T], values: Any, where: str) -> T:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ LOG_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class FusionTrainConfig:
+class FusionTrainConfig(common.ModelTrainConfig):
     """Hyperparameters of ``train fusion`` (``[train]``) and the architecture (``[model]``).
 
     Attributes:
@@ -80,6 +80,8 @@ class FusionTrainConfig:
         max_nodata: skip patches with more invalid pixels than this in any group.
         val_every, checkpoint_every, log_every, grad_clip, amp, seed: as for ``train rgb``.
     """
+
+    model_config: ClassVar[type[FusionConfig]] = FusionConfig
 
     model: FusionConfig = field(default_factory=FusionConfig)
     batch_size: int = 4
@@ -128,35 +130,6 @@ class FusionTrainConfig:
         )
         require(0 <= self.max_nodata < 1, f"max_nodata must be in [0, 1), got {self.max_nodata}")
         require(self.grad_clip >= 0, "grad_clip must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
-        train = {
-            k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in asdict(self).items()
-            if k != "model"
-        }
-        return {"model": self.model.to_dict(), "train": train}
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], where: str) -> FusionTrainConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            InputError: unknown sections or keys, invalid values.
-        """
-        unknown = set(mapping) - {"model", "train"}
-        if unknown:
-            raise InputError(
-                f"{where}: unknown sections {', '.join(sorted(unknown))} (expected [model] and [train])"
-            )
-        try:
-            model = FusionConfig.from_dict(mapping.get("model", {}))
-        except (WeightsError, ValueError) as exc:
-            raise InputError(f"{where}: [model] {exc}") from None
-        train = dict(mapping.get("train", {}))
-        train["model"] = model
-        return common.dataclass_from_mapping(cls, train, where)
 
 
 def _preset(arch: str, size: str) -> dict[str, Any]:

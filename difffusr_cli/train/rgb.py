@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ LOG_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class RGBTrainConfig:
+class RGBTrainConfig(common.ModelTrainConfig):
     """Hyperparameters of ``train rgb`` (the ``[train]`` table) and the architecture (``[model]``).
 
     Attributes:
@@ -98,6 +98,8 @@ class RGBTrainConfig:
         amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
         seed: seed of every random draw.
     """
+
+    model_config: ClassVar[type[SRConfig]] = SRConfig
 
     model: SRConfig = field(default_factory=SRConfig)
     batch_size: int = 8
@@ -175,35 +177,6 @@ class RGBTrainConfig:
             scale=SCALE,
             isotropic=isotropic,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
-        train = {
-            k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in asdict(self).items()
-            if k != "model"
-        }
-        return {"model": self.model.to_dict(), "train": train}
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], where: str) -> RGBTrainConfig:
-        """Inverse of :meth:`to_dict`; ``where`` names the source in errors.
-
-        Raises:
-            InputError: unknown sections or keys, invalid values.
-        """
-        unknown = set(mapping) - {"model", "train"}
-        if unknown:
-            raise InputError(
-                f"{where}: unknown sections {', '.join(sorted(unknown))} (expected [model] and [train])"
-            )
-        try:
-            model = SRConfig.from_dict(mapping.get("model", {}))
-        except (WeightsError, ValueError) as exc:
-            raise InputError(f"{where}: [model] {exc}") from None
-        train = dict(mapping.get("train", {}))
-        train["model"] = model
-        return common.dataclass_from_mapping(cls, train, where)
 
 
 def _preset_large() -> dict[str, Any]:
