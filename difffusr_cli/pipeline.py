@@ -979,6 +979,9 @@ def superres_many(
                 "surface reflectance, so expect a radiometric bias",
                 file=sys.stderr,
             )
+        # Checked; release its files until its turn (they reopen on the first read), so that a
+        # batch of thousands of inputs does not hold thousands of open rasters.
+        scene.close()
         scenes.append(scene)
 
     console = None if options.quiet else _console()

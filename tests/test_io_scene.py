@@ -211,3 +211,17 @@ def test_scene_pickles_for_worker_processes(scene):
         assert np.array_equal(got.data, expected.data) and clone.info() == scene.info()
     finally:
         clone.close()
+
+
+def test_a_closed_scene_reopens_its_files_on_the_next_read(example_safe):
+    """superres checks every input first and closes it until its turn: reads must still work."""
+    from rasterio.windows import Window
+
+    from difffusr_cli.io import open_scene
+
+    scene = open_scene(example_safe)
+    before = scene.read_group("20m", Window(0, 0, 24, 24))
+    scene.close()
+    after = scene.read_group("20m", Window(0, 0, 24, 24))
+    assert (before.data == after.data).all() and (before.valid == after.valid).all()
+    scene.close()
