@@ -48,7 +48,8 @@ def _print_table(info: dict) -> None:
 
     table = Table(title="bands", title_justify="left")
     for column in ("band", "gsd (m)", "size", "ratio", "DN offset", "scale", "file"):
-        table.add_column(column)
+        # File names differ only at their end: fold them rather than cut them on narrow terminals.
+        table.add_column(column, overflow="fold" if column == "file" else "ellipsis", no_wrap=column != "file")
     for entry in info["bands"]:
         name = entry["name"]
         size = f"{entry['width']} × {entry['height']}" if entry["found"] else "[red]not found[/red]"
