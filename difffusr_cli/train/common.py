@@ -139,6 +139,23 @@ class ModelTrainConfig:
 
     model_config: ClassVar[Any]
 
+    def _check_counts(self, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
+        """The checks every training config shares: ``max_steps`` 0 means none, the named
+        counts are positive (or ≥ 0) integers, ``checkpoint_every`` ≥ 0, valid milestones.
+
+        Raises:
+            ValueError: the first value that breaks a rule, named.
+        """
+        if self.max_steps == 0:  # type: ignore[attr-defined]
+            object.__setattr__(self, "max_steps", None)
+        for name in positive:
+            check_positive_int(getattr(self, name), name)
+        if self.max_steps is not None:  # type: ignore[attr-defined]
+            check_positive_int(self.max_steps, "max_steps")  # type: ignore[attr-defined]
+        for name in (*non_negative, "checkpoint_every"):
+            check_positive_int(getattr(self, name), name, minimum=0)
+        check_milestones(self.milestones)  # type: ignore[attr-defined]
+
     def to_dict(self) -> dict[str, Any]:
         """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
         train = {

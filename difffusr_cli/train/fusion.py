@@ -103,22 +103,9 @@ class FusionTrainConfig(common.ModelTrainConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_steps == 0:
-            object.__setattr__(self, "max_steps", None)
-        for name in (
-            "batch_size",
-            "patch_size",
-            "epochs",
-            "patches_per_epoch",
-            "val_patches",
-            "val_every",
-            "log_every",
-        ):
-            common.check_positive_int(getattr(self, name), name)
-        if self.max_steps is not None:
-            common.check_positive_int(self.max_steps, "max_steps")
-        common.check_positive_int(self.checkpoint_every, "checkpoint_every", minimum=0)
-        common.check_milestones(self.milestones)
+        self._check_counts(
+            ("batch_size", "patch_size", "epochs", "patches_per_epoch", "val_patches", "val_every", "log_every")
+        )
         require(
             self.patch_size % PATCH_MULTIPLE == 0,
             f"patch_size must be a multiple of {PATCH_MULTIPLE} 10 m pixels (the 60 m branch degrades "

@@ -127,23 +127,10 @@ class RGBTrainConfig(common.ModelTrainConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_steps == 0:
-            object.__setattr__(self, "max_steps", None)
-        for name in (
-            "batch_size",
-            "patch_size",
-            "epochs",
-            "repeat",
-            "val_every",
-            "val_steps",
-            "log_every",
-        ):
-            common.check_positive_int(getattr(self, name), name)
-        if self.max_steps is not None:
-            common.check_positive_int(self.max_steps, "max_steps")
-        common.check_positive_int(self.val_images, "val_images", minimum=0)
-        common.check_positive_int(self.checkpoint_every, "checkpoint_every", minimum=0)
-        common.check_milestones(self.milestones)
+        self._check_counts(
+            ("batch_size", "patch_size", "epochs", "repeat", "val_every", "val_steps", "log_every"),
+            non_negative=("val_images",),
+        )
         multiple = SCALE * self.model.unet.fold * 2 ** (self.model.unet.levels - 1)
         require(
             self.patch_size % multiple == 0,
