@@ -308,6 +308,7 @@ class Scene:
                 read does not come out at ``(h/r, w/r)`` native pixels.
             ValueError: an unknown group, or bands of different native resolutions.
         """
+        label: str
         if isinstance(group, str):
             if group not in GROUPS:
                 raise ValueError(
@@ -332,7 +333,9 @@ class Scene:
             data = data.reshape(c, h // ratio, ratio, w // ratio, ratio).mean(
                 axis=(2, 4), dtype=np.float32
             )
-            valid = valid.reshape(h // ratio, ratio, w // ratio, ratio).all(axis=(1, 3))
+            valid = np.asarray(
+                valid.reshape(h // ratio, ratio, w // ratio, ratio).all(axis=(1, 3)), dtype=bool
+            )
         expected = (int(window.height) // ratio, int(window.width) // ratio)
         if data.shape[1:] != expected:
             raise InputError(
@@ -467,7 +470,9 @@ class Scene:
 
 # -- opening --------------------------------------------------------------------------------
 def check_radiometry_override(scale: float | None, offset: float | None) -> None:
-    """Check ``--scale``/``--offset`` are in the reflectance convention (reflectance = DN·scale + offset).
+    """Check ``--scale``/``--offset`` are in the reflectance convention.
+
+    The convention is reflectance = DN·scale + offset.
 
     A reflectance offset is a fraction of 1 and a scale at most 1 reflectance per DN; DN-valued
     numbers (L2A's BOA_ADD_OFFSET -1000, QUANTIFICATION_VALUE 10000) would saturate every band.
@@ -476,16 +481,22 @@ def check_radiometry_override(scale: float | None, offset: float | None) -> None
         InputError: a non-finite value, ``scale`` outside (0, 1], or ``|offset| >= 1``.
     """
     if scale is not None and not (math.isfinite(scale) and 0 < scale <= 1):
-        hint = f"; for quantification {scale:g} use --scale {1 / scale:g}" if math.isfinite(scale) and scale > 1 else ""
+        hint = (
+            f"; for quantification {scale:g} use --scale {1 / scale:g}"
+            if math.isfinite(scale) and scale > 1
+            else ""
+        )
         raise InputError(
-            f"--scale {scale:g}: expected reflectance per DN in (0, 1] (reflectance = DN·scale + offset){hint}"
+            f"--scale {scale:g}: expected reflectance per DN in (0, 1] "
+            f"(reflectance = DN·scale + offset){hint}"
         )
     if offset is not None and not math.isfinite(offset):
         raise InputError(f"--offset must be a finite number, got {offset}")
     if offset is not None and abs(offset) >= 1:
         quant = 1 / scale if scale is not None and scale < 1 else L2A_QUANTIFICATION
         raise InputError(
-            f"--offset {offset:g}: the offset is in reflectance units (reflectance = DN·scale + offset); "
+            f"--offset {offset:g}: the offset is in reflectance units "
+            "(reflectance = DN·scale + offset); "
             f"for BOA_ADD_OFFSET {offset:g} with quantification {quant:g} "
             f"use --scale {1 / quant:g} --offset {offset / quant:g}"
         )
@@ -646,7 +657,8 @@ def _fill_metadata_from_tags(found: _Discovered, dataset: DatasetReader) -> None
     """Take tile / time / baseline from a file's tags (e.g. a PRODUCT_ID tag) when still unknown."""
     tags = dataset.tags()
     tagged_id = str(tags.get("PRODUCT_ID", "")).strip()
-    # A folder's name is only a stand-in for the id; the first file's PRODUCT_ID tag is the real one.
+    # A folder's name is only a stand-in for the id; the first file's PRODUCT_ID tag is the real
+    # one.
     if found.kind == "cog-dir" and tagged_id and found.product_id == found.path.name:
         found.product_id = tagged_id[:-5] if tagged_id.endswith(".SAFE") else tagged_id
     parsed = parse_product_id(" ".join(str(v) for v in tags.values()))
