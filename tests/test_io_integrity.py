@@ -289,3 +289,28 @@ def test_report_is_plain_data(example_safe):
     assert all(isinstance(r[c], str) for r in rows for c in report.BAND_COLUMNS)
     assert rows[0]["data"] == "uint16 DN"
     assert any("radiometry from" in line for line in report.footer_lines(info))
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -1e-4])
+def test_bad_file_scale_tags(capsys, cogs, tmp_path, scale):
+    folder = _copy_cogs(cogs, tmp_path / "cogs")
+    with rasterio.open(folder / "B11.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
+        dst.scales = (scale,)
+    line = _fails_cleanly(capsys, folder, needle="B11.tif band 1")
+    assert "scale" in line
+
+
+def test_non_utf8_path_through_the_console_script(cogs, tmp_path):
+    import subprocess
+    import sys
+
+    folder = os.path.join(os.fsencode(tmp_path), b"scene-\xff")
+    os.mkdir(folder)
+    result = subprocess.run(
+        [os.fsencode(sys.executable), b"-m", b"difffusr_cli.cli", b"info", folder],
+        capture_output=True,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    err = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, err
+    assert "not valid UTF-8" in err[0] and "Traceback" not in err[0]
