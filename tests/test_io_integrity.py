@@ -257,15 +257,15 @@ def test_read_native_averages_a_stack(example_safe, tmp_path):
             np.kron(scene.read_bands([n], scene.full_window).data[0], np.ones((r, r)))
             for n, r in ((n, scene.bands[n].ratio) for n in BAND_NAMES)
         ]
-        profile = dict(
-            driver="GTiff",
-            width=192,
-            height=192,
-            count=12,
-            dtype="float32",
-            crs=scene.crs,
-            transform=scene.transform,
-        )
+        profile = {
+            "driver": "GTiff",
+            "width": 192,
+            "height": 192,
+            "count": 12,
+            "dtype": "float32",
+            "crs": scene.crs,
+            "transform": scene.transform,
+        }
         want, want_valid = scene.read_native("20m", Window(0, 0, 48, 48))
     stack = tmp_path / "stack.tif"
     with rasterio.open(stack, "w", **profile) as dst:
