@@ -279,7 +279,7 @@ def test_read_native_averages_a_stack(example_safe, tmp_path):
 
 
 def test_report_is_plain_data(example_safe):
-    import difffusr_cli.io.report as report
+    from difffusr_cli.io import report
 
     source = Path(report.__file__).read_text()
     assert "import rich" not in source and "from rich" not in source
