@@ -61,7 +61,7 @@ def info(
     offset: Annotated[Optional[float], typer.Option(help="Override the radiometric offset in reflectance (e.g. -0.1 for baseline ≥ 04.00 DN).")] = None,
 ) -> None:
     """Show what difffusr sees in a product: grid, bands found, radiometry."""
-    from difffusr_cli.io.report import print_info
+    from difffusr_cli.cli_info import print_info
 
     print_info(path, as_json=json_output, scale=scale, offset=offset)
 

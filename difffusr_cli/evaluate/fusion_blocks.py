@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from torch import Tensor
 
-from difffusr_cli.bands import GROUP_RATIO, GroupName
+from difffusr_cli.bands import GroupName
 from difffusr_cli.errors import InputError
 
 
@@ -138,22 +138,7 @@ def read_native(scene: object, group: GroupName, window: Window) -> tuple[np.nda
     resampled to 10 m (a stacked GeoTIFF) are area-averaged back to their native pixel size; such
     a pixel is valid when all its 10 m pixels are.
     """
-    block = scene.read_group(group, window)  # type: ignore[attr-defined]
-    ratio = GROUP_RATIO[group]
-    data, valid = block.data, block.valid
-    if block.ratio == 1 and ratio > 1:
-        c, h, w = data.shape
-        data = data.reshape(c, h // ratio, ratio, w // ratio, ratio).mean(
-            axis=(2, 4), dtype=np.float32
-        )
-        valid = valid.reshape(h // ratio, ratio, w // ratio, ratio).all(axis=(1, 3))
-    expected = (int(window.height) // ratio, int(window.width) // ratio)
-    if data.shape[1:] != expected:
-        raise InputError(
-            f"{scene.path}: the {group} bands are not on a {ratio * 10} m grid nesting the 10 m grid "  # type: ignore[attr-defined]
-            f"(read {data.shape[1]}×{data.shape[2]} native pixels, expected {expected[0]}×{expected[1]})"
-        )
-    return data, valid
+    return scene.read_native(group, window)  # type: ignore[attr-defined]
 
 
 def crop_core(x: Tensor, block: Block, factor: int) -> Tensor:

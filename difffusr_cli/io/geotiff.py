@@ -105,17 +105,35 @@ def probe(dataset: DatasetReader, path: str, bidx: int = 1) -> None:
         raise cannot_read(path, exc, decoding=True) from None
 
 
-def file_scale_offset(dataset: DatasetReader, bidx: int) -> tuple[float, float] | None:
+def file_scale_offset(
+    dataset: DatasetReader, bidx: int, path: str | None = None
+) -> tuple[float, float] | None:
     """The band's own ``scale``/``offset`` metadata (reflectance = DN·scale + offset), or None.
 
     GDAL reports scale 1 and offset 0 when a file declares nothing; a DN → reflectance
     convention of exactly (1, 0) is indistinguishable from "not set", so it counts as absent.
+
+    Raises:
+        InputError: the scale or offset is NaN or infinite, or the scale is not positive.
     """
     scale = dataset.scales[bidx - 1]
     offset = dataset.offsets[bidx - 1]
     if scale is None or offset is None or (scale == 1.0 and offset == 0.0):
         return None
+    where = f"{path or dataset.name} band {bidx}"
+    if not (math.isfinite(scale) and math.isfinite(offset)):
+        raise InputError(
+            f"{where}: scale/offset metadata {scale:g}/{offset:g} is not finite; "
+            "fix the file's tags or pass --scale/--offset"
+        )
+    if scale <= 0:
+        raise InputError(f"{where}: scale metadata is {scale:g}; expected reflectance per DN > 0")
     return float(scale), float(offset)
+
+
+def is_floating(dtype: str | None) -> bool:
+    """True for a floating-point raster data type (``"float32"``, ``"float64"``)."""
+    return dtype is not None and np.issubdtype(np.dtype(dtype), np.floating)
 
 
 def native_window(window: Window, ratio: int, halo: int = 0) -> Window:

@@ -11,6 +11,7 @@ products are listed with :mod:`zipfile` and their rasters read through GDAL's ``
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -233,7 +234,18 @@ def read_safe(path: Path) -> SafeProduct:
 
     uri = _text(root, "PRODUCT_URI") or tree.product_name
     parsed = parse_product_id(uri) or parse_product_id(tree.product_name)
-    quant = _text(root, "BOA_QUANTIFICATION_VALUE") or _text(root, "QUANTIFICATION_VALUE")
+    quant_el = next(_iter(root, "BOA_QUANTIFICATION_VALUE"), None)
+    if quant_el is None:
+        quant_el = next(_iter(root, "QUANTIFICATION_VALUE"), None)
+    where = tree.display(L2A_METADATA)
+    quant = None
+    if quant_el is not None:
+        quant = _number(quant_el.text, where, _local(quant_el.tag))
+        if quant <= 0:
+            raise InputError(
+                f"{where}: {_local(quant_el.tag)} is {quant:g}; expected a positive number "
+                "of DN per unit reflectance (10000 for L2A)"
+            )
 
     band_files, scl = _find_band_files(tree, root)
     return SafeProduct(
@@ -245,20 +257,29 @@ def read_safe(path: Path) -> SafeProduct:
         processing_baseline=_text(root, "PROCESSING_BASELINE")
         or (parsed.processing_baseline if parsed else None),
         product_type=product_type,
-        quantification=_number(quant, tree.display(L2A_METADATA), "BOA_QUANTIFICATION_VALUE"),
-        offsets_dn=_boa_offsets(root, tree.display(L2A_METADATA)),
+        quantification=quant,
+        offsets_dn=_boa_offsets(root, where),
         band_files=band_files,
         scl_file=scl,
     )
 
 
-def _number(text: str | None, where: str, what: str) -> float | None:
-    if text is None:
-        return None
+def _number(text: str | None, where: str, what: str) -> float:
+    """A finite number from a metadata element's text; ``InputError`` naming ``where`` otherwise.
+
+    Empty text, ``nan``, ``inf`` and anything :func:`float` refuses are all errors: a missing
+    element is the caller's business, a present but unusable one is the product's.
+    """
+    stripped = (text or "").strip()
+    if not stripped:
+        raise InputError(f"{where}: {what} is empty; expected a number")
     try:
-        return float(text)
+        value = float(stripped)
     except ValueError:
-        raise InputError(f"{where}: {what} is not a number ({text!r})") from None
+        raise InputError(f"{where}: {what} is not a number ({stripped!r})") from None
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {what} is {stripped!r}; expected a finite number")
+    return value
 
 
 def _boa_offsets(root: ElementTree.Element, where: str) -> dict[str, float]:
@@ -278,7 +299,7 @@ def _boa_offsets(root: ElementTree.Element, where: str) -> dict[str, float]:
             esa = _ESA_BAND_IDS[int(band_id)]
         name = band_from_name(esa)
         if name is not None:
-            offsets[name] = _number(el.text, where, f"BOA_ADD_OFFSET band_id={band_id}") or 0.0
+            offsets[name] = _number(el.text, where, f"BOA_ADD_OFFSET band_id={band_id}")
     return offsets
 
 

@@ -40,6 +40,7 @@ from difffusr_cli.io.geotiff import (
     described_bands,
     file_scale_offset,
     grid_of,
+    is_floating,
     native_window,
     open_raster,
     probe,
@@ -49,6 +50,9 @@ from difffusr_cli.io.safe import looks_like_safe, parse_product_id, read_safe
 from difffusr_cli.io.stac import looks_like_stac, read_stac_item
 
 SourceKind = Literal["safe", "cog-dir", "stac", "geotiff"]
+#: How a band's pixel values become reflectance: ``"dn"`` (DN·scale + offset) or
+#: ``"reflectance"`` (floating-point pixels used as they are).
+Convention = Literal["dn", "reflectance"]
 
 #: Largest origin difference between a band and the reference grid, in reference pixels, still
 #: taken as "the same origin" (GDAL's default warp error threshold, ``gdalwarp -et 0.125``).
@@ -59,6 +63,8 @@ PIXEL_SIZE_RTOL = 1e-6
 L2A_QUANTIFICATION = 10000.0
 #: BOA_ADD_OFFSET (DN) of baselines 04.00 and later, assumed when only the baseline is known.
 L2A_OFFSET_DN_SINCE_0400 = -1000.0
+#: How a floating-point band without scale/offset metadata is described in reports.
+FLOAT_REFLECTANCE_SOURCE = "floating-point pixels taken as reflectance (no scale/offset metadata)"
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,9 @@ class Radiometry:
         source: where the convention came from (metadata, file tags, assumption, user override).
         assumed: True when at least one band's convention was assumed, not read.
         overridden: True when the user overrode the scale and/or the offset.
+        conventions: band name → ``"dn"`` (integer counts scaled by scale/offset) or
+            ``"reflectance"`` (floating-point pixels without scale/offset metadata, taken as
+            reflectance: scale 1, offset 0). Bands not listed are ``"dn"``.
     """
 
     scale: Mapping[str, float]
@@ -117,6 +126,11 @@ class Radiometry:
     source: str
     assumed: bool = False
     overridden: bool = False
+    conventions: Mapping[str, Convention] = field(default_factory=dict)
+
+    def convention(self, name: str) -> Convention:
+        """``"dn"`` or ``"reflectance"`` for band ``name`` (see ``conventions``)."""
+        return self.conventions.get(name, "dn")
 
     @property
     def quantification(self) -> float | int | dict[str, float | int]:
@@ -273,6 +287,64 @@ class Scene:
             )
 
     # -- reads -----------------------------------------------------------------------------
+    def read_native(
+        self, group: GroupName | Sequence[str], window: Window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bands on their *native* grid (10, 20 or 60 m) for a window of the 10 m reference grid.
+
+        Args:
+            group: a fusion group (``"10m"``, ``"20m"``, ``"60m"``) or band names of one group.
+            window: whole-pixel window on the 10 m grid; its offsets and size should be multiples
+                of the group's ratio ``r`` (2 for 20 m, 6 for 60 m). May extend outside the scene.
+
+        Returns:
+            ``(data, valid)``: ``data`` ``(C, h/r, w/r)`` float32 reflectance (0 where invalid),
+            ``valid`` ``(h/r, w/r)`` bool, with ``h × w`` the window's size in 10 m pixels.
+            Bands delivered resampled to 10 m (a stacked GeoTIFF, ratio 1) are area-averaged
+            back to their native pixel size; such a pixel is valid when all its 10 m pixels are.
+
+        Raises:
+            InputError: a band is missing, or the bands do not nest in the 10 m grid so that the
+                read does not come out at ``(h/r, w/r)`` native pixels.
+            ValueError: an unknown group, or bands of different native resolutions.
+        """
+        label: str
+        if isinstance(group, str):
+            if group not in GROUPS:
+                raise ValueError(
+                    f"unknown band group {group!r}; expected one of {', '.join(GROUPS)}"
+                )
+            label, names = group, tuple(GROUPS[group])
+        else:
+            names = tuple(band(n).name for n in group)
+            label = ", ".join(names)
+        ratios = {BY_NAME[n].ratio for n in names}
+        if len(ratios) != 1:
+            raise ValueError(f"bands {label} do not share one native resolution")
+        ratio = ratios.pop()
+        block = self.read_bands(names, window)
+        data, valid = block.data, block.valid
+        if block.ratio == 1 and ratio > 1:
+            c, h, w = data.shape
+            if h % ratio or w % ratio:
+                raise ValueError(
+                    f"window {window} is not a whole number of {ratio * 10} m pixels ({label})"
+                )
+            data = data.reshape(c, h // ratio, ratio, w // ratio, ratio).mean(
+                axis=(2, 4), dtype=np.float32
+            )
+            valid = np.asarray(
+                valid.reshape(h // ratio, ratio, w // ratio, ratio).all(axis=(1, 3)), dtype=bool
+            )
+        expected = (int(window.height) // ratio, int(window.width) // ratio)
+        if data.shape[1:] != expected:
+            raise InputError(
+                f"{self.path}: the {label} bands are not on a {ratio * 10} m grid nesting the "
+                f"10 m grid (read {data.shape[1]}×{data.shape[2]} native pixels, expected "
+                f"{expected[0]}×{expected[1]})"
+            )
+        return data, valid
+
     def read_group(self, group: GroupName, window: Window, halo: int = 0) -> Block:
         """Read a fusion group's bands (``"10m"``, ``"20m"``, ``"60m"``); see :meth:`read_bands`."""
         if group not in GROUPS:
@@ -381,6 +453,8 @@ class Scene:
                     "path": src.path,
                     "found": src.found,
                     "ratio": src.ratio,
+                    "dtype": src.dtype,
+                    "convention": self.radiometry.convention(src.name) if src.found else None,
                 }
                 for src in (self.bands[n] for n in BAND_NAMES)
             ],
@@ -396,7 +470,9 @@ class Scene:
 
 # -- opening --------------------------------------------------------------------------------
 def check_radiometry_override(scale: float | None, offset: float | None) -> None:
-    """Check ``--scale``/``--offset`` are in the reflectance convention (reflectance = DN·scale + offset).
+    """Check ``--scale``/``--offset`` are in the reflectance convention.
+
+    The convention is reflectance = DN·scale + offset.
 
     A reflectance offset is a fraction of 1 and a scale at most 1 reflectance per DN; DN-valued
     numbers (L2A's BOA_ADD_OFFSET -1000, QUANTIFICATION_VALUE 10000) would saturate every band.
@@ -405,19 +481,47 @@ def check_radiometry_override(scale: float | None, offset: float | None) -> None
         InputError: a non-finite value, ``scale`` outside (0, 1], or ``|offset| >= 1``.
     """
     if scale is not None and not (math.isfinite(scale) and 0 < scale <= 1):
-        hint = f"; for quantification {scale:g} use --scale {1 / scale:g}" if math.isfinite(scale) and scale > 1 else ""
+        hint = (
+            f"; for quantification {scale:g} use --scale {1 / scale:g}"
+            if math.isfinite(scale) and scale > 1
+            else ""
+        )
         raise InputError(
-            f"--scale {scale:g}: expected reflectance per DN in (0, 1] (reflectance = DN·scale + offset){hint}"
+            f"--scale {scale:g}: expected reflectance per DN in (0, 1] "
+            f"(reflectance = DN·scale + offset){hint}"
         )
     if offset is not None and not math.isfinite(offset):
         raise InputError(f"--offset must be a finite number, got {offset}")
     if offset is not None and abs(offset) >= 1:
         quant = 1 / scale if scale is not None and scale < 1 else L2A_QUANTIFICATION
         raise InputError(
-            f"--offset {offset:g}: the offset is in reflectance units (reflectance = DN·scale + offset); "
+            f"--offset {offset:g}: the offset is in reflectance units "
+            "(reflectance = DN·scale + offset); "
             f"for BOA_ADD_OFFSET {offset:g} with quantification {quant:g} "
             f"use --scale {1 / quant:g} --offset {offset / quant:g}"
         )
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that any terminal can print: undecodable bytes shown as ``\\xff``."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def check_path_encoding(path: str | Path) -> None:
+    """Refuse a path whose bytes are not UTF-8 (GDAL and the reports cannot carry it).
+
+    Raises:
+        InputError: naming the path with its undecodable bytes escaped (``\\xff``).
+    """
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{printable_path(path)}: the path is not valid UTF-8 (byte "
+            f"{os.fsencode(path)[exc.start:exc.start + 1]!r} at {exc.start}); "
+            "rename the file or folder"
+        ) from None
 
 
 def open_scene(
@@ -436,6 +540,7 @@ def open_scene(
             cannot be read, or the band grids do not nest.
     """
     path = Path(path)
+    check_path_encoding(path)
     check_radiometry_override(scale, offset)
     if not path.exists():
         raise InputError(f"{path} does not exist")
@@ -446,7 +551,8 @@ def open_scene(
     finally:
         for dataset in handles.values():
             dataset.close()
-    radiometry = _resolve_radiometry(found, file_declared, scale, offset)
+    dtypes = {n: src.dtype for n, src in band_sources.items() if src.found}
+    radiometry = _resolve_radiometry(found, file_declared, scale, offset, dtypes)
     return Scene(discovered=found, grid=grid, bands=band_sources, radiometry=radiometry)
 
 
@@ -551,7 +657,8 @@ def _fill_metadata_from_tags(found: _Discovered, dataset: DatasetReader) -> None
     """Take tile / time / baseline from a file's tags (e.g. a PRODUCT_ID tag) when still unknown."""
     tags = dataset.tags()
     tagged_id = str(tags.get("PRODUCT_ID", "")).strip()
-    # A folder's name is only a stand-in for the id; the first file's PRODUCT_ID tag is the real one.
+    # A folder's name is only a stand-in for the id; the first file's PRODUCT_ID tag is the real
+    # one.
     if found.kind == "cog-dir" and tagged_id and found.product_id == found.path.name:
         found.product_id = tagged_id[:-5] if tagged_id.endswith(".SAFE") else tagged_id
     parsed = parse_product_id(" ".join(str(v) for v in tags.values()))
@@ -582,9 +689,14 @@ def _open_bands(
         if bidx > dataset.count:
             raise InputError(f"cannot read {gdal_path}: it has no band {bidx}")
         probe(dataset, gdal_path, bidx)
+        if dataset.crs is None:
+            raise InputError(
+                f"{gdal_path}: band {name} has no coordinate reference system (CRS); "
+                "difffusr needs georeferenced band files"
+            )
         grids[name] = grid_of(dataset)
         meta[name] = (gdal_path, bidx, dataset.dtypes[bidx - 1], dataset.nodata)
-        declared = file_scale_offset(dataset, bidx)
+        declared = file_scale_offset(dataset, bidx, gdal_path)
         if declared is not None:
             file_declared[name] = declared
     if not grids:
@@ -614,20 +726,60 @@ def _open_bands(
     return sources, reference, file_declared
 
 
-def _reference_grid(found: _Discovered, grids: dict[str, RasterGrid]) -> tuple[str, RasterGrid]:
-    """The 10 m reference grid and the band it comes from."""
-    order = list(GROUPS["10m"]) + list(GROUPS["20m"]) + list(GROUPS["60m"])
-    name = next(n for n in order if n in grids)
-    grid = grids[name]
+#: Tie-break among 10 m bands proposing different reference grids (B04 first: the red band every
+#: product has and the one the RGB super-resolution is anchored on).
+_REFERENCE_PREFERENCE = ("B04", "B03", "B02", "B08")
+
+
+def _implied_reference(found: _Discovered, name: str, grid: RasterGrid) -> RasterGrid:
+    """The 10 m grid that band ``name``'s grid implies (its own grid for a 10 m band)."""
     ratio = 1 if found.kind == "geotiff" else BY_NAME[name].ratio
     if ratio == 1:
-        return name, grid
-    return name, RasterGrid(
+        return grid
+    return RasterGrid(
         grid.crs,
         grid.transform @ Affine.scale(1.0 / ratio),
         grid.width * ratio,
         grid.height * ratio,
     )
+
+
+def _same_grid(a: RasterGrid, b: RasterGrid) -> bool:
+    """Same CRS, pixel size, origin (within :data:`ORIGIN_TOLERANCE_PX`) and size (±1 px)."""
+    ta, tb = a.transform, b.transform
+    if a.crs != b.crs or abs(ta.a - tb.a) > PIXEL_SIZE_RTOL * abs(tb.a):
+        return False
+    if abs(ta.e - tb.e) > PIXEL_SIZE_RTOL * abs(tb.e):
+        return False
+    dx, dy = (ta.c - tb.c) / tb.a, (ta.f - tb.f) / tb.e
+    return (
+        abs(dx) <= ORIGIN_TOLERANCE_PX
+        and abs(dy) <= ORIGIN_TOLERANCE_PX
+        and abs(a.width - b.width) <= 1
+        and abs(a.height - b.height) <= 1
+    )
+
+
+def _reference_grid(found: _Discovered, grids: dict[str, RasterGrid]) -> tuple[str, RasterGrid]:
+    """The 10 m reference grid and the band it comes from.
+
+    Candidates are the finest group found (the 10 m bands, else 20 m, else 60 m). The grid most
+    candidates agree on wins, ties going to B04, B03, B02, B08 in that order, so one band shifted
+    against the others is the one reported as not nesting.
+    """
+    for group in ("10m", "20m", "60m"):
+        candidates = [n for n in GROUPS[group] if n in grids]
+        if candidates:
+            break
+    implied = {n: _implied_reference(found, n, grids[n]) for n in candidates}
+    rank = {n: i for i, n in enumerate(_REFERENCE_PREFERENCE)}
+
+    def score(name: str) -> tuple[int, int, int]:
+        votes = sum(_same_grid(implied[other], implied[name]) for other in candidates)
+        return (-votes, rank.get(name, len(rank)), candidates.index(name))
+
+    name = min(candidates, key=score)
+    return name, implied[name]
 
 
 def _check_nesting(
@@ -665,7 +817,8 @@ def _check_nesting(
         raise InputError(
             f"{where}: origin ({t.c:.3f}, {t.f:.3f}) differs from {ref_name}'s "
             f"({rt.c:.3f}, {rt.f:.3f}) "
-            f"by ({dx:.2f}, {dy:.2f}) reference pixels: grids do not nest"
+            f"by ({dx:.2f}, {dy:.2f}) reference pixels ({t.c - rt.c:g} m, {t.f - rt.f:g} m): "
+            "grids do not nest"
         )
     if abs(grid.width - ref.width / ratio) > 1 or abs(grid.height - ref.height / ratio) > 1:
         raise InputError(
@@ -681,8 +834,15 @@ def _resolve_radiometry(
     file_declared: dict[str, tuple[float, float]],
     scale_override: float | None,
     offset_override: float | None,
+    dtypes: Mapping[str, str | None] | None = None,
 ) -> Radiometry:
-    """Per band: product metadata, else the file's own tags, else the assumed L2A convention."""
+    """Per band: product metadata, else the file's own tags, else, for floating-point pixels,
+    reflectance as is (scale 1, offset 0), else the assumed L2A convention.
+
+    ``dtypes`` maps the found bands to their files' data types (``"uint16"``, ``"float32"``).
+    """
+    dtypes = dtypes or {}
+    floating = {n for n, dtype in dtypes.items() if is_floating(dtype)}
     default_dn = _default_offset_dn(found.processing_baseline)
     why = (
         f"baseline {found.processing_baseline}"
@@ -697,7 +857,9 @@ def _resolve_radiometry(
     scales: dict[str, float] = {}
     offsets: dict[str, float] = {}
     origin: dict[str, str] = {}
+    conventions: dict[str, Convention] = {}
     for name in BAND_NAMES:
+        conventions[name] = "dn"
         if name in found.declared:
             (scales[name], offsets[name]), origin[name] = (
                 found.declared[name],
@@ -708,6 +870,10 @@ def _resolve_radiometry(
                 file_declared[name],
                 "the files' scale/offset metadata",
             )
+        elif name in floating:
+            scales[name], offsets[name] = 1.0, 0.0
+            origin[name] = FLOAT_REFLECTANCE_SOURCE
+            conventions[name] = "reflectance"
         else:
             scales[name], offsets[name] = 1.0 / L2A_QUANTIFICATION, default_dn / L2A_QUANTIFICATION
             origin[name] = assumed_source
@@ -735,4 +901,11 @@ def _resolve_radiometry(
             assumed = False
         else:
             source = f"user override ({', '.join(overrides)}); otherwise {source}"
-    return Radiometry(scales, offsets, source, assumed=assumed, overridden=bool(overrides))
+    return Radiometry(
+        scales,
+        offsets,
+        source,
+        assumed=assumed,
+        overridden=bool(overrides),
+        conventions=conventions,
+    )

@@ -14,6 +14,7 @@ is taken as 0 whatever ``raster:bands`` says: Earth Search items have been publi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -101,13 +102,21 @@ def read_stac_item(path: Path) -> StacItem:
         name = _asset_band(key, asset)
         if name is None or name in band_files:
             continue
-        band_files[name] = _href_to_gdal(str(asset["href"]), path.parent)
+        href = asset["href"]
+        if not isinstance(href, str) or not href.strip():
+            raise InputError(
+                f"{path}: asset {key!r} (band {name}) has no usable href ({json.dumps(href)})"
+            )
+        band_files[name] = _href_to_gdal(href, path.parent)
         raster_bands = asset.get("raster:bands") or []
         first = raster_bands[0] if raster_bands and isinstance(raster_bands[0], dict) else {}
         if "scale" in first or "offset" in first:
-            scale = float(first.get("scale", 1.0))
-            offset = 0.0 if offset_applied else float(first.get("offset", 0.0))
-            declared[name] = (scale, offset)
+            where = f"{path}: asset {key!r} raster:bands[0]"
+            scale = _declared_number(first, "scale", 1.0, where)
+            if scale <= 0:
+                raise InputError(f"{where}: scale is {scale:g}; expected reflectance per DN > 0")
+            offset = _declared_number(first, "offset", 0.0, where)
+            declared[name] = (scale, 0.0 if offset_applied else offset)
     if not band_files:
         raise InputError(f"{path}: no STAC asset is a Sentinel-2 band (keys such as B02 or blue)")
 
@@ -129,6 +138,22 @@ def read_stac_item(path: Path) -> StacItem:
         processing_baseline=_baseline(props) or (parsed.processing_baseline if parsed else None),
         processing_level=props.get("processing:level") or (parsed.level if parsed else None),
     )
+
+
+def _declared_number(raster_band: dict, key: str, default: float, where: str) -> float:
+    """``raster_band[key]`` as a finite number (``default`` when the key is absent).
+
+    Raises:
+        InputError: the value is null, a string, a boolean, NaN or infinite.
+    """
+    if key not in raster_band:
+        return default
+    value = raster_band[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where}: {key} is {json.dumps(value)}; expected a number")
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {key} is {value}; expected a finite number")
+    return float(value)
 
 
 def _tile(props: dict) -> str | None:
