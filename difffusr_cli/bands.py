@@ -59,8 +59,16 @@ SCALE = 4
 OUTPUT_GSD = REFERENCE_GSD / SCALE
 
 # Normalisation statistics of the official fusion networks (reflectance z-score), SPEC §2.
-_MEAN = (0.0769, 0.0906, 0.1162, 0.1318, 0.1619, 0.2275, 0.2500, 0.2588, 0.2667, 0.2684, 0.2461, 0.1874)
-_STD = (0.1708, 0.1672, 0.1614, 0.1677, 0.1698, 0.1513, 0.1490, 0.1515, 0.1461, 0.2365, 0.1472, 0.1418)
+# fmt: off
+_MEAN = (
+    0.0769, 0.0906, 0.1162, 0.1318, 0.1619, 0.2275,
+    0.2500, 0.2588, 0.2667, 0.2684, 0.2461, 0.1874,
+)
+_STD = (
+    0.1708, 0.1672, 0.1614, 0.1677, 0.1698, 0.1513,
+    0.1490, 0.1515, 0.1461, 0.2365, 0.1472, 0.1418,
+)
+# fmt: on
 
 _TABLE: tuple[tuple[str, float, GroupName, float, str, str], ...] = (
     # name, gsd, group, wavelength, STAC common name, Earth Search asset
@@ -94,8 +102,6 @@ GROUPS: dict[GroupName, tuple[str, ...]] = {
 }
 #: Pixel-size ratio of each group to the 10 m reference grid.
 GROUP_RATIO: dict[GroupName, int] = {"10m": 1, "20m": 2, "60m": 6}
-#: Native GSD of each group, metres.
-GROUP_GSD: dict[GroupName, float] = {g: REFERENCE_GSD * r for g, r in GROUP_RATIO.items()}
 
 #: The diffusion model's input and output channels, in network order (R, G, B).
 RGB: tuple[str, str, str] = ("B04", "B03", "B02")
@@ -108,6 +114,12 @@ NORM_STD: tuple[float, ...] = _STD
 def band(name: str) -> Band:
     """Look a band up by name (``"B8A"``, ``"b8a"`` and ``"B8a"`` all work).
 
+    Args:
+        name: band id, case-insensitive.
+
+    Returns:
+        The :class:`Band` of that name.
+
     Raises:
         KeyError: the name is not one of the 12 L2A bands.
     """
@@ -118,7 +130,17 @@ def band(name: str) -> Band:
 
 
 def indices(names: tuple[str, ...] | list[str]) -> list[int]:
-    """Product indices of ``names``, in the order given."""
+    """Product indices of ``names``, in the order given.
+
+    Args:
+        names: band ids (case-insensitive).
+
+    Returns:
+        The 0-based position of each band in the 12-band product.
+
+    Raises:
+        KeyError: a name is not one of the 12 L2A bands.
+    """
     return [band(n).index for n in names]
 
 
@@ -128,6 +150,17 @@ def norm_stats(
     """Z-score statistics of ``names`` as ``(1, C, 1, 1)`` tensors (mean, std), reflectance.
 
     Shaped to broadcast against ``(B, C, H, W)`` images whose channels are ``names`` in order.
+
+    Args:
+        names: band ids, in the channel order of the images to normalise.
+        device: device of the returned tensors.
+        dtype: dtype of the returned tensors.
+
+    Returns:
+        ``(mean, std)``, each ``(1, len(names), 1, 1)`` of ``dtype`` on ``device``.
+
+    Raises:
+        KeyError: a name is not one of the 12 L2A bands.
     """
     import torch  # deferred: bands.py is imported by torch-free code (io/, the CLI's help)
 

@@ -69,6 +69,15 @@ class Schedule:
         """The cosine schedule (s = 0.008, β ≤ 0.999), computed in float64 and stored as float32.
 
         Use this only to train from scratch; for sampling use the tables stored with the weights.
+
+        Args:
+            n: number of timesteps (at least 2).
+
+        Returns:
+            The schedule, every table a float32 tensor of shape ``(n,)``.
+
+        Raises:
+            ValueError: ``n`` < 2.
         """
         if n < 2:
             raise ValueError(f"a schedule needs at least 2 timesteps, got {n}")
@@ -104,6 +113,12 @@ class Schedule:
     @classmethod
     def from_buffers(cls, buffers: Mapping[str, Tensor]) -> Schedule:
         """Take the tables from a mapping of name → tensor (extra names are ignored).
+
+        Args:
+            buffers: name → tensor, e.g. a state dict with the ``diffusion.`` prefix removed.
+
+        Returns:
+            The schedule, sharing storage with ``buffers``.
 
         Raises:
             KeyError: a table is missing.
@@ -142,6 +157,17 @@ def ddim_timesteps(steps: int, n: int = 1000) -> tuple[tuple[int, int], ...]:
     ``steps=20, n=1000`` gives t = 950, 900, …, 50, 0 with t_prev = 900, …, 0, 0. The last
     call (t = 0 → 0) is an identity update on x (official behaviour), so ``steps`` network calls
     make ``steps − 1`` denoising moves; at least 2 steps are required.
+
+    Args:
+        steps: network calls, from 2 to ``n``.
+        n: timesteps of the schedule.
+
+    Returns:
+        ``steps`` pairs ``(t, t_prev)`` of ints.
+
+    Raises:
+        TypeError: ``steps`` is not an int.
+        ValueError: ``steps`` is outside [2, n].
     """
     if not isinstance(steps, int) or isinstance(steps, bool):
         raise TypeError(f"steps must be an int, got {type(steps).__name__}")
@@ -150,7 +176,7 @@ def ddim_timesteps(steps: int, n: int = 1000) -> tuple[tuple[int, int], ...]:
     skip = n // steps
     ts = [i * skip for i in range(steps)][::-1]
     prev = ts[1:] + [0]
-    return tuple(zip(ts, prev))
+    return tuple(zip(ts, prev, strict=True))
 
 
 @dataclass(frozen=True)
@@ -177,6 +203,18 @@ def ddim_step(
     ``x_prev = x0·√ᾱ_prev + √((1 − ᾱ_prev) − σ²)·eps + σ·z`` with ``z ~ N(0, I)`` drawn from
     ``generator`` only when σ-noise is used (η > 0 and t ≠ 0). Arithmetic is float32 on the
     float32 tables, like the official code.
+
+    Args:
+        schedule: float32 tables on ``x``'s device.
+        x: ``(B, C, H, W)`` float32 sample at step ``t``, model space.
+        pred_x0: ``(B, C, H, W)`` float32 x0 prediction for ``x`` (clamped by the caller).
+        t: current timestep index.
+        t_prev: target timestep index (``t_prev`` ≤ ``t``).
+        eta: DDIM η (0: deterministic).
+        generator: source of ``z`` when η > 0 (the global RNG when ``None``).
+
+    Returns:
+        The update; ``prev_sample`` is ``(B, C, H, W)`` float32.
     """
     a = schedule.alphas_cumprod[t]
     a_prev = schedule.alphas_cumprod[t_prev]
@@ -211,6 +249,7 @@ def ddim_sample(
         steps: network calls (≥ 2), spaced as :func:`ddim_timesteps`.
         eta: 0 for the deterministic official sampler; > 0 adds σ-noise from ``generator``
             (the global RNG when ``None``).
+        generator: source of the σ-noise when ``eta`` > 0 (unused at η = 0).
         clamp_x0: clamp each x0 prediction to [−1, 1] (official: yes).
 
     Returns:

@@ -38,7 +38,8 @@ class UNetConfig:
     Attributes:
         in_channel: image channels (3: R, G, B).
         out_channel: predicted channels (3).
-        inner_channel: width of the first level; level ``i`` has ``inner_channel * channel_mults[i]``.
+        inner_channel: width of the first level; level ``i`` has
+            ``inner_channel * channel_mults[i]``.
         channel_mults: width multiplier per resolution level (one level per entry).
         res_blocks: residual blocks per level on the way down (``res_blocks + 1`` on the way up).
         attn_strides: self-attention at the levels whose stride ``2**level`` is listed.

@@ -30,8 +30,9 @@ class DegradationEncoder(nn.Module):
     """Small CNN that summarises how an LR image was degraded.
 
     ``E`` is (conv 3×3, BatchNorm, LeakyReLU 0.1) × 6 then global average pooling; ``mlp`` is
-    Linear–LeakyReLU 0.1–Linear (256 → 256 → 256), the projection head used by the contrastive loss.
-    ``forward(x)`` with ``x`` ``(B, 3, h, w)`` in [−1, 1] returns ``(fea, proj)``, both ``(B, 256)``.
+    Linear–LeakyReLU 0.1–Linear (256 → 256 → 256), the projection head used by the contrastive
+    loss. ``forward(x)`` with ``x`` ``(B, 3, h, w)`` in [−1, 1] returns ``(fea, proj)``, both
+    ``(B, 256)``.
     """
 
     def __init__(self) -> None:
@@ -52,6 +53,17 @@ class DegradationEncoder(nn.Module):
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode the degradation of an LR image.
+
+        Args:
+            x: ``(B, 3, h, w)`` float32 LR image, R, G, B in [−1, 1] (h, w ≥ 1; the two
+                stride-2 convs and the global pooling accept any size).
+
+        Returns:
+            ``(fea, proj)``: ``fea`` ``(B, 256)`` float32 pooled feature (what conditions the
+            U-Net) and ``proj`` ``(B, 256)`` float32 its projection by ``mlp`` (contrastive loss
+            only; not normalised).
+        """
         fea = self.E(x).flatten(1)
         return fea, self.mlp(fea)
 
@@ -72,11 +84,19 @@ class ContrastOutput:
 
 
 class MoCo(nn.Module):
-    """MoCo v1 around two :class:`DegradationEncoder` copies (query ``encoder_q``, key ``encoder_k``).
+    """MoCo v1 around two :class:`DegradationEncoder` copies (``encoder_q``, ``encoder_k``).
 
-    Buffers (first in the state dict, as upstream): ``queue`` ``(256, K)`` L2-normalised keys,
-    ``queue_ptr`` ``(1,)`` int64 write position.
+    ``encoder_q`` is the query encoder, ``encoder_k`` the momentum (key) encoder. Buffers (first in
+    the state dict, as upstream): ``queue`` ``(256, K)`` L2-normalised keys, ``queue_ptr`` ``(1,)``
+    int64 write position.
+
+    Args:
+        config: queue length ``K``, feature ``dim``, momentum ``m`` and temperature ``T``.
     """
+
+    # registered buffers, declared for type checkers (nn.Module.__getattr__ is untyped)
+    queue: Tensor
+    queue_ptr: Tensor
 
     def __init__(self, config: MoCoConfig) -> None:
         super().__init__()
@@ -93,12 +113,25 @@ class MoCo(nn.Module):
         """``(B, 3, h, w)`` LR in [−1, 1] → ``(B, 256)`` pooled query feature.
 
         Call in eval mode for inference (BatchNorm then uses its running statistics).
+
+        Args:
+            lr: ``(B, 3, h, w)`` float32 LR image, R, G, B in [−1, 1].
+
+        Returns:
+            ``(B, 256)`` float32 degradation feature.
         """
         fea, _ = self.encoder_q(lr)
         return fea
 
     def forward(self, lr: Tensor) -> Tensor:
-        """Same as :meth:`embed` (the inference path)."""
+        """Same as :meth:`embed` (the inference path).
+
+        Args:
+            lr: ``(B, 3, h, w)`` float32 LR image, R, G, B in [−1, 1].
+
+        Returns:
+            ``(B, 256)`` float32 degradation feature of the query encoder.
+        """
         return self.embed(lr)
 
     def contrast(self, im_q: Tensor, im_k: Tensor) -> ContrastOutput:
@@ -106,6 +139,13 @@ class MoCo(nn.Module):
 
         Updates the key encoder by momentum, computes the logits against the queue *before*
         enqueueing, then pushes the new keys into the queue.
+
+        Args:
+            im_q: ``(B, 3, h, w)`` float32 query crops in [−1, 1].
+            im_k: ``(B, 3, h, w)`` float32 key crops in [−1, 1], same degradation as ``im_q``.
+
+        Returns:
+            The pooled query features, the ``(B, 1 + K)`` logits and their labels.
         """
         fea, q = self.encoder_q(im_q)
         q = F.normalize(q, dim=1)
@@ -124,12 +164,16 @@ class MoCo(nn.Module):
     def momentum_update(self) -> None:
         """``θ_k ← m·θ_k + (1 − m)·θ_q`` for every parameter."""
         m = self.config.m
-        for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+        for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
             p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
-        """Write ``keys`` ``(B, 256)`` at the queue pointer (wrapping around) and advance it."""
+        """Write ``keys`` at the queue pointer (wrapping around) and advance it.
+
+        Args:
+            keys: ``(B, 256)`` L2-normalised key features; only the last ``K`` are kept.
+        """
         K = self.config.K
         keys = keys.detach()[-K:]  # a batch larger than the queue keeps its last K keys
         ptr = int(self.queue_ptr[0])

@@ -6,8 +6,9 @@ kept those names) in the official order (RRDB: 60, 20, 10; MTF: 10, 20, 60), so 
 ``state_dict()`` equals ``checkpoint["state_dict"]`` of the official fusion checkpoints.
 
 Branch channel orders (the authors' x1..x12): every tensor a branch sees or returns lists its
-bands as in :data:`BRANCH_BANDS` — the 10 m group as R, G, B, NIR (B04, B03, B02, B08), the others
-in product order. The RRDB branches also take the finer groups' bands (:meth:`FusionNetwork.input_bands`).
+bands as in :data:`BRANCH_BANDS` — the 10 m group as R, G, B, NIR (B04, B03, B02, B08), the
+others in product order. The RRDB branches also take the finer groups' bands
+(:meth:`FusionNetwork.input_groups`).
 """
 
 from __future__ import annotations
@@ -54,9 +55,13 @@ class FusionNetwork(nn.Module):
     """The three fusion branches of one checkpoint.
 
     ``forward(guidance, ms)``: ``guidance`` ``(B, 3, H, W)`` z-scored SR R, G, B on the 2.5 m grid;
-    ``ms`` maps each group to its branch input ``(B, C_in, h, w)`` z-scored, channels as
-    :meth:`input_bands` (RRDB: already on the guidance grid; MTF: any grid, resized inside).
-    Returns each group's ``(B, C_out, H, W)`` z-scored bands, channels as :data:`BRANCH_BANDS`.
+    ``ms`` maps each group to its branch input ``(B, C_in, h, w)`` z-scored, the
+    :data:`BRANCH_BANDS` of :meth:`input_groups` concatenated (RRDB: already on the guidance grid;
+    MTF: any grid, resized inside). Returns each group's ``(B, C_out, H, W)`` z-scored bands,
+    channels as :data:`BRANCH_BANDS`.
+
+    Args:
+        config: architecture (``"rrdb"`` or ``"mtf"``) and widths shared by the three branches.
     """
 
     def __init__(self, config: FusionConfig) -> None:
@@ -66,7 +71,7 @@ class FusionNetwork(nn.Module):
             self.add_module(BRANCH_ATTRS[group], self._make_branch(config, group))
 
     @staticmethod
-    def _make_branch(config: FusionConfig, group: GroupName) -> nn.Module:
+    def _make_branch(config: FusionConfig, group: GroupName) -> FusionRRDBNet | MTFNetFusion:
         out = len(BRANCH_BANDS[group])
         if config.arch == "rrdb":
             ms_in = sum(len(BRANCH_BANDS[g]) for g in RRDB_INPUT_GROUPS[group])
@@ -75,17 +80,28 @@ class FusionNetwork(nn.Module):
             out, OUTPUT_RATIO[group], config.nf, config.nb, config.gc, GUIDANCE_CHANNELS
         )
 
-    def branch(self, group: GroupName) -> nn.Module:
-        """The branch network of ``group``."""
-        return getattr(self, BRANCH_ATTRS[group])
+    def branch(self, group: GroupName) -> FusionRRDBNet | MTFNetFusion:
+        """The branch network of ``group``.
+
+        Args:
+            group: ``"10m"``, ``"20m"`` or ``"60m"``.
+
+        Returns:
+            The :class:`FusionRRDBNet` or :class:`MTFNetFusion` registered for ``group``.
+        """
+        branch: FusionRRDBNet | MTFNetFusion = getattr(self, BRANCH_ATTRS[group])
+        return branch
 
     def input_groups(self, group: GroupName) -> tuple[GroupName, ...]:
-        """Groups whose bands make ``group``'s multispectral input (RRDB: the finer ones too)."""
-        return RRDB_INPUT_GROUPS[group] if self.config.arch == "rrdb" else (group,)
+        """Groups whose bands make ``group``'s multispectral input (RRDB: the finer ones too).
 
-    def input_bands(self, group: GroupName) -> tuple[str, ...]:
-        """Bands of ``group``'s multispectral input, in channel order."""
-        return tuple(band for g in self.input_groups(group) for band in BRANCH_BANDS[g])
+        Args:
+            group: the branch's group.
+
+        Returns:
+            The groups, finest first; the branch input concatenates their :data:`BRANCH_BANDS`.
+        """
+        return RRDB_INPUT_GROUPS[group] if self.config.arch == "rrdb" else (group,)
 
     @property
     def receptive_radius(self) -> int:
@@ -93,5 +109,19 @@ class FusionNetwork(nn.Module):
         return max(self.branch(g).receptive_radius for g in BRANCH_ATTRS)
 
     def forward(self, guidance: Tensor, ms: Mapping[GroupName, Tensor]) -> dict[GroupName, Tensor]:
+        """Run the three branches.
+
+        Args:
+            guidance: ``(B, 3, H, W)`` float32 SR R, G, B on the 2.5 m grid, z-scored
+                (``(reflectance − mean) / std`` with the B04, B03, B02 statistics; unbounded).
+            ms: for each of ``"10m"``, ``"20m"``, ``"60m"``, a ``(B, C_in, h, w)`` float32
+                z-scored (same convention) branch input, channels the :data:`BRANCH_BANDS` of
+                :meth:`input_groups` concatenated — RRDB: C_in = 4, 10, 12 and ``(h, w)`` =
+                ``(H, W)``; MTF: C_in = 4, 6, 2 on any grid (resized bilinearly inside).
+
+        Returns:
+            Group → ``(B, C_out, H, W)`` float32 z-scored bands in :data:`BRANCH_BANDS` order
+            (C_out = 4, 6, 2).
+        """
         # the official eval path runs 10 m, then 20 m, then 60 m
         return {g: self.branch(g)(guidance, ms[g]) for g in ("10m", "20m", "60m")}

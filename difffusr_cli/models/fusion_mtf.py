@@ -1,4 +1,4 @@
-"""MTFNetFusion: the detail-injection fusion branch (one per band group) of the authors' newer model.
+"""MTFNetFusion: the detail-injection fusion branch (one per group) of the authors' newer model.
 
 ``MTFNetFusion(ms_in, mtf_ratio)(rgb, ms) -> (B, ms_in, H, W)`` with ``rgb`` ``(B, 3, H, W)`` the
 z-scored SR RGB guidance and ``ms`` ``(B, ms_in, h, w)`` the group's z-scored bands on any grid
@@ -16,6 +16,7 @@ finishes.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +32,32 @@ _LUMA = (0.2989, 0.5870, 0.1140)
 
 
 def mtf_gaussian(mtf_gain: float, ratio: int) -> tuple[float, int]:
-    """σ (pixels of the fine grid) and odd kernel size of a Gaussian whose response at the coarse
-    grid's Nyquist frequency equals ``mtf_gain``; the size covers ±4σ and is at least 3."""
+    """Size a Gaussian to match a sensor MTF.
+
+    The Gaussian's response at the coarse grid's Nyquist frequency equals ``mtf_gain``; the kernel
+    covers ±4σ and is at least 3 pixels wide.
+
+    Args:
+        mtf_gain: MTF value at the coarse grid's Nyquist frequency, in (0, 1).
+        ratio: pixel-size ratio of the coarse grid to the fine one.
+
+    Returns:
+        ``(sigma, size)``: σ in fine-grid pixels and the odd kernel size.
+    """
     sigma = -ratio * math.sqrt(2.0) * math.log(mtf_gain) / (2.0 * math.pi**2)
     return sigma, max(3, 2 * int(4 * sigma + 0.5) + 1)
 
 
 def gaussian_kernel(size: int, sigma: float) -> Tensor:
-    """``(1, 1, size, size)`` normalised isotropic Gaussian."""
+    """A normalised isotropic Gaussian kernel.
+
+    Args:
+        size: kernel width and height in pixels (odd).
+        sigma: standard deviation in pixels.
+
+    Returns:
+        ``(1, 1, size, size)`` float32 kernel summing to 1.
+    """
     ax = torch.arange(size) - size // 2
     yy, xx = torch.meshgrid(ax, ax, indexing="ij")
     kernel = torch.exp(-(xx**2 + yy**2) / (2 * sigma**2))
@@ -46,7 +65,11 @@ def gaussian_kernel(size: int, sigma: float) -> Tensor:
 
 
 class ConvexPanMixer(nn.Module):
-    """Pan = softmax(logits)-weighted sum of the guidance channels: ``(B, 3, H, W) → (B, 1, H, W)``."""
+    """Pan = softmax(logits)-weighted sum of the guidance channels: ``(B, 3, H, W) → (B, 1, H, W)``.
+
+    Args:
+        in_nc: guidance channels; 3 starts from luma weights, other counts from equal weights.
+    """
 
     def __init__(self, in_nc: int = 3) -> None:
         super().__init__()
@@ -54,12 +77,24 @@ class ConvexPanMixer(nn.Module):
         self.logits = nn.Parameter(torch.log(weights / weights.sum()))
 
     def forward(self, rgb: Tensor) -> Tensor:
+        """Mix the guidance channels into one pan channel.
+
+        Args:
+            rgb: ``(B, in_nc, H, W)`` float32 guidance (z-scored SR R, G, B; unbounded).
+
+        Returns:
+            ``(B, 1, H, W)`` float32 convex combination of the channels.
+        """
         w = torch.softmax(self.logits, dim=0)
         return torch.sum(rgb * w.view(1, -1, 1, 1), dim=1, keepdim=True)
 
 
 class Resblock(nn.Module):
-    """``x + conv21(relu(conv20(x)))`` (3×3 convs, equal width)."""
+    """``x + conv21(relu(conv20(x)))`` (3×3 convs, equal width).
+
+    Args:
+        channels: feature width (input = output).
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -67,11 +102,21 @@ class Resblock(nn.Module):
         self.conv21 = nn.Conv2d(channels, channels, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the residual block.
+
+        Args:
+            x: ``(B, channels, H, W)`` float32 features.
+
+        Returns:
+            ``(B, channels, H, W)`` float32 features.
+        """
         return x + self.conv21(F.relu(self.conv20(x)))
 
 
 class MTFNetFusion(nn.Module):
     """One MTF fusion branch; see the module docstring.
+
+    ``mtf_ratios`` is an int32 ``(ms_in_nc,)`` buffer (every entry ``mtf_ratio``), as upstream.
 
     Args:
         ms_in_nc: bands of the group (input and output).
@@ -79,6 +124,9 @@ class MTFNetFusion(nn.Module):
         nf, nb, gc: feature width, blocks (``nb // 2`` RRDBs / Resblocks), growth channels.
         rgb_in_nc: guidance channels (3).
     """
+
+    # registered buffer, declared for type checkers (nn.Module.__getattr__ is untyped)
+    mtf_ratios: Tensor
 
     def __init__(
         self, ms_in_nc: int, mtf_ratio: int, nf: int, nb: int, gc: int, rgb_in_nc: int = 3
@@ -118,20 +166,34 @@ class MTFNetFusion(nn.Module):
     @property
     def receptive_radius(self) -> int:
         """Local receptive radius in output pixels (an estimate; see :meth:`low_pass_pan`)."""
-        kernel_radius = max(int(f.weight.shape[-1]) // 2 for f in self.mtf_filters)
+        kernel_radius = max(
+            int(self._mtf_filter(i).weight.shape[-1]) // 2 for i in range(len(self.mtf_filters))
+        )
         # the bicubic back-projection reaches ~2 coarse cells beyond the cell a pixel falls in
         low_pass = kernel_radius + 3 * self.mtf_ratio
         detail = 2 + RRDB.RADIUS * (self.nb // 2)
         refine = 2 + 2 * (self.nb // 2)
         return low_pass + detail + refine
 
+    def _mtf_filter(self, band: int) -> nn.Conv2d:
+        # every entry of mtf_filters is an nn.Conv2d (built in __init__)
+        return cast(nn.Conv2d, self.mtf_filters[band])
+
     def low_pass_pan(self, pan: Tensor, band: int) -> Tensor:
         """Pan as band ``band`` would see it: reflect-pad, MTF blur, area ↓ ratio, bicubic ↑.
 
-        ``(B, 1, H, W) → (B, 1, H, W)``. The area resize works on cells aligned with the tile
-        origin, so tiles should start on multiples of the ratio; ``H, W`` must exceed the pad.
+        The area resize works on cells aligned with the tile origin, so tiles should start on
+        multiples of the ratio.
+
+        Args:
+            pan: ``(B, 1, H, W)`` float32 pan; ``H, W`` must exceed the filter's half-width
+                (reflect padding).
+            band: index of the band (and of its MTF filter), 0 ≤ band < ``ms_in_nc``.
+
+        Returns:
+            ``(B, 1, H, W)`` float32 low-passed pan.
         """
-        conv = self.mtf_filters[band]
+        conv = self._mtf_filter(band)
         pad = int(conv.weight.shape[-1]) // 2
         blurred = F.conv2d(F.pad(pan, (pad, pad, pad, pad), mode="reflect"), conv.weight)
         ratio = int(self.mtf_ratios[band])
@@ -142,6 +204,17 @@ class MTFNetFusion(nn.Module):
         return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
 
     def forward(self, rgb: Tensor, ms: Tensor) -> Tensor:
+        """Fuse one group's bands with the guidance.
+
+        Args:
+            rgb: ``(B, rgb_in_nc, H, W)`` float32 z-scored SR R, G, B on the 2.5 m grid
+                (unbounded); ``H, W`` must exceed the largest MTF filter's half-width.
+            ms: ``(B, ms_in_nc, h, w)`` float32 z-scored bands of the group, on any grid
+                (resized bilinearly to ``(H, W)`` when it differs).
+
+        Returns:
+            ``(B, ms_in_nc, H, W)`` float32 z-scored fused bands, channels as ``ms``.
+        """
         pan = self.pan_mixer(rgb)
         if ms.shape[-2:] != pan.shape[-2:]:
             ms = F.interpolate(ms, size=pan.shape[-2:], mode="bilinear", align_corners=False)

@@ -4,9 +4,10 @@
 the z-scored SR RGB guidance and ``ms`` ``(B, ms_in, H, W)`` the z-scored bands already upsampled
 to the same 2.5 m grid. Output: the group's bands, z-scored, on that grid.
 
-Structure: an RGB stem and an MS stem (conv + LeakyReLU 0.2, ``nb`` RRDBs, [RGB only: dropout 0.2 in training], channel attention,
-spatial attention), concatenated as [ms, rgb], a fusion conv + ``nb`` RRDBs, then two conv +
-LeakyReLU (the authors' "upsampling" convs at scale 1), HRconv + LeakyReLU and ``conv_last``.
+Structure: an RGB stem and an MS stem (conv + LeakyReLU 0.2, ``nb`` RRDBs, [RGB only: dropout
+0.2 in training], channel attention, spatial attention), concatenated as [ms, rgb], a fusion
+conv + ``nb`` RRDBs, then two conv + LeakyReLU (the authors' "upsampling" convs at scale 1),
+HRconv + LeakyReLU and ``conv_last``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class ChannelAttention(nn.Module):
     """CBAM channel attention: ``x · σ(mlp(avgpool x) + mlp(maxpool x))``, mlp C→C/4→C (ReLU).
 
     The pooling is global over the whole tile.
+
+    Args:
+        channels: feature width (input = output).
+        reduction: width divisor of the hidden layer.
     """
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
@@ -33,13 +38,25 @@ class ChannelAttention(nn.Module):
         return self.fc2(F.relu(self.fc1(pooled)))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Reweight the channels.
+
+        Args:
+            x: ``(B, channels, H, W)`` float32 features.
+
+        Returns:
+            ``(B, channels, H, W)`` float32 features, each channel scaled by a weight in (0, 1).
+        """
         avg = self._mlp(F.adaptive_avg_pool2d(x, 1))
         peak = self._mlp(F.adaptive_max_pool2d(x, 1))
         return x * torch.sigmoid(avg + peak)
 
 
 class SpatialAttention(nn.Module):
-    """CBAM spatial attention: ``x · σ(conv7×7([mean_c x, max_c x]))``."""
+    """CBAM spatial attention: ``x · σ(conv7×7([mean_c x, max_c x]))``.
+
+    Args:
+        kernel_size: odd size of the attention conv (the official 7).
+    """
 
     RADIUS = 3
 
@@ -48,6 +65,14 @@ class SpatialAttention(nn.Module):
         self.conv1 = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Reweight the pixels.
+
+        Args:
+            x: ``(B, C, H, W)`` float32 features.
+
+        Returns:
+            ``(B, C, H, W)`` float32 features, each pixel scaled by a weight in (0, 1).
+        """
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         return x * torch.sigmoid(self.conv1(pooled))
 
@@ -92,6 +117,16 @@ class FusionRRDBNet(nn.Module):
         return stem + 1 + RRDB.RADIUS * self.nb + 4
 
     def forward(self, rgb: Tensor, ms: Tensor) -> Tensor:
+        """Fuse a group's upsampled bands with the guidance.
+
+        Args:
+            rgb: ``(B, rgb_in_nc, H, W)`` float32 z-scored SR R, G, B on the 2.5 m grid
+                (unbounded).
+            ms: ``(B, ms_in_nc, H, W)`` float32 z-scored bands, already upsampled to the same grid.
+
+        Returns:
+            ``(B, out_nc, H, W)`` float32 z-scored bands of the group.
+        """
         rgb_feat = self.rgb_dropout(self.rgb_rrdb(F.leaky_relu(self.rgb_conv_first(rgb), 0.2)))
         rgb_feat = self.spatial_attention_rgb(self.rgb_channel_attention(rgb_feat))
         ms_feat = self.ms_rrdb(F.leaky_relu(self.ms_conv_first(ms), 0.2))

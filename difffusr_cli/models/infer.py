@@ -54,7 +54,8 @@ def detect_kind(sd: StateDict) -> Literal["rgb", "fusion"]:
     sample = ", ".join(keys[:3]) or "no tensors"
     raise WeightsError(
         "unknown weights layout: expected the DiffFuSR RGB model (keys encoder.*, E.*, model.*, "
-        f"ema.*, diffusion.*) or fusion model (keys rrdb_block_{{10,20,60}}_fusion.*); found {sample}"
+        "ema.*, diffusion.*) or fusion model (keys rrdb_block_{10,20,60}_fusion.*); "
+        f"found {sample}"
     )
 
 
@@ -196,7 +197,7 @@ def _shape(sd: StateDict, key: str) -> tuple[int, ...]:
 
 
 def _count_indices(sd: StateDict, pattern: str, allow_zero: bool = False, start: int = 0) -> int:
-    """Number of consecutive integer indices (from ``start``) captured by ``pattern`` in the keys."""
+    """Number of consecutive integer indices (from ``start``) that ``pattern`` captures in keys."""
     found = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
     n = 0
     while start + n in found:
@@ -207,7 +208,7 @@ def _count_indices(sd: StateDict, pattern: str, allow_zero: bool = False, start:
 
 
 def _check_layout(kind: type[nn.Module], config: object, sd: StateDict, what: str) -> None:
-    """Build ``kind(config)`` on the meta device and compare names, shapes and dtypes with ``sd``."""
+    """Build ``kind(config)`` on the meta device; compare names, shapes and dtypes with ``sd``."""
     with torch.device("meta"):
         expected = kind(config).state_dict()
     missing = [k for k in expected if k not in sd]

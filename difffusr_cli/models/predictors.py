@@ -27,8 +27,6 @@ from difffusr_cli.models.config import FusionConfig, SRConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.models.sr import DiffusionSR
 
-#: Super-resolution factor of the RGB model.
-SCALE = 4
 _GROUPS: tuple[GroupName, ...] = ("10m", "20m", "60m")
 
 
@@ -107,13 +105,14 @@ class RGBSuperResolver:
             raise InputError(f"eta must be >= 0, got {eta!r}")
         device = self.device
         b, _, h, w = lr.shape
-        shape = (b, 3, SCALE * h, SCALE * w)
+        shape = (b, 3, bands.SCALE * h, bands.SCALE * w)
         eta_generator = generator
         if noise is not None:
             _check_image(noise, "noise", channels=3)
             if tuple(noise.shape) != shape:
                 raise InputError(
-                    f"noise must have shape {shape} for lr of shape {tuple(lr.shape)}, got {tuple(noise.shape)}"
+                    f"noise must have shape {shape} for lr of shape {tuple(lr.shape)}, "
+                    f"got {tuple(noise.shape)}"
                 )
         elif seed is not None:
             noise = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
@@ -171,7 +170,7 @@ class FusionPredictor:
         so blocks should be blended; the MTF branches' area resampling is aligned to the block
         origin, so blocks should start on 60 m pixel boundaries.
         """
-        return math.ceil(self.net.receptive_radius / SCALE) + bands.GROUP_RATIO["60m"]
+        return math.ceil(self.net.receptive_radius / bands.SCALE) + bands.GROUP_RATIO["60m"]
 
     @torch.no_grad()
     def __call__(self, rgb_sr: Tensor, groups: Mapping[GroupName, Tensor]) -> Tensor:
@@ -208,7 +207,8 @@ class FusionPredictor:
             if tuple(data.shape) != expected:
                 raise InputError(
                     f"{group} group has shape {tuple(data.shape)}; with rgb_sr of shape "
-                    f"{tuple(rgb_sr.shape)} it must be {expected} (the native pixels covering the block)"
+                    f"{tuple(rgb_sr.shape)} it must be {expected} "
+                    "(the native pixels covering the block)"
                 )
             # z-score in group order, then pick the branch's channel order
             z = _zscore(data.to(device=device, dtype=torch.float32), names)

@@ -26,6 +26,10 @@ class ResidualDenseBlock(nn.Module):
     """Five densely connected 3×3 convs (LeakyReLU 0.2), output ``x + 0.2·conv5(...)``.
 
     ``(B, num_feat, H, W) -> (B, num_feat, H, W)``; receptive radius 5 pixels.
+
+    Args:
+        num_feat: feature width (input = output).
+        num_grow_ch: growth channels of each of the first four convs.
     """
 
     def __init__(self, num_feat: int, num_grow_ch: int) -> None:
@@ -37,6 +41,14 @@ class ResidualDenseBlock(nn.Module):
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the dense block.
+
+        Args:
+            x: ``(B, num_feat, H, W)`` float32 features.
+
+        Returns:
+            ``(B, num_feat, H, W)`` float32 features.
+        """
         x1 = F.leaky_relu(self.conv1(x), 0.2)
         x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
         x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
@@ -68,6 +80,14 @@ class RRDB(nn.Module):
             self.add_module(name, ResidualDenseBlock(num_feat, num_grow_ch))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the three dense blocks and the outer residual.
+
+        Args:
+            x: ``(B, num_feat, H, W)`` float32 features.
+
+        Returns:
+            ``(B, num_feat, H, W)`` float32 features.
+        """
         out = x
         for name in self._block_names:
             out = getattr(self, name)(out)
@@ -85,6 +105,9 @@ class RRDBNet(nn.Module):
       used only for the training L1 loss.
 
     :meth:`features` computes ``feat`` alone (what inference needs).
+
+    Args:
+        config: channels, width, block count, growth and scale of the encoder.
     """
 
     def __init__(self, config: RRDBConfig) -> None:
@@ -104,18 +127,44 @@ class RRDBNet(nn.Module):
         self.conv_last = nn.Conv2d(nf, config.num_out_ch, 3, 1, 1)
 
     def features(self, lr: Tensor) -> Tensor:
-        """``(B, 3, h, w)`` in [−1, 1] → ``(B, 64, h/u, w/u)`` context (u = 1 at scale 4)."""
+        """``(B, 3, h, w)`` in [−1, 1] → ``(B, 64, h/u, w/u)`` context (u = 1 at scale 4).
+
+        Args:
+            lr: ``(B, num_in_ch, h, w)`` float32 LR image in [−1, 1]; ``h, w`` divisible by the
+                unshuffle factor ``u = 4 / scale``.
+
+        Returns:
+            ``(B, num_feat, h/u, w/u)`` float32 trunk features (unbounded).
+        """
         if self._unshuffle > 1:
             lr = F.pixel_unshuffle(lr, self._unshuffle)
         feat = self.conv_first(lr)
         return feat + self.conv_body(self.body(feat))
 
     def head(self, feat: Tensor) -> Tensor:
-        """The ×4 reconstruction head on the trunk features (training only)."""
+        """The ×4 reconstruction head on the trunk features (training only).
+
+        Args:
+            feat: ``(B, num_feat, h', w')`` float32 trunk features (from :meth:`features`).
+
+        Returns:
+            ``(B, num_out_ch, 4h', 4w')`` float32 image in [−1, 1] space (unclamped).
+        """
         out = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         out = F.leaky_relu(self.conv_up2(F.interpolate(out, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(out), 0.2))
 
     def forward(self, lr: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode an LR image and reconstruct it at ×scale.
+
+        Args:
+            lr: ``(B, num_in_ch, h, w)`` float32 LR image in [−1, 1] (``h, w`` divisible by
+                ``4 / scale``).
+
+        Returns:
+            ``(hr, feat)``: ``hr`` ``(B, num_out_ch, scale·h, scale·w)`` float32 in [−1, 1]
+            space (unclamped) and ``feat`` ``(B, num_feat, scale·h/4, scale·w/4)`` float32
+            context (``(B, 64, h, w)`` at the official scale 4).
+        """
         feat = self.features(lr)
         return self.head(feat), feat

@@ -23,7 +23,11 @@ from difffusr_cli.models.unet import DenoisingUNet
 
 
 class ScheduleBuffers(nn.Module):
-    """The schedule tables as buffers under their official names (``diffusion.betas`` …)."""
+    """The schedule tables as buffers under their official names (``diffusion.betas`` …).
+
+    Args:
+        schedule: the initial tables (copied).
+    """
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__()
@@ -31,7 +35,11 @@ class ScheduleBuffers(nn.Module):
             self.register_buffer(name, table.clone())
 
     def fill(self, schedule: Schedule) -> None:
-        """Overwrite the tables in place (lengths must match)."""
+        """Overwrite the tables in place (lengths must match).
+
+        Args:
+            schedule: the new tables, each the length of the stored ones.
+        """
         with torch.no_grad():
             for name, table in schedule.as_dict().items():
                 getattr(self, name).copy_(table)
@@ -47,6 +55,9 @@ class DiffusionSR(nn.Module):
     Children, in state-dict order: ``encoder``, ``E``, ``model``, ``ema``, ``diffusion``.
     The schedule buffers start as the cosine schedule; loading a checkpoint replaces them with
     its stored float32 tables, which sampling must use.
+
+    Args:
+        config: architecture of the encoder, MoCo, U-Nets and schedule.
     """
 
     def __init__(self, config: SRConfig) -> None:
@@ -71,7 +82,14 @@ class DiffusionSR(nn.Module):
         return self.encoder.features(lr), self.E.embed(lr)
 
     def denoiser(self, ema: bool = True) -> DenoisingUNet:
-        """The EMA U-Net (what inference uses) or, with ``ema=False``, the trained one."""
+        """The EMA U-Net (what inference uses) or, with ``ema=False``, the trained one.
+
+        Args:
+            ema: return the EMA weights (``ema``) rather than the trained ones (``model``).
+
+        Returns:
+            The :class:`DenoisingUNet`.
+        """
         return self.ema if ema else self.model
 
     def schedule(self) -> Schedule:
@@ -79,5 +97,5 @@ class DiffusionSR(nn.Module):
         return self.diffusion.schedule()
 
     def schedule_from_scratch(self) -> None:
-        """Refill the schedule buffers with the cosine schedule (float64 → float32), for training."""
+        """Refill the schedule buffers with the cosine schedule (float64 → float32) for training."""
         self.diffusion.fill(Schedule.cosine(self.config.diffusion.n_timestep))
