@@ -97,7 +97,8 @@ def superres(
     Example: `difffusr superres S2B_MSIL2A_….SAFE -o out.tif`. Try `--example -o example.tif` first.
     """
     from difffusr_cli.errors import InputError
-    from difffusr_cli.pipeline import SuperresOptions, superres_example, superres_many
+    from difffusr_cli.cli_progress import RichProgress
+    from difffusr_cli.superres import SuperresOptions, superres_example, superres_many
 
     options = SuperresOptions(
         rgb_model=rgb_model, fusion_model=fusion_model, fusion=fusion,
@@ -108,9 +109,9 @@ def superres(
     if example:
         if inputs:
             raise InputError("--example runs on a generated product: give no INPUTS with it")
-        superres_example(output, options)
+        superres_example(output, options, progress=RichProgress(bar=not quiet))
         return
-    superres_many(inputs or [], output, options)
+    superres_many(inputs or [], output, options, progress=RichProgress(bar=not quiet))
 
 
 # `difffusr weights ...`: thin commands over difffusr_cli.weights.
