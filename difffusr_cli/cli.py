@@ -499,8 +499,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DIFFFUSR_DEBUG"):
             traceback.print_exc()
         else:
-            log = _log_failure(exc)
-            typer.echo(f"unexpected failure: {type(exc).__name__}: {exc} (traceback in {log})", err=True)
+            try:
+                where = f"traceback in {_log_failure(exc)}"
+            except OSError as log_exc:
+                where = f"no log written: {log_exc}; set DIFFFUSR_DEBUG=1 to see the traceback"
+            typer.echo(f"unexpected failure: {type(exc).__name__}: {exc} ({where})", err=True)
         return 1
     return result if isinstance(result, int) else 0
 

@@ -16,6 +16,8 @@ FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
 WINDOW_ALIGN = GROUP_RATIO["60m"]
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
 PRODUCT_SUFFIX = "_difffusr.tif"
+#: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.
+MAX_PATCH = 4096
 #: How the validity of output pixels is decided (also written to the product's tags).
 NODATA_RULE = (
     "an output pixel is nodata when the 10 m, 20 m or 60 m pixel containing it is nodata "
@@ -94,6 +96,8 @@ class SuperresOptions:
                 f"--patch-size {self.patch_size}: expected a multiple of 4 (whole 10 m pixels), "
                 "at least 16"
             )
+        if self.patch_size > MAX_PATCH:
+            raise InputError(f"--patch-size {self.patch_size}: expected at most {MAX_PATCH}")
         if self.overlap < 0 or self.overlap % 4 or self.overlap > self.patch_size // 2:
             raise InputError(
                 f"--overlap {self.overlap}: expected a multiple of 4 between 0 and half the patch "

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
 from difffusr_cli.device import autocast
-from difffusr_cli.errors import InputError
+from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import WINDOW_ALIGN, SuperresOptions
 from difffusr_cli.tiling import (
@@ -277,7 +277,17 @@ class Renderer:
                     steps=self.steps,
                     noise=noise.to(self.device),
                 )
-            for (_, left), values in zip(batch, sr.float().cpu().numpy(), strict=True):
+            values_np = sr.float().cpu().numpy()
+            for k, (col, left) in enumerate(batch):
+                if not np.isfinite(values_np[k]).all():
+                    top_10m = int(self.region.row_off) + top // SCALE
+                    left_10m = int(self.region.col_off) + left // SCALE
+                    raise WeightsError(
+                        f"the RGB model {self.models.rgb_info.name} gave non-finite values for "
+                        f"patch row {index}, column {col} (10 m pixel {left_10m}, {top_10m}); "
+                        "its weights are probably broken"
+                    )
+            for (_, left), values in zip(batch, values_np, strict=True):
                 yield left, values, self._patch_weights
             self.counters.patches_run += len(batch)
             self.on_patches(len(batch))
@@ -312,6 +322,13 @@ class Renderer:
                 rgb = self._guidance(rows_in, Span(left - halo, left + tw + halo))
                 fused = self._fuse(rgb, groups, left, tw + 2 * halo, valid[:, context])
                 out[:12] = fused[:, core, halo : halo + tw]
+                if not np.isfinite(out[:12][:, tile_valid]).all():
+                    name = self.models.fusion_info.name if self.models.fusion_info else ""
+                    raise WeightsError(
+                        f"the fusion step ({self.models.method} {name}".rstrip()
+                        + f") gave non-finite values for tile row {index} at output pixel "
+                        f"({left}, {top}); its weights are probably broken"
+                    )
                 if self.models.method != "net":
                     # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
                     out[indices(RGB)] = rgb[:, core, halo : halo + tw]

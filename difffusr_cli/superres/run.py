@@ -9,6 +9,7 @@ messages go to a :class:`~difffusr_cli.superres.progress.ProgressSink`; nothing 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,15 +28,20 @@ from difffusr_cli.device import (
     select_precision,
 )
 from difffusr_cli.errors import InputError, OutputError
+from difffusr_cli.superres.lock import OutputLock
 from difffusr_cli.superres.models import Models, load_models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary, output_paths, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
 from difffusr_cli.superres.render import Renderer, make_layout, resolve_region
 from difffusr_cli.superres.resume import (
+    FINGERPRINT_TAG,
     ProgressFile,
+    block_digest,
+    changed_settings,
     check_no_interrupted_run,
     fingerprint,
+    fingerprint_text,
     progress_path_for,
 )
 
@@ -88,6 +94,10 @@ def superres_scene(
     check_no_interrupted_run(output, options)
     if options.resume and record_path.is_file() and partial.is_file():
         progress = ProgressFile.load(record_path, expected)
+        # Keep only the blocks whose stored pixels match their recorded digest: a forged or stale
+        # record, or a block lost in a crash, is computed again, never left empty.
+        blocks = [layout.block(i) for i in range(layout.block_count)]
+        progress.verify(partial, [(b.start, b.stop) for b in blocks])
     else:
         progress = ProgressFile(record_path, expected)
     resumed = len(progress.done)
@@ -104,7 +114,10 @@ def superres_scene(
             dtype=options.dtype,
             scale=[radiometry.scale[n] for n in BAND_NAMES],
             offset=[radiometry.offset[n] for n in BAND_NAMES],
-            tags=product_tags(scene, region, options, models, dtype, device),
+            tags={
+                **product_tags(scene, region, options, models, dtype, device),
+                FINGERPRINT_TAG: fingerprint_text(expected),
+            },
             cog=options.cog,
             overwrite=options.overwrite,
             resume=resume,
@@ -133,6 +146,8 @@ def superres_scene(
                 writer.write(window, data, valid)
             # Closing flushes the block to disk before it is recorded as done; reopen to go on.
             writer.abort()
+            rows = layout.block(index)
+            progress.digests[index] = block_digest(partial, (rows.start, rows.stop))
             writer = open_writer(resume=True)
             progress.done.add(index)
             progress.save()
@@ -149,6 +164,12 @@ def superres_scene(
                 partial.unlink(missing_ok=True)
                 record_path.unlink(missing_ok=True)
         raise
+    missing = [i for i in range(layout.block_count) if i not in progress.done]
+    if missing:  # never finish a product with a hole
+        writer.abort()
+        raise OutputError(
+            f"{partial}: blocks {missing[:5]} were never written; run with --overwrite"
+        )
     writer.commit()
     record_path.unlink(missing_ok=True)
     peak, peak_kind = peak_memory(device)
@@ -195,7 +216,7 @@ def superres_many(
     Raises:
         InputError, OutputError, WeightsError: anything the user can fix (exit code 2).
     """
-    from difffusr_cli.io import check_output_path, open_scene
+    from difffusr_cli.io import check_output_path
 
     sink: ProgressSink = progress if progress is not None else LoggingProgress()
     options.validate()
@@ -203,15 +224,54 @@ def superres_many(
         raise InputError("no input given")
     device = select_device(options.device)
     dtype = select_precision(options.precision, device)
+    for path in [*inputs, output]:
+        _require_utf8(path)
     targets, folder = output_paths([Path(p) for p in inputs], output)
     if folder:
         try:
             Path(output).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {output}: {exc}") from None
+    locks: list[OutputLock] = []
+    try:
+        for target in targets:
+            check_output_path(target, overwrite=True)  # folder exists and is writable
+            lock = OutputLock(target)
+            lock.acquire()  # before anything of the output is written; a second run stops here
+            locks.append(lock)
+        return _run_jobs(
+            inputs, targets, folder, options, models, device, dtype, on_block_done, sink
+        )
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _require_utf8(path: str | Path) -> None:
+    """GDAL takes UTF-8 file names: refuse others up front (before any model is loaded)."""
+    try:
+        os.fsdecode(os.fspath(path)).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsdecode(os.fspath(path)).encode("utf-8", "backslashreplace").decode()
+        raise InputError(f"{shown}: the path is not valid UTF-8; rename it") from None
+
+
+def _run_jobs(
+    inputs: Sequence[Path],
+    targets: list[Path],
+    folder: bool,
+    options: SuperresOptions,
+    models: Models | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    on_block_done: Callable[[int], None],
+    sink: ProgressSink,
+) -> list[RunSummary]:
+    """The checks and runs of :func:`superres_many`, with every output locked."""
+    from difffusr_cli.io import open_scene
+
     jobs: list[tuple[Path, Path, bool]] = []
     for source, target in zip(inputs, targets, strict=True):
-        check_output_path(target, overwrite=True)  # folder exists and is writable
         complete = target.exists() and not options.overwrite
         if complete and not (folder or options.resume):
             raise OutputError(f"{target} already exists; pass --overwrite to replace it")
@@ -220,26 +280,17 @@ def superres_many(
         jobs.append((Path(source), target, complete))
     scenes = []
     for source, _, complete in jobs:
-        if complete:
-            scenes.append(None)
-            continue
         scene = open_scene(source, scale=options.scale, offset=options.offset)
         scene.require_bands()
         resolve_region(scene, options.window, options.bbox)
-        if scene.processing_level == "L1C":
-            # A Level-1C SAFE is refused by the reader; COGs and STAC items only say so in their
-            # metadata. Their pixels are processed (they are reflectance too), but never silently.
-            sink.on_message(
-                f"warning: {source}: Level-1C (top-of-atmosphere) data; the models expect Level-2A "
-                "surface reflectance, so expect a radiometric bias"
-            )
+        if not complete:
+            _warn_about_radiometry(scene, source, sink)
         # Checked; release its files until its turn (they reopen on the first read), so that a
         # batch of thousands of inputs does not hold thousands of open rasters.
         scene.close()
         scenes.append(scene)
 
-    summaries: list[RunSummary] = []
-    if models is None and any(s is not None for s in scenes):
+    if models is None:
         from difffusr_cli.weights import ConsoleReporter, StderrReporter
 
         reporter = StderrReporter() if options.quiet else ConsoleReporter()
@@ -248,11 +299,14 @@ def superres_many(
         finally:
             if isinstance(reporter, ConsoleReporter):
                 reporter.close()
-    for (source, target, _complete), scene in zip(jobs, scenes, strict=True):
-        if scene is None:
+    for (_, target, complete), scene in zip(jobs, scenes, strict=True):
+        if complete and folder:
+            _require_same_settings(scene, target, options, models, device, dtype)
+    summaries: list[RunSummary] = []
+    for (source, target, complete), scene in zip(jobs, scenes, strict=True):
+        if complete:
             summary = RunSummary(input=source, output=target, status="skipped")
         else:
-            assert models is not None
 
             def on_total(n: int, label: str = target.name) -> None:
                 sink.on_start(label, n)
@@ -273,7 +327,7 @@ def superres_many(
                 except KeyboardInterrupt:
                     sink.on_end()
                     if not options.quiet:
-                        sink.on_message(f"interrupted: rerun with --resume to continue {target}")
+                        sink.on_message(_interrupted_message(target))
                     raise
                 finally:
                     sink.on_end()
@@ -281,6 +335,73 @@ def superres_many(
         if not options.quiet:
             sink.on_message(summary.paragraph())
     return summaries
+
+
+def _warn_about_radiometry(scene: Scene, source: Path, sink: ProgressSink) -> None:
+    """Data processed on assumptions is processed, but never silently (one ``warning:`` line)."""
+    if scene.processing_level == "L1C":
+        # A Level-1C SAFE is refused by the reader; COGs and STAC items only say so in their
+        # metadata. Their pixels are processed (they are reflectance too), but never silently.
+        sink.on_message(
+            f"warning: {source}: Level-1C (top-of-atmosphere) data; the models expect Level-2A "
+            "surface reflectance, so expect a radiometric bias"
+        )
+    if getattr(scene.radiometry, "assumed", False):
+        sink.on_message(
+            f"warning: {source}: no radiometric metadata for some bands, the L2A convention is "
+            "assumed (see `difffusr info`; --scale/--offset override it)"
+        )
+
+
+def _require_same_settings(
+    scene: Scene,
+    target: Path,
+    options: SuperresOptions,
+    models: Models,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
+    """A complete product is skipped only when it was made with these settings."""
+    import json
+
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    region = resolve_region(scene, options.window, options.bbox)
+    expected = fingerprint(
+        scene,
+        region,
+        make_layout(region, options, models.fusion_halo),
+        options,
+        models,
+        device,
+        dtype,
+    )
+    try:
+        with rasterio.open(target) as ds:
+            text = ds.tags().get(FINGERPRINT_TAG)
+        stored = json.loads(text) if text else None
+    except (RasterioError, OSError, ValueError) as exc:
+        raise OutputError(f"{target} exists but is unreadable ({exc}); pass --overwrite") from None
+    if not isinstance(stored, dict):
+        raise OutputError(
+            f"{target} exists and records no settings fingerprint (an older difffusr); "
+            "pass --overwrite to replace it"
+        )
+    detail = changed_settings(stored, json.loads(fingerprint_text(expected)))
+    if detail:
+        raise OutputError(
+            f"{target} exists but was made with other settings ({detail}); "
+            "pass --overwrite to replace it"
+        )
+
+
+def _interrupted_message(target: Path) -> str:
+    from difffusr_cli.io import partial_path_for
+
+    if partial_path_for(target).exists():
+        return f"interrupted: rerun with --resume to continue {target}"
+    return f"interrupted: nothing of {target} was kept; rerun to start again"
 
 
 #: Side of the generated example product on the 10 m grid (a multiple of 6): 480 m × 480 m.
