@@ -58,8 +58,12 @@ class OutputLock:
                 raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
             try:
                 os.write(fd, record.encode())
-            finally:
+            except OSError as exc:
                 os.close(fd)
+                self.path.unlink(missing_ok=True)
+                reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
+                raise OutputError(f"cannot write {self.path}: {reason}") from None
+            os.close(fd)
             self.held = True
             return
         raise OutputError(f"cannot take the lock {self.path}; delete it if no run is writing")
