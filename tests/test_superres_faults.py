@@ -4,6 +4,7 @@ and one line naming the file and the problem, and never a damaged product at the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -66,11 +67,8 @@ def fill(folder: Path, leave: int) -> None:
     """Fill the file system of ``folder`` until about ``leave`` bytes are free."""
     st = os.statvfs(folder)
     free = st.f_bavail * st.f_frsize
-    with open(folder / "filler", "wb") as f:
-        try:
-            f.write(b"\0" * max(free - leave, 0))
-        except OSError:
-            pass
+    with open(folder / "filler", "wb") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * max(free - leave, 0))
 
 
 def test_disk_full_during_the_final_copy_keeps_the_partial_and_no_product(small_fs):
