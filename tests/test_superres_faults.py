@@ -298,3 +298,23 @@ def test_assumed_radiometry_is_a_warning():
     scene = SimpleNamespace(processing_level="L2A", radiometry=SimpleNamespace(assumed=True))
     _warn_about_radiometry(scene, Path("cogs"), sink)  # type: ignore[arg-type]
     assert len(lines) == 1 and lines[0].startswith("warning: cogs:") and "assumed" in lines[0]
+
+
+def test_a_resume_refusal_is_one_line_without_a_progress_bar(safe, tmp_path, capsys):
+    (tmp_path / "models").mkdir()
+    rgb, _ = write_random_models(tmp_path / "models")
+    out = tmp_path / "o.tif"
+    options = replace(SMALL, rgb_model=str(rgb), fusion="bilinear", window=(0, 0, 24, 24), block_rows=24)
+
+    def stop(index: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        superres_many([safe], out, options, on_block_done=stop)
+    capsys.readouterr()
+    args = ["superres", str(safe), "-o", str(out), "--rgb-model", str(rgb), "--fusion", "bilinear", "--steps", "2",
+            "--patch-size", "32", "--overlap", "8", "--device", "cpu", "--window", "0", "0", "24", "24",
+            "--resume", "--seed", "5"]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: cannot resume") and "seed" in err[0]

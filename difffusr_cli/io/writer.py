@@ -344,7 +344,7 @@ class ProductWriter:
         try:
             self._dataset.write(out, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+            raise OutputError(_write_failure(self.partial_path, exc)) from None
 
     def update_tags(self, tags: Mapping[str, object]) -> None:
         """Add or replace provenance tags (non-strings stored as JSON)."""
@@ -404,7 +404,7 @@ class ProductWriter:
             try:
                 self._dataset.close()
             except (RasterioError, OSError) as exc:
-                raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+                raise OutputError(_write_failure(self.partial_path, exc)) from None
 
     def __enter__(self) -> ProductWriter:
         return self

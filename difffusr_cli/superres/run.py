@@ -192,7 +192,7 @@ def superres_scene(
 
 def superres_many(
     inputs: Sequence[Path],
-    output: Path,
+    output: str | Path,
     options: SuperresOptions,
     *,
     models: Models | None = None,
