@@ -98,6 +98,11 @@ def superres(
     """
     from difffusr_cli.errors import InputError
     from difffusr_cli.cli_progress import RichProgress
+
+    if not os.environ.get("DIFFFUSR_DEBUG"):
+        # GDAL prints write errors (e.g. a full disk) itself; difffusr checks every write and
+        # reports the failure in one line, so GDAL's own lines only repeat it.
+        os.environ.setdefault("CPL_LOG", os.devnull)
     from difffusr_cli.superres import SuperresOptions, superres_example, superres_many
 
     options = SuperresOptions(

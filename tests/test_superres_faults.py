@@ -318,3 +318,16 @@ def test_a_resume_refusal_is_one_line_without_a_progress_bar(safe, tmp_path, cap
     assert main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: cannot resume") and "seed" in err[0]
+
+
+def test_disk_full_while_writing_the_partial_through_the_cli(small_fs, safe, tmp_path, capsys):
+    (tmp_path / "models").mkdir()
+    rgb, _ = write_random_models(tmp_path / "models")
+    fill(small_fs, leave=60_000)  # the lock and the partial's header fit, its first block does not
+    args = ["superres", str(safe), "-o", str(small_fs / "o.tif"), "--rgb-model", str(rgb), "--fusion", "bilinear",
+            "--steps", "2", "--patch-size", "32", "--overlap", "8", "--device", "cpu", "--dtype", "float32", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no space left" in err[-1] and ".o.tif.partial.tif" in err[-1]
+    assert not any("progress.json" in line for line in err)
+    assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]  # nothing kept: nothing to resume

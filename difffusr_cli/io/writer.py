@@ -162,7 +162,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _write_failure(path: Path, exc: BaseException) -> str:
+def _write_failure(path: Path, exc: BaseException, *, kept: bool = False) -> str:
     """One line for a failed final write, saying so when the disk is full."""
     try:
         st = os.statvfs(path.parent)
@@ -171,6 +171,8 @@ def _write_failure(path: Path, exc: BaseException) -> str:
         free = -1
     full = "No space left" in str(exc) or getattr(exc, "errno", None) == 28 or 0 <= free < 2**20
     reason = "no space left on the device" if full else _first_line(exc)
+    if not kept:
+        return f"cannot write {path}: {reason}"
     return (
         f"cannot write {path}: {reason}; the partial file and progress record are kept, "
         "rerun with --resume once the problem is fixed"
@@ -391,7 +393,7 @@ class ProductWriter:
             self.partial_path.unlink()
         except (RasterioError, OSError) as exc:
             staging.unlink(missing_ok=True)
-            raise OutputError(_write_failure(self.path, exc)) from None
+            raise OutputError(_write_failure(self.path, exc, kept=True)) from None
         self._committed = True
         return self.path
 

@@ -89,11 +89,12 @@ def changed_settings(stored: dict, expected: dict) -> str:
 _DIGEST_COLUMNS = 4096
 
 
-def block_digest(partial: Path, rows: tuple[int, int]) -> str:
+def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False) -> str:
     """sha256 of the stored pixels of output rows ``[start, stop)`` of ``partial`` (all bands).
 
     Raises:
-        OutputError: the partial file cannot be read (damaged); advises ``--overwrite``.
+        OutputError: the partial file cannot be read: damaged (advises ``--overwrite``), or,
+            with ``writing``, a block just written failed (names the file and a full disk).
     """
     digest = hashlib.sha256()
     try:
@@ -104,6 +105,10 @@ def block_digest(partial: Path, rows: tuple[int, int]) -> str:
                 digest.update(ds.read(window=Window(col, start, width, stop - start)).tobytes())
     except (RasterioError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if writing:  # the block just written does not read back: a failed write (full disk?)
+            from difffusr_cli.io.writer import _write_failure
+
+            raise OutputError(_write_failure(partial, exc)) from None
         raise OutputError(
             f"cannot resume: {partial} is damaged ({first}); run with --overwrite to start again"
         ) from None

@@ -147,7 +147,7 @@ def superres_scene(
             # Closing flushes the block to disk before it is recorded as done; reopen to go on.
             writer.abort()
             rows = layout.block(index)
-            progress.digests[index] = block_digest(partial, (rows.start, rows.stop))
+            progress.digests[index] = block_digest(partial, (rows.start, rows.stop), writing=True)
             writer = open_writer(resume=True)
             progress.done.add(index)
             progress.save()
