@@ -41,7 +41,7 @@ from difffusr_cli.models import (
     RGBSuperResolver,
     SRConfig,
 )
-from difffusr_cli.pipeline import ModelInfo, Models, SuperresOptions, build_models, superres_scene
+from difffusr_cli.superres import ModelInfo, Models, SuperresOptions, build_models, superres_scene
 
 
 def _sync(device: torch.device) -> None:

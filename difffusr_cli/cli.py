@@ -97,7 +97,13 @@ def superres(
     Example: `difffusr superres S2B_MSIL2A_….SAFE -o out.tif`. Try `--example -o example.tif` first.
     """
     from difffusr_cli.errors import InputError
-    from difffusr_cli.pipeline import SuperresOptions, superres_example, superres_many
+    from difffusr_cli.cli_progress import RichProgress
+
+    if not os.environ.get("DIFFFUSR_DEBUG"):
+        # GDAL prints write errors (e.g. a full disk) itself; difffusr checks every write and
+        # reports the failure in one line, so GDAL's own lines only repeat it.
+        os.environ.setdefault("CPL_LOG", os.devnull)
+    from difffusr_cli.superres import SuperresOptions, superres_example, superres_many
 
     options = SuperresOptions(
         rgb_model=rgb_model, fusion_model=fusion_model, fusion=fusion,
@@ -108,9 +114,9 @@ def superres(
     if example:
         if inputs:
             raise InputError("--example runs on a generated product: give no INPUTS with it")
-        superres_example(output, options)
+        superres_example(output, options, progress=RichProgress(bar=not quiet))
         return
-    superres_many(inputs or [], output, options)
+    superres_many(inputs or [], output, options, progress=RichProgress(bar=not quiet))
 
 
 # `difffusr weights ...`: thin commands over difffusr_cli.weights.
@@ -498,8 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DIFFFUSR_DEBUG"):
             traceback.print_exc()
         else:
-            log = _log_failure(exc)
-            typer.echo(f"unexpected failure: {type(exc).__name__}: {exc} (traceback in {log})", err=True)
+            try:
+                where = f"traceback in {_log_failure(exc)}"
+            except OSError as log_exc:
+                where = f"no log written: {log_exc}; set DIFFFUSR_DEBUG=1 to see the traceback"
+            typer.echo(f"unexpected failure: {type(exc).__name__}: {exc} ({where})", err=True)
         return 1
     return result if isinstance(result, int) else 0
 

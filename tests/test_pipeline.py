@@ -18,7 +18,7 @@ from difffusr_cli.device import select_device, select_precision
 from difffusr_cli.errors import InputError, OutputError
 from difffusr_cli.example import make_example_safe, write_example_cogs
 from difffusr_cli.io import open_scene, partial_path_for
-from difffusr_cli.pipeline import (
+from difffusr_cli.superres import (
     SuperresOptions,
     output_paths,
     product_stem,

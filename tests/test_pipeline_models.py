@@ -13,7 +13,7 @@ from pipeline_helpers import read_product, write_random_models
 from difffusr_cli.bands import BAND_NAMES, RGB, indices
 from difffusr_cli.example import make_example_safe
 from difffusr_cli.io import open_scene
-from difffusr_cli.pipeline import SuperresOptions, superres_many
+from difffusr_cli.superres import SuperresOptions, superres_many
 from difffusr_cli.tiling import axis_starts
 
 SIZE = 48

@@ -571,7 +571,7 @@ def evaluate_wald(
     """
     from difffusr_cli.device import select_device
     from difffusr_cli.io.scene import open_scene
-    from difffusr_cli.pipeline import resolve_region
+    from difffusr_cli.superres import resolve_region
 
     options = options if options is not None else FusionEvalOptions()
     options.validate("wald")

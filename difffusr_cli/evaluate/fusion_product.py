@@ -234,7 +234,7 @@ def _product_block(
 def _product_region(scene: object, product: ProductFile, options: FusionEvalOptions) -> Window:
     """The evaluated window: the product's footprint ∩ the scene ∩ ``--window``/``--bbox``,
     shrunk to whole 60 m pixels of the scene's grid."""
-    from difffusr_cli.pipeline import resolve_region
+    from difffusr_cli.superres import resolve_region
 
     asked = resolve_region(scene, options.window, options.bbox)
     fp = product.footprint

@@ -137,6 +137,48 @@ def _tag_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=False, default=str)
 
 
+class _CopyMismatch(OSError):
+    """The final copy does not read back as the partial file (a failed write)."""
+
+
+def _verify_copy(source: Path, copy: Path) -> None:
+    """Raise :class:`_CopyMismatch` unless ``copy`` reads back with ``source``'s pixels.
+
+    Compares GDAL's per-band checksum (which reads every block) of both files.
+    """
+    try:
+        with rasterio.open(source) as a, rasterio.open(copy) as b:
+            same = (a.count, a.width, a.height) == (b.count, b.width, b.height) and all(
+                a.checksum(i) == b.checksum(i) for i in range(1, a.count + 1)
+            )
+    except (RasterioError, OSError) as exc:
+        raise _CopyMismatch(f"the written copy does not read back ({_first_line(exc)})") from None
+    if not same:
+        raise _CopyMismatch("the written copy does not read back as the partial file")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _write_failure(path: Path, exc: BaseException, *, kept: bool = False) -> str:
+    """One line for a failed final write, saying so when the disk is full."""
+    try:
+        st = os.statvfs(path.parent)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = -1
+    full = "No space left" in str(exc) or getattr(exc, "errno", None) == 28 or 0 <= free < 2**20
+    reason = "no space left on the device" if full else _first_line(exc)
+    if not kept:
+        return f"cannot write {path}: {reason}"
+    return (
+        f"cannot write {path}: {reason}; the partial file and progress record are kept, "
+        "rerun with --resume once the problem is fixed"
+    )
+
+
 class ProductWriter:
     """Write a multi-band product window by window; the target appears only on :meth:`commit`.
 
@@ -207,7 +249,13 @@ class ProductWriter:
         self._dataset = None
         try:
             if resume and self.partial_path.exists():
-                self._dataset = rasterio.open(self.partial_path, "r+")
+                try:
+                    self._dataset = rasterio.open(self.partial_path, "r+")
+                except (RasterioError, OSError) as exc:
+                    raise OutputError(
+                        f"cannot resume: {self.partial_path} is damaged ({_first_line(exc)}); "
+                        "run with --overwrite to start again"
+                    ) from None
                 self._check_resumable(crs, transform)
                 self.resumed = True
             else:
@@ -298,7 +346,7 @@ class ProductWriter:
         try:
             self._dataset.write(out, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+            raise OutputError(_write_failure(self.partial_path, exc)) from None
 
     def update_tags(self, tags: Mapping[str, object]) -> None:
         """Add or replace provenance tags (non-strings stored as JSON)."""
@@ -337,10 +385,15 @@ class ProductWriter:
                 NUM_THREADS="ALL_CPUS",
                 **layout,
             )
+            # GDAL reports some write errors (a full disk among them) only as log lines, and
+            # rasterio.shutil.copy returns as if all went well: read the copy back and compare
+            # every band with the partial file before anything is renamed into place.
+            _verify_copy(self.partial_path, staging)
             os.replace(staging, self.path)
             self.partial_path.unlink()
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"cannot write {self.path}: {exc}") from None
+            staging.unlink(missing_ok=True)
+            raise OutputError(_write_failure(self.path, exc, kept=True)) from None
         self._committed = True
         return self.path
 
@@ -353,7 +406,7 @@ class ProductWriter:
             try:
                 self._dataset.close()
             except (RasterioError, OSError) as exc:
-                raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+                raise OutputError(_write_failure(self.partial_path, exc)) from None
 
     def __enter__(self) -> ProductWriter:
         return self

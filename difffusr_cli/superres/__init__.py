@@ -1,0 +1,80 @@
+"""The ``difffusr superres`` library: Sentinel-2 L2A scenes → 12-band 2.5 m GeoTIFFs.
+
+Modules (each imports only those above it in this list):
+
+- :mod:`.options` — :class:`SuperresOptions` and its validation, shared constants;
+- :mod:`.progress` — :class:`ProgressSink`, how a run reports progress (the library prints nothing);
+- :mod:`.models` — model loading and provenance (:class:`Models`, :class:`ModelInfo`);
+- :mod:`.render` — the processed region, its tiling and the block-by-block :class:`Renderer`;
+- :mod:`.resume` — the progress record and the settings fingerprint;
+- :mod:`.outputs` — output naming, product tags, :class:`RunSummary`;
+- :mod:`.run` — :func:`superres_scene`, :func:`superres_many` (what the CLI calls),
+  :func:`superres_example`.
+
+Import the public names from this package (``from difffusr_cli.superres import superres_many``).
+"""
+
+from __future__ import annotations
+
+from difffusr_cli.superres.models import (
+    FusionFn,
+    ModelInfo,
+    Models,
+    SuperResolver,
+    build_models,
+    load_models,
+)
+from difffusr_cli.superres.options import (
+    FUSION_METHODS,
+    NODATA_RULE,
+    PRODUCT_SUFFIX,
+    WINDOW_ALIGN,
+    FusionMethod,
+    OutputDType,
+    SuperresOptions,
+)
+from difffusr_cli.superres.outputs import RunSummary, output_paths, product_stem, product_tags
+from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
+from difffusr_cli.superres.render import Counters, Renderer, make_layout, resolve_region
+from difffusr_cli.superres.resume import ProgressFile, fingerprint, progress_path_for
+from difffusr_cli.superres.run import (
+    EXAMPLE_MODELS,
+    EXAMPLE_SIZE,
+    superres_example,
+    superres_many,
+    superres_scene,
+)
+
+__all__ = [
+    "EXAMPLE_MODELS",
+    "EXAMPLE_SIZE",
+    "FUSION_METHODS",
+    "NODATA_RULE",
+    "PRODUCT_SUFFIX",
+    "WINDOW_ALIGN",
+    "Counters",
+    "FusionFn",
+    "FusionMethod",
+    "LoggingProgress",
+    "ModelInfo",
+    "Models",
+    "OutputDType",
+    "ProgressFile",
+    "ProgressSink",
+    "Renderer",
+    "RunSummary",
+    "SuperResolver",
+    "SuperresOptions",
+    "build_models",
+    "fingerprint",
+    "load_models",
+    "make_layout",
+    "output_paths",
+    "product_stem",
+    "product_tags",
+    "progress_path_for",
+    "resolve_region",
+    "superres_example",
+    "superres_many",
+    "superres_scene",
+]

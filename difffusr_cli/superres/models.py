@@ -1,0 +1,132 @@
+"""The models of a ``superres`` run: loading, provenance (:class:`ModelInfo`), :class:`Models`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import Tensor
+
+from difffusr_cli.superres.options import WINDOW_ALIGN, FusionMethod, SuperresOptions
+
+if TYPE_CHECKING:
+    from difffusr_cli.models.predictors import FusionPredictor, RGBSuperResolver
+    from difffusr_cli.weights import Reporter
+
+
+class SuperResolver(Protocol):
+    """What the pipeline needs of :class:`~difffusr_cli.models.predictors.RGBSuperResolver`."""
+
+    def super_resolve(
+        self, lr: Tensor, steps: int = 20, *, noise: Tensor | None = None
+    ) -> Tensor: ...
+
+
+#: ``(rgb_sr (B,3,H,W), groups, valid (B,H,W) bool) -> (B,12,H,W)`` reflectance in product order.
+FusionFn = Callable[[Tensor, Mapping[str, Tensor], Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Provenance of one model: the name or path it was asked by, and the weights' sha256."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Models:
+    """The models of a run, loaded once and shared by every input.
+
+    Attributes:
+        rgb: the diffusion super-resolver.
+        method: what ``fuse`` is; with ``gs``/``bilinear`` B02–B04 are the diffusion RGB itself.
+        fuse: the fusion step (learned nets or a baseline) with the :data:`FusionFn` signature.
+        fusion_halo: how far (10 m pixels) a fused pixel's inputs reach.
+        patch_multiple: the patch size must be a multiple of this (the U-Net's down-sampling).
+        rgb_info, fusion_info: provenance (``fusion_info`` is None for gs/bilinear).
+    """
+
+    rgb: SuperResolver
+    method: FusionMethod
+    fuse: FusionFn
+    fusion_halo: int
+    patch_multiple: int
+    rgb_info: ModelInfo
+    fusion_info: ModelInfo | None = None
+
+
+def _weights_sha256(path: Path) -> str:
+    """The sha256 of a weights file: its source checkpoint's, recorded beside a converted file,
+    else computed."""
+    from difffusr_cli.weights import StderrReporter, sha256_file
+
+    record = path.with_suffix(".json")
+    if path.suffix == ".safetensors" and record.is_file():
+        try:
+            recorded = (
+                json.loads(record.read_text(encoding="utf-8")).get("source", {}).get("sha256")
+            )
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, str) and recorded:
+            return recorded
+    return sha256_file(path, StderrReporter())
+
+
+def build_models(
+    rgb: RGBSuperResolver,
+    fusion: FusionPredictor | None,
+    method: FusionMethod,
+    rgb_info: ModelInfo,
+    fusion_info: ModelInfo | None = None,
+) -> Models:
+    """Bundle loaded networks for the pipeline (``fusion`` is used only with ``method="net"``)."""
+    from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
+
+    unet = rgb.config.unet
+    # The U-Net folds the image by `fold`, then halves it once per level below the first.
+    patch_multiple = unet.fold * 2 ** (unet.levels - 1)
+    if method == "net":
+        if fusion is None:
+            raise ValueError("fusion method 'net' needs a fusion model")
+        return Models(
+            rgb=rgb,
+            method="net",
+            fuse=lambda rgb_sr, groups, valid: fusion(rgb_sr, groups),
+            fusion_halo=fusion.receptive_halo,
+            patch_multiple=patch_multiple,
+            rgb_info=rgb_info,
+            fusion_info=fusion_info,
+        )
+    baseline = gram_schmidt_fuse if method == "gs" else bilinear_fuse
+    # Bilinear upsampling of the 60 m group reaches one 60 m pixel further.
+    return Models(rgb, method, baseline, WINDOW_ALIGN, patch_multiple, rgb_info)
+
+
+def load_models(
+    options: SuperresOptions, device: torch.device, reporter: Reporter | None = None
+) -> Models:
+    """Resolve, verify and load the models ``options`` names, once, onto ``device``.
+
+    Raises:
+        WeightsError: unknown name, missing/unsafe/mismatched weights, or no Hub access.
+    """
+    from difffusr_cli import api, weights
+
+    rgb_name = options.rgb_model or weights.default_model_name("rgb")
+    rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
+    rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
+    rgb_info = ModelInfo(str(rgb_name), _weights_sha256(rgb_path))
+    if options.fusion != "net":
+        return build_models(rgb, None, options.fusion, rgb_info)
+    fusion_name = options.fusion_model or weights.default_model_name("fusion")
+    fusion_path = weights.resolve(fusion_name, "fusion", reporter=reporter)
+    fusion = api.load_fusion_model(fusion_path, device, reporter=reporter)
+    return build_models(
+        rgb, fusion, "net", rgb_info, ModelInfo(str(fusion_name), _weights_sha256(fusion_path))
+    )

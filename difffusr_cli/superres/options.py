@@ -1,0 +1,140 @@
+"""Options of a ``superres`` run (:class:`SuperresOptions`) and the constants they use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from difffusr_cli.bands import GROUP_RATIO
+from difffusr_cli.errors import InputError
+from difffusr_cli.tiling import ALIGN
+
+FusionMethod = Literal["net", "gs", "bilinear"]
+OutputDType = Literal["uint16", "float32"]
+FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
+#: 10 m pixels per 60 m pixel: processed windows are widened to whole 60 m pixels.
+WINDOW_ALIGN = GROUP_RATIO["60m"]
+#: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
+PRODUCT_SUFFIX = "_difffusr.tif"
+#: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.
+MAX_PATCH = 4096
+#: How the validity of output pixels is decided (also written to the product's tags).
+NODATA_RULE = (
+    "an output pixel is nodata when the 10 m, 20 m or 60 m pixel containing it is nodata "
+    "(DN 0 or outside the scene) in any band of its group"
+)
+
+
+@dataclass(frozen=True)
+class SuperresOptions:
+    """Everything that controls a ``superres`` run (the CLI options, validated once).
+
+    Sizes are in 2.5 m output pixels unless said otherwise.
+
+    Attributes:
+        rgb_model, fusion_model: manifest name or weights file; None = the manifest's default.
+        fusion: ``net`` (learned nets), ``gs`` (Gram–Schmidt) or ``bilinear``.
+        steps: DDIM sampler steps (network calls) per patch.
+        seed: noise seed; each patch's noise depends on (seed, patch row, patch column) only.
+        patch_size, overlap: diffusion patch side and overlap (multiples of 4).
+        batch_size: patches per network call (patches of one patch row only).
+        device: ``auto | cpu | cuda | cuda:N | mps``.
+        precision: ``auto | fp32 | bf16 | fp16`` (auto: bf16 autocast on CUDA, fp32 elsewhere).
+        window: ``(col, row, width, height)`` on the 10 m grid, or None.
+        bbox: ``(xmin, ymin, xmax, ymax)`` in the scene's CRS, or None.
+        dtype: ``uint16`` (input DN convention, scale/offset in the metadata) or ``float32``.
+        cog: write a Cloud-Optimized GeoTIFF with overviews.
+        resume: continue an interrupted run; overwrite: replace existing outputs.
+        quiet: no progress bar and no summary.
+        scale, offset: override the input's radiometric convention
+            (reflectance = DN·scale + offset).
+        fusion_tile, fusion_overlap: fusion tile side and blended overlap (multiples of 24).
+        block_rows: output rows written (and recorded for resume) at a time.
+    """
+
+    rgb_model: str | None = None
+    fusion_model: str | None = None
+    fusion: FusionMethod = "net"
+    steps: int = 20
+    seed: int = 0
+    patch_size: int = 256
+    overlap: int = 32
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+    window: tuple[int, int, int, int] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    dtype: OutputDType = "uint16"
+    cog: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    scale: float | None = None
+    offset: float | None = None
+    fusion_tile: int = 480
+    fusion_overlap: int = 48
+    block_rows: int = 512
+
+    def validate(self) -> None:
+        """Check values and combinations; raises ``InputError`` with the offending option."""
+        if self.fusion not in FUSION_METHODS:
+            raise InputError(
+                f"--fusion {self.fusion!r}: expected one of {', '.join(FUSION_METHODS)}"
+            )
+        if self.fusion_model is not None and self.fusion != "net":
+            raise InputError(
+                f"--fusion-model is only used with --fusion net, not with --fusion {self.fusion}"
+            )
+        if not 2 <= self.steps <= 1000:
+            # The DDIM sampler needs a first and a last step
+            # (difffusr_cli.diffusion.ddim_timesteps).
+            raise InputError(f"--steps {self.steps}: expected 2 to 1000")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: expected a non-negative integer")
+        if self.patch_size < 16 or self.patch_size % 4:
+            raise InputError(
+                f"--patch-size {self.patch_size}: expected a multiple of 4 (whole 10 m pixels), "
+                "at least 16"
+            )
+        if self.patch_size > MAX_PATCH:
+            raise InputError(f"--patch-size {self.patch_size}: expected at most {MAX_PATCH}")
+        if self.overlap < 0 or self.overlap % 4 or self.overlap > self.patch_size // 2:
+            raise InputError(
+                f"--overlap {self.overlap}: expected a multiple of 4 between 0 and half the patch "
+                f"size ({self.patch_size // 2})"
+            )
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: expected at least 1")
+        if self.window is not None and self.bbox is not None:
+            raise InputError("give --window or --bbox, not both")
+        if self.window is not None:
+            col, row, width, height = self.window
+            if width <= 0 or height <= 0:
+                raise InputError(
+                    f"--window {col} {row} {width} {height}: width and height must be positive"
+                )
+        if self.bbox is not None:
+            xmin, ymin, xmax, ymax = self.bbox
+            if not (xmin < xmax and ymin < ymax):
+                raise InputError(
+                    f"--bbox {xmin} {ymin} {xmax} {ymax}: expected XMIN < XMAX and YMIN < YMAX"
+                )
+        if self.dtype not in ("uint16", "float32"):
+            raise InputError(f"--dtype {self.dtype!r}: expected uint16 or float32")
+        if self.resume and self.overwrite:
+            raise InputError("give --resume or --overwrite, not both")
+        if self.fusion_tile < ALIGN or self.fusion_tile % ALIGN:
+            raise InputError(
+                f"fusion tile {self.fusion_tile}: expected a positive multiple of {ALIGN}"
+            )
+        if (
+            self.fusion_overlap < 0
+            or self.fusion_overlap % ALIGN
+            or self.fusion_overlap >= self.fusion_tile
+        ):
+            raise InputError(
+                f"fusion overlap {self.fusion_overlap}: expected a multiple of {ALIGN} below the "
+                "tile size"
+            )
+        if self.block_rows < 1:
+            raise InputError(f"block rows {self.block_rows}: expected at least 1")

@@ -1,0 +1,399 @@
+"""Rendering one region: the processed window (:func:`resolve_region`), its tiling
+(:func:`make_layout`) and :class:`Renderer`, which produces the product block by block.
+
+The processed region is covered by diffusion patches and by fusion tiles
+(:mod:`difffusr_cli.tiling`). Output blocks (strips of rows) are produced top to bottom; each pulls
+the fusion-tile rows it needs, which pull the patch rows they need, each computed once and blended
+into rolling buffers. Memory therefore depends on the block, patch, tile and batch sizes and on
+the region's width, never on its height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rasterio.windows
+import torch
+from rasterio.windows import Window
+from torch import Tensor
+
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
+from difffusr_cli.device import autocast
+from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.superres.models import Models
+from difffusr_cli.superres.options import WINDOW_ALIGN, SuperresOptions
+from difffusr_cli.tiling import (
+    ALIGN,
+    Contribution,
+    Layout,
+    RowStage,
+    Span,
+    blend_weights,
+    fill_invalid,
+    patch_noise,
+    round_up,
+)
+
+if TYPE_CHECKING:
+    from difffusr_cli.io import Scene
+
+#: Columns written at a time (a multiple of the product's 512-pixel internal tiles).
+WRITE_COLUMNS = 4096
+#: A written piece: window on the region's 2.5 m grid, (12, h, w) reflectance, (h, w) validity.
+Piece = tuple[Window, np.ndarray, np.ndarray]
+
+
+def resolve_region(
+    scene: Scene, window: Sequence[int] | None, bbox: Sequence[float] | None
+) -> Window:
+    """The part of the scene to process, on the 10 m grid, widened to whole 60 m pixels.
+
+    ``window`` is ``(col, row, width, height)`` in 10 m pixels, ``bbox`` ``(xmin, ymin, xmax,
+    ymax)`` in the scene's CRS (pixels it touches are included). The result is widened outward to
+    multiples of 6 pixels from the scene origin (so every band group reads whole native pixels)
+    and clipped to the scene.
+
+    Raises:
+        InputError: the window or bbox does not overlap the scene.
+    """
+    width, height = int(scene.width), int(scene.height)
+    if window is not None:
+        col0, row0 = int(window[0]), int(window[1])
+        col1, row1 = col0 + int(window[2]), row0 + int(window[3])
+        what = f"--window {' '.join(str(int(v)) for v in window)}"
+    elif bbox is not None:
+        exact = rasterio.windows.from_bounds(*bbox, transform=scene.transform)
+        # Tolerate float noise so a bbox on pixel edges does not grow by a pixel.
+        col0 = int(np.floor(exact.col_off + 1e-6))
+        row0 = int(np.floor(exact.row_off + 1e-6))
+        col1 = int(np.ceil(exact.col_off + exact.width - 1e-6))
+        row1 = int(np.ceil(exact.row_off + exact.height - 1e-6))
+        what = f"--bbox {' '.join(f'{v:g}' for v in bbox)}"
+    else:
+        col0, row0, col1, row1 = 0, 0, width, height
+        what = "the scene"
+    col0, row0 = (
+        max(col0 // WINDOW_ALIGN * WINDOW_ALIGN, 0),
+        max(row0 // WINDOW_ALIGN * WINDOW_ALIGN, 0),
+    )
+    col1, row1 = min(round_up(col1, WINDOW_ALIGN), width), min(round_up(row1, WINDOW_ALIGN), height)
+    if col1 <= col0 or row1 <= row0:
+        raise InputError(
+            f"{what} does not overlap {scene.path} ({width} × {height} pixels at 10 m)"
+        )
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> Layout:
+    """The tiling of ``region`` for ``options`` and a fusion step reaching ``fusion_halo`` 10 m
+    pixels."""
+    return Layout(
+        height=int(region.height) * SCALE,
+        width=int(region.width) * SCALE,
+        patch=options.patch_size,
+        overlap=options.overlap,
+        tile=options.fusion_tile,
+        tile_overlap=options.fusion_overlap,
+        halo=round_up(fusion_halo * SCALE, ALIGN),
+        block_rows=options.block_rows,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering one region
+
+
+@dataclass
+class Counters:
+    """What a render did so far."""
+
+    patches_run: int = 0
+    patches_skipped: int = 0
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+
+
+class Renderer:
+    """Produces the 12-band 2.5 m product of one region, block by block.
+
+    Args:
+        scene: an opened :class:`~difffusr_cli.io.Scene` (``read_bands``/``read_group``).
+        region: the processed window of the 10 m grid (see :func:`resolve_region`).
+        layout: the tiling of the region.
+        models: the models (their ``method`` decides what B02–B04 are).
+        steps, seed, batch_size: sampler settings.
+        device, dtype: where and in what precision the networks run.
+        on_patches: called with the number of patches finished (run or skipped).
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        region: Window,
+        layout: Layout,
+        models: Models,
+        *,
+        steps: int,
+        seed: int,
+        batch_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        on_patches: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.scene, self.region, self.layout, self.models = scene, region, layout, models
+        self.steps, self.seed, self.batch_size = steps, seed, batch_size
+        self.device, self.dtype = device, dtype
+        self.on_patches = on_patches
+        self.counters = Counters()
+        self._patch_weights = blend_weights(layout.patch, layout.overlap)
+        self._tile_weights = blend_weights(layout.tile_shape, layout.tile_overlaps)
+        th, p = layout.tile_shape[0], layout.patch
+        # The RGB rows one fusion-tile row reads, plus the patch row reaching furthest below them.
+        sr_rows = min(max(layout.height, p), th + 2 * layout.halo + p)
+        self.sr = RowStage(
+            layout.patch_rows, p, layout.height, layout.width, 3, self._patch_row, sr_rows
+        )
+        # 12 bands + validity (blended like the bands; every tile agrees on it, so it stays 0 or 1);
+        # held from a block's first row to the bottom of the last tile row it needed.
+        fused_rows = min(max(layout.height, th), layout.block_rows + th)
+        self.fused = RowStage(
+            layout.tile_rows, th, layout.height, layout.width, 13, self._tile_row, fused_rows
+        )
+
+    # -- blocks ----------------------------------------------------------------------------
+    def blocks(self, done: Iterable[int] = ()) -> Iterator[tuple[int, Iterator[Piece]]]:
+        """Yield ``(block index, its pieces)`` for every block not in ``done``, top to bottom.
+
+        The pieces (consume them before asking for the next block) are column chunks of the
+        block: ``(window on the region's 2.5 m grid, (12, h, w) float32 reflectance, (h, w)
+        bool validity)``, narrow enough that no full-width copy of the block is ever made.
+        """
+        done = set(done)
+        restart = False
+        for index in range(self.layout.block_count):
+            rows = self.layout.block(index)
+            if index in done:
+                restart = True
+                continue
+            if restart:
+                self._restart(rows.start)
+                restart = False
+            self.fused.ensure(rows.stop)
+            yield index, self._pieces(rows)
+            self.fused.drop_before(rows.stop)
+
+    def _pieces(self, rows: Span) -> Iterator[Piece]:
+        for start in range(0, self.layout.width, WRITE_COLUMNS):
+            cols = Span(start, min(start + WRITE_COLUMNS, self.layout.width))
+            data, covered = self.fused.read(rows, cols)
+            yield (
+                Window(cols.start, rows.start, cols.size, rows.size),
+                data[:12],
+                covered & (data[12] > 0.5),
+            )
+
+    def _restart(self, row: int) -> None:
+        """Start computing again at output row ``row`` (after blocks skipped on resume)."""
+        self.fused.restart(row)
+        self.sr.restart(self._sr_rows_needed_from(row))
+
+    def _sr_rows_needed_from(self, row: int) -> int:
+        """The first RGB row the fusion tiles reaching below output row ``row`` read."""
+        tops, tile_height = self.layout.tile_rows, self.layout.tile_shape[0]
+        first = next((top for top in tops if top + tile_height > row), row)
+        return max(first - self.layout.halo, 0)
+
+    def patches_to_run(self, done: Iterable[int]) -> int:
+        """How many patches a run that skips the ``done`` blocks goes through (progress total)."""
+        done = set(done)
+        todo = [i for i in range(self.layout.block_count) if i not in done]
+        if not todo:
+            return 0
+        first = self._sr_rows_needed_from(self.layout.block(todo[0]).start) if done else 0
+        rows = [top for top in self.layout.patch_rows if top + self.layout.patch > first]
+        return len(rows) * len(self.layout.patch_cols)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self, names: Sequence[str], window: Window) -> tuple[np.ndarray, np.ndarray, int]:
+        """Bands on their delivered grid for a window of the 10 m grid, ready for a network.
+
+        Nodata inside the scene is filled with the mean of the valid pixels read (so it cannot
+        spread); outside the scene the edge is replicated (like the RGB guidance). Returns the
+        ``(C, h, w)`` data, the ``(h, w)`` validity (False outside the scene) and the grid's ratio
+        to the 10 m grid. ``window`` must start on whole 60 m pixels.
+        """
+        scene = self.scene
+        col0, row0 = max(int(window.col_off), 0), max(int(window.row_off), 0)
+        col1 = min(int(window.col_off + window.width), scene.width)
+        row1 = min(int(window.row_off + window.height), scene.height)
+        block = scene.read_bands(names, Window(col0, row0, col1 - col0, row1 - row0))
+        ratio = block.ratio
+        h, w = int(window.height) // ratio, int(window.width) // ratio
+        top, left = (row0 - int(window.row_off)) // ratio, (col0 - int(window.col_off)) // ratio
+        bottom, right = h - top - block.valid.shape[0], w - left - block.valid.shape[1]
+        if min(bottom, right) < 0:
+            raise InputError(
+                f"{scene.path}: the bands {', '.join(names)} do not nest in the 10 m grid"
+            )
+        data = np.pad(
+            fill_invalid(block.data, block.valid),
+            ((0, 0), (top, bottom), (left, right)),
+            mode="edge",
+        )
+        valid = np.pad(block.valid, ((top, bottom), (left, right)), constant_values=False)
+        return data, valid, ratio
+
+    # -- diffusion patches -----------------------------------------------------------------
+    def _patch_row(self, index: int, top: int) -> Iterator[Contribution]:
+        """Super-resolve one row of patches (batched), skipping patches without valid pixels."""
+        patch, cols = self.layout.patch, self.layout.patch_cols
+        lr_size = patch // SCALE
+        window = Window(
+            self.region.col_off,
+            self.region.row_off + top // SCALE,
+            (cols[-1] + patch) // SCALE,
+            lr_size,
+        )
+        lr_strip, valid, _ = self._read(RGB, window)
+        todo: list[tuple[int, int]] = []
+        for col, left in enumerate(cols):
+            if valid[:, left // SCALE : left // SCALE + lr_size].any():
+                todo.append((col, left))
+            else:
+                self.counters.patches_skipped += 1
+                self.on_patches(1)
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            lr = np.stack(
+                [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in batch]
+            )
+            noise = torch.stack([patch_noise(self.seed, index, col, patch) for col, _ in batch])
+            with autocast(self.device, self.dtype):
+                sr = self.models.rgb.super_resolve(
+                    torch.from_numpy(lr).to(self.device),
+                    steps=self.steps,
+                    noise=noise.to(self.device),
+                )
+            values_np = sr.float().cpu().numpy()
+            for k, (col, left) in enumerate(batch):
+                if not np.isfinite(values_np[k]).all():
+                    top_10m = int(self.region.row_off) + top // SCALE
+                    left_10m = int(self.region.col_off) + left // SCALE
+                    raise WeightsError(
+                        f"the RGB model {self.models.rgb_info.name} gave non-finite values for "
+                        f"patch row {index}, column {col} (10 m pixel {left_10m}, {top_10m}); "
+                        "its weights are probably broken"
+                    )
+            for (_, left), values in zip(batch, values_np, strict=True):
+                yield left, values, self._patch_weights
+            self.counters.patches_run += len(batch)
+            self.on_patches(len(batch))
+
+    # -- fusion tiles ----------------------------------------------------------------------
+    def _tile_row(self, index: int, top: int) -> Iterator[Contribution]:
+        """Fuse one row of tiles: 12 bands + validity per tile, context ``halo`` cropped away."""
+        layout, halo = self.layout, self.layout.halo
+        th, tw = layout.tile_shape
+        rows_in = Span(top - halo, top + th + halo)
+        strip = Span(-halo, layout.tile_cols[-1] + tw + halo)  # the columns the row's tiles read
+        window = Window(
+            self.region.col_off + strip.start // SCALE,
+            self.region.row_off + rows_in.start // SCALE,
+            strip.size // SCALE,
+            rows_in.size // SCALE,
+        )
+        groups: dict[GroupName, np.ndarray] = {}
+        valid = np.ones((rows_in.size, strip.size), dtype=bool)
+        for group in GROUPS:
+            groups[group], group_valid = self._read_group(group, window)
+            factor = SCALE * GROUP_RATIO[group]
+            valid &= np.repeat(np.repeat(group_valid, factor, axis=0), factor, axis=1)
+        core = slice(halo, halo + th)
+        for left in layout.tile_cols:
+            context = slice(
+                left, left + tw + 2 * halo
+            )  # the tile and its context, in strip columns
+            tile_valid = valid[core, left + halo : left + halo + tw]
+            out = np.zeros((13, th, tw), dtype=np.float32)
+            if tile_valid.any():
+                rgb = self._guidance(rows_in, Span(left - halo, left + tw + halo))
+                fused = self._fuse(rgb, groups, left, tw + 2 * halo, valid[:, context])
+                out[:12] = fused[:, core, halo : halo + tw]
+                if not np.isfinite(out[:12][:, tile_valid]).all():
+                    name = self.models.fusion_info.name if self.models.fusion_info else ""
+                    raise WeightsError(
+                        f"the fusion step ({self.models.method} {name}".rstrip()
+                        + f") gave non-finite values for tile row {index} at output pixel "
+                        f"({left}, {top}); its weights are probably broken"
+                    )
+                if self.models.method != "net":
+                    # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
+                    out[indices(RGB)] = rgb[:, core, halo : halo + tw]
+                out[12] = tile_valid
+                self.counters.tiles_run += 1
+            else:
+                self.counters.tiles_skipped += 1
+            yield left, out, self._tile_weights
+        if index + 1 < len(layout.tile_rows):
+            self.sr.drop_before(layout.tile_rows[index + 1] - halo)
+
+    def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
+        """The blended SR RGB of ``rows`` × ``cols`` (region pixels): ``(3, h, w)`` reflectance,
+        nodata filled, edges replicated where the span reaches outside the region (nothing was
+        super-resolved there)."""
+        height, width = self.layout.height, self.layout.width
+        inside_rows = Span(max(rows.start, 0), min(rows.stop, height))
+        inside_cols = Span(max(cols.start, 0), min(cols.stop, width))
+        rgb, covered = self.sr.read(inside_rows, inside_cols)
+        pad = (
+            (0, 0),
+            (inside_rows.start - rows.start, rows.stop - inside_rows.stop),
+            (inside_cols.start - cols.start, cols.stop - inside_cols.stop),
+        )
+        return np.pad(fill_invalid(rgb, covered), pad, mode="edge")
+
+    def _read_group(self, group: GroupName, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """A group on its native grid: ``(C, h/r, w/r)`` filled reflectance and validity.
+
+        Bands delivered already resampled to 10 m (a stacked GeoTIFF) are area-averaged back to
+        their native pixel size; such a native pixel is valid when all its 10 m pixels are.
+        """
+        data, valid, delivered = self._read(GROUPS[group], window)
+        ratio = GROUP_RATIO[group]
+        if delivered == 1 and ratio > 1:
+            c, h, w = data.shape
+            data = data.reshape(c, h // ratio, ratio, w // ratio, ratio).mean(
+                axis=(2, 4), dtype=np.float32
+            )
+            valid = valid.reshape(h // ratio, ratio, w // ratio, ratio).all(axis=(1, 3))
+        elif delivered != ratio:
+            raise InputError(
+                f"{self.scene.path}: the {group} bands are on a {delivered * 10} m grid; "
+                f"expected {ratio * 10} m"
+            )
+        return data, valid
+
+    def _fuse(
+        self,
+        rgb: np.ndarray,
+        groups: Mapping[GroupName, np.ndarray],
+        left: int,
+        width: int,
+        valid: np.ndarray,
+    ) -> np.ndarray:
+        """Run the fusion step on one tile with context: ``(12, th + 2·halo, width)``."""
+        inputs: dict[str, Tensor] = {}
+        for group, data in groups.items():
+            factor = SCALE * GROUP_RATIO[group]
+            cols = slice(left // factor, (left + width) // factor)
+            inputs[group] = torch.from_numpy(np.ascontiguousarray(data[None, :, :, cols])).to(
+                self.device
+            )
+        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb[None])).to(self.device)
+        valid_t = torch.from_numpy(np.ascontiguousarray(valid[None])).to(self.device)
+        with autocast(self.device, self.dtype):
+            out = self.models.fuse(rgb_t, inputs, valid_t)
+        return out[0].float().cpu().numpy()

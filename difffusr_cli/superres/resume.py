@@ -1,0 +1,212 @@
+"""Resume bookkeeping: the progress record of an output and the fingerprint of its settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import rasterio
+import torch
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from difffusr_cli import __version__
+from difffusr_cli.bands import BAND_NAMES
+from difffusr_cli.device import precision_name
+from difffusr_cli.errors import OutputError
+from difffusr_cli.superres.models import Models
+from difffusr_cli.superres.options import SuperresOptions
+from difffusr_cli.tiling import Layout
+
+if TYPE_CHECKING:
+    from difffusr_cli.io import Scene
+
+
+def progress_path_for(output: Path) -> Path:
+    """Where a run records its finished blocks: ``<dir>/.<name>.progress.json``."""
+    return output.parent / f".{output.name}.progress.json"
+
+
+def fingerprint(
+    scene: Scene,
+    region: Window,
+    layout: Layout,
+    options: SuperresOptions,
+    models: Models,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict:
+    """Everything that affects the pixels of a product; ``--resume`` requires it unchanged."""
+    radiometry = scene.radiometry
+    return {
+        "difffusr_version": __version__,
+        "input": str(Path(scene.path).resolve()),
+        "rgb_model_sha256": models.rgb_info.sha256,
+        "fusion": options.fusion,
+        "fusion_model_sha256": models.fusion_info.sha256 if models.fusion_info else None,
+        "steps": options.steps,
+        "seed": options.seed,
+        "patch_size": layout.patch,
+        "overlap": layout.overlap,
+        "fusion_tile": layout.tile,
+        "fusion_overlap": layout.tile_overlap,
+        "fusion_halo": layout.halo,
+        "block_rows": layout.block_rows,
+        "batch_size": options.batch_size,
+        "window": [int(region.col_off), int(region.row_off), int(region.width), int(region.height)],
+        "dtype": options.dtype,
+        "precision": precision_name(dtype),
+        "device": device.type,
+        "scale": {n: radiometry.scale[n] for n in BAND_NAMES},
+        "offset": {n: radiometry.offset[n] for n in BAND_NAMES},
+        # The CPU thread count changes reductions in the networks (±1 DN on a few pixels).
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+#: The product tag holding :func:`fingerprint_text` of the settings it was made with.
+FINGERPRINT_TAG = "difffusr_fingerprint"
+
+
+def fingerprint_text(value: dict) -> str:
+    """The fingerprint as written to a product's ``difffusr_fingerprint`` tag (sorted JSON)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def changed_settings(stored: dict, expected: dict) -> str:
+    """``"key old → new, ..."`` for the keys that differ (at most four), or ``""``."""
+    changed = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+    return ", ".join(
+        f"{k} {_short(stored.get(k))} → {_short(expected.get(k))}" for k in changed[:4]
+    )
+
+
+#: Columns read at a time when digesting a block (bounds memory on wide scenes).
+_DIGEST_COLUMNS = 4096
+
+
+def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False) -> str:
+    """sha256 of the stored pixels of output rows ``[start, stop)`` of ``partial`` (all bands).
+
+    Raises:
+        OutputError: the partial file cannot be read: damaged (advises ``--overwrite``), or,
+            with ``writing``, a block just written failed (names the file and a full disk).
+    """
+    digest = hashlib.sha256()
+    try:
+        with rasterio.open(partial) as ds:
+            start, stop = rows[0], min(rows[1], ds.height)
+            for col in range(0, ds.width, _DIGEST_COLUMNS):
+                width = min(_DIGEST_COLUMNS, ds.width - col)
+                digest.update(ds.read(window=Window(col, start, width, stop - start)).tobytes())
+    except (RasterioError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if writing:  # the block just written does not read back: a failed write (full disk?)
+            from difffusr_cli.io.writer import _write_failure
+
+            raise OutputError(_write_failure(partial, exc)) from None
+        raise OutputError(
+            f"cannot resume: {partial} is damaged ({first}); run with --overwrite to start again"
+        ) from None
+    return digest.hexdigest()
+
+
+@dataclass
+class ProgressFile:
+    """The progress record of one output: its fingerprint and the blocks already written."""
+
+    path: Path
+    fingerprint: dict
+    done: set[int] = field(default_factory=set)
+    #: block index → :func:`block_digest` of the block as written.
+    digests: dict[int, str] = field(default_factory=dict)
+
+    def verify(self, partial: Path, block_rows: list[tuple[int, int]]) -> list[int]:
+        """Keep only the recorded blocks whose stored pixels match their digest.
+
+        ``block_rows`` gives each block's output rows ``(start, stop)``. Blocks without a
+        digest, out of range, or whose pixels differ (never written, overwritten, damaged) are
+        dropped from :attr:`done` so that they are computed again; returns the dropped indices.
+        """
+        dropped = []
+        for index in sorted(self.done):
+            ok = (
+                0 <= index < len(block_rows)
+                and index in self.digests
+                and block_digest(partial, block_rows[index]) == self.digests[index]
+            )
+            if not ok:
+                dropped.append(index)
+                self.done.discard(index)
+                self.digests.pop(index, None)
+        return dropped
+
+    def save(self) -> None:
+        """Write atomically (a crash leaves the old or the new record, never half of one)."""
+        record = {
+            "difffusr_progress": 1,
+            "fingerprint": self.fingerprint,
+            "blocks_done": sorted(self.done),
+            "block_digests": {
+                str(i): self.digests[i] for i in sorted(self.done) if i in self.digests
+            },
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
+            raise OutputError(f"cannot write {self.path}: {reason}") from None
+
+    @classmethod
+    def load(cls, path: Path, expected: dict) -> ProgressFile:
+        """Read a record and check it belongs to the same settings.
+
+        Raises:
+            OutputError: unreadable record, or different settings (naming what changed).
+        """
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            stored, done = record["fingerprint"], {int(i) for i in record["blocks_done"]}
+            digests = {int(k): str(v) for k, v in record.get("block_digests", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise OutputError(
+                f"cannot resume: {path} is unreadable ({exc}); run with --overwrite to start again"
+            ) from None
+        if not isinstance(stored, dict):
+            raise OutputError(
+                f"cannot resume: {path} is unreadable (no fingerprint); "
+                "run with --overwrite to start again"
+            )
+        detail = changed_settings(stored, expected)
+        if detail:
+            raise OutputError(
+                f"cannot resume: {path} was started with other settings ({detail}); "
+                "rerun with the original options, or with --overwrite to start again"
+            )
+        return cls(path, expected, done, digests)
+
+
+def check_no_interrupted_run(output: Path, options: SuperresOptions) -> None:
+    """An interrupted run of ``output`` is continued or discarded only when asked to."""
+    from difffusr_cli.io import partial_path_for
+
+    partial = partial_path_for(output)
+    if (partial.exists() or progress_path_for(output).exists()) and not (
+        options.resume or options.overwrite
+    ):
+        raise OutputError(
+            f"{partial} holds an interrupted run of {output}; pass --resume to continue it or "
+            "--overwrite to start again"
+        )
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 24 else text[:21] + "..."
