@@ -168,7 +168,9 @@ def weights_pull(
     if (name is None) == (not all_models):
         raise typer.BadParameter("give one model NAME or --all")
     names = list(weights.load_manifest()) if all_models else [str(name)]
-    reporter = weights.ConsoleReporter()
+    from difffusr_cli.cli_console import ConsoleReporter
+
+    reporter = ConsoleReporter()
     failed: list[str] = []
     try:
         for model in names:
@@ -196,7 +198,9 @@ def weights_convert(
     """Convert a checkpoint to safetensors + JSON without running pickled code."""
     from difffusr_cli import weights
 
-    reporter = weights.ConsoleReporter()
+    from difffusr_cli.cli_console import ConsoleReporter
+
+    reporter = ConsoleReporter()
     try:
         typer.echo(str(weights.convert(src, output, overwrite=overwrite, reporter=reporter)))
     finally:

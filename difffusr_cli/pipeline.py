@@ -987,7 +987,8 @@ def superres_many(
     console = None if options.quiet else _console()
     summaries: list[RunSummary] = []
     if models is None and any(s is not None for s in scenes):
-        from difffusr_cli.weights import ConsoleReporter, StderrReporter
+        from difffusr_cli.cli_console import ConsoleReporter
+        from difffusr_cli.weights import StderrReporter
 
         reporter = StderrReporter() if options.quiet else ConsoleReporter()
         try:

@@ -135,7 +135,7 @@ def _err_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_packaged_manifest_has_the_official_models() -> None:
-    manifest = weights.load_manifest(Path(weights.__file__).with_name("weights.toml"))
+    manifest = weights.load_manifest(weights.PACKAGE_ROOT / "weights.toml")
     official = {"rgb-naip-harm", "rgb-naip-unharm", "rgb-worldstrat", "fusion"}
     assert official <= set(manifest)
     # Official weights stay the defaults; the shipped demonstration models are package entries.
