@@ -26,6 +26,7 @@ import json
 import os
 import pickle
 import tempfile
+import tarfile
 import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Mapping
@@ -191,6 +192,23 @@ def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any = None) -
     return func(*args)
 
 
+#: Bytes an unpickled ``bytearray(n)`` may allocate; set per file by :class:`RestrictedUnpickler`
+#: (a pickle cannot describe more data than the file holds).
+_BYTEARRAY_BUDGET: list[int] = [0]
+
+
+def _bounded_bytearray(*args: Any) -> bytearray:
+    """``bytearray`` for the unpickler: a length argument larger than the file is refused before
+    anything is allocated (``bytearray(2**31)`` in a 61-byte pickle)."""
+    size = args[0] if args else 0
+    if type(size) is int and size > _BYTEARRAY_BUDGET[0]:
+        raise WeightsError(
+            f"the pickle asks for a bytearray of {size} bytes, more than the file could hold "
+            f"({_BYTEARRAY_BUDGET[0]} bytes)"
+        )
+    return bytearray(*args)
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): OrderedDict,
@@ -210,7 +228,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         # Pure data containers.
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
-        ("builtins", "bytearray"): bytearray,
+        ("builtins", "bytearray"): _bounded_bytearray,
         ("builtins", "complex"): complex,
     }
     for name, dtype in _STORAGE_DTYPES.items():
@@ -246,6 +264,11 @@ def _blob_reader_for(
             raise WeightsError(
                 f"{source}: entry {entry} holds {info.file_size} bytes, the pickle expects {nbytes}"
             )
+        if nbytes > _inflated_limit(info, source):
+            raise WeightsError(
+                f"{source}: entry {entry} claims {nbytes} bytes, more than the file could describe "
+                f"({info.compress_size} bytes stored); refused before allocating"
+            )
         buffer = torch.empty(nbytes, dtype=torch.uint8)
         with archive.open(info) as stream:
             view = memoryview(buffer.numpy())
@@ -258,6 +281,42 @@ def _blob_reader_for(
         return buffer.view(dtype) if nbytes else torch.empty(0, dtype=dtype)
 
     return read_blob
+
+
+#: How many times its stored size a compressed archive entry may inflate to (torch.save stores
+#: entries uncompressed; legitimate compressed copies stay far below this).
+MAX_INFLATION = 8
+
+
+def _inflated_limit(info: zipfile.ZipInfo, source: Path) -> int:
+    """Bytes an archive entry may yield: its stored size, or (compressed) ``MAX_INFLATION`` times
+    it, never more than ``MAX_INFLATION`` times the whole file (bytes)."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        return min(info.compress_size, source.stat().st_size)
+    return MAX_INFLATION * min(info.compress_size, source.stat().st_size) + (1 << 20)
+
+
+def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
+    """The bytes of archive entry ``name``, refusing (before they pile up) more than
+    :func:`_inflated_limit` allows: a deflate-bombed ``data.pkl`` stops at the cap."""
+    info = archive.getinfo(name)
+    limit = _inflated_limit(info, source)
+    if info.file_size > limit:
+        raise WeightsError(
+            f"{source}: entry {name} claims {info.file_size} bytes from {info.compress_size} stored; "
+            "refused (decompression bomb)"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    with archive.open(info) as stream:
+        while chunk := stream.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise WeightsError(
+                    f"{source}: entry {name} inflates past {limit} bytes; refused (decompression bomb)"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _load_build(unpickler: RestrictedUnpickler) -> None:
@@ -408,6 +467,23 @@ def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
     return prefix
 
 
+def _unpickle(data: bytes, source: Path, *, legacy_ok: bool = False) -> Any:
+    """Restricted unpickling of ``data`` with the bytearray budget set to its length.
+
+    A legacy (pre-zip) torch file holds several pickles; only its first object (the magic number)
+    is read when ``legacy_ok``."""
+    _BYTEARRAY_BUDGET[0] = max(len(data), source.stat().st_size)
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), source=source).load()
+    except WeightsError as exc:
+        message = str(exc)
+        if message.startswith(str(source)):
+            raise
+        raise type(exc)(f"{source}: {message}") from None
+    finally:
+        _BYTEARRAY_BUDGET[0] = 0
+
+
 #: First object of the pickle stream that torch.save wrote before the zip format (torch < 1.6).
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -440,14 +516,21 @@ def read_lightning_checkpoint(
         if zipfile.is_zipfile(source):
             with zipfile.ZipFile(source) as archive:
                 prefix = _archive_prefix(archive, source)
-                with archive.open(f"{prefix}data.pkl") as stream:
-                    pickled = stream.read()
-                loaded = RestrictedUnpickler(io.BytesIO(pickled), source=source).load()
+                pickled = _read_capped(archive, f"{prefix}data.pkl", source)
+                loaded = _unpickle(pickled, source)
                 return _materialize(
                     loaded, _blob_reader_for(archive, prefix, source), tensors_under
                 )
+        if tarfile.is_tarfile(source):
+            raise WeightsError(
+                f"{source}: legacy tar-format torch checkpoint (torch < 0.4) is not supported; "
+                "re-save it with a current torch"
+            )
+        # Read whole (bounded by the file size): a length field in the pickle then cannot make the
+        # reader allocate more than the file holds.
         with open(source, "rb") as stream:
-            loaded = RestrictedUnpickler(stream, source=source).load()
+            data = stream.read()
+        loaded = _unpickle(data, source, legacy_ok=True)
         if type(loaded) is int and loaded == _LEGACY_TORCH_MAGIC:
             raise WeightsError(
                 f"{source}: legacy torch.save format (torch < 1.6) is not supported; re-save it with a current torch"
