@@ -25,8 +25,8 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import tarfile
+import tempfile
 import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Mapping
@@ -688,6 +688,14 @@ def _detach_for_saving(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
+def _honour_umask(path: str) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 less the umask,
+    so converted files in a shared cache are readable by the group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_safetensors(
     path: str | os.PathLike[str],
     tensors: Mapping[str, torch.Tensor],
@@ -711,6 +719,7 @@ def write_safetensors(
         os.close(fd)
         try:
             save_file(_detach_for_saving(tensors), tmp_name, metadata=dict(metadata or {}))
+            _honour_umask(tmp_name)
             os.replace(tmp_name, target)
         finally:
             if os.path.exists(tmp_name):
@@ -731,6 +740,7 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             json.dump(data, stream, indent=1, sort_keys=False)
             stream.write("\n")
+        _honour_umask(tmp_name)
         os.replace(tmp_name, target)
     except OSError as exc:
         raise WeightsError(f"{target}: cannot write ({exc.strerror or exc})") from exc

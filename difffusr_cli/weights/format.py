@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +15,10 @@ from difffusr_cli.errors import OutputError, WeightsError
 from difffusr_cli.weights.manifest import _KINDS, FORMAT_VERSION, RGB_ARCHITECTURE, ModelKind
 from difffusr_cli.weights.report import Reporter, StderrReporter
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass
-
 if TYPE_CHECKING:
     import torch
 
     from difffusr_cli.models.config import FusionConfig, SRConfig
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +218,11 @@ def _load_safetensors(source: Path) -> LoadedWeights:
     sidecar = source.with_suffix(".json")
     if sidecar.is_file():
         meta = _meta_from_json(sidecar.read_text(encoding="utf-8"), str(sidecar))
+        if meta is not None and not converted_intact(source, meta):
+            raise WeightsError(
+                f"{source}: its sha256 differs from the file_sha256 recorded in {sidecar.name} at "
+                "conversion (modified or corrupt); convert or pull it again"
+            )
     if meta is None and "difffusr" in header:
         meta = _meta_from_json(header["difffusr"], f"{source} (header metadata)")
     if meta is not None:
@@ -309,8 +306,18 @@ def save_converted(
     write_safetensors(
         target, weights.state_dict, {"difffusr": json.dumps(meta, sort_keys=False), "format": "pt"}
     )
+    # The sidecar records the converted file's own digest: loading checks it, so the provenance
+    # in the JSON always describes the bytes that run.
+    meta["file_sha256"] = sha256_file(target)
     write_json(target.with_suffix(".json"), meta)
     return target
+
+
+def converted_intact(path: Path, meta: Mapping[str, Any]) -> bool:
+    """True when ``path`` has the ``file_sha256`` its sidecar JSON ``meta`` recorded at conversion
+    (also when nothing was recorded: files converted before the digest existed)."""
+    recorded = meta.get("file_sha256")
+    return not isinstance(recorded, str) or sha256_file(path) == recorded
 
 
 def convert(

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
+import logging
 import os
 import socket
-import sys
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from difffusr_cli.errors import WeightsError
+from difffusr_cli.weights.choose import choose_file
 from difffusr_cli.weights.manifest import (
     _COMMIT,
     _DEMO_MODEL,
@@ -26,16 +26,7 @@ from difffusr_cli.weights.manifest import (
 )
 from difffusr_cli.weights.report import Reporter
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass
-
-if TYPE_CHECKING:
-
-    pass
-
-
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,45 +139,132 @@ def _guidance(entry: ModelEntry) -> str:
     )
 
 
-def _discover_file(entry: ModelEntry, revision: str, offline_reason: str | None) -> str:
-    """The file of an entry whose ``file`` is empty: the one repository path matching ``discover``
-    (several: the single ``last.ckpt`` among them). Offline (``offline_reason`` set) the cached
-    snapshot of the revision is searched instead of the Hub's file list."""
-    if offline_reason is not None:
-        commit = _cached_commit(entry.repo, revision)
-        snapshot = _repo_cache_dir(entry.repo) / "snapshots" / commit if commit else None
-        if snapshot is None or not snapshot.is_dir():
-            raise WeightsError(
-                f"model '{entry.name}': its file in {entry.repo}@{revision} is not pinned in {manifest_path()} "
-                f"and must be discovered by listing the repository, but {offline_reason} and there is no cached "
-                f"snapshot in {hub_cache_dir()}; {_guidance(entry)}"
-            )
-        candidates = sorted(
-            p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()
-        )
-    else:
-        from huggingface_hub import HfApi
+#: Seconds the repository listing may take in all, retries included (``DIFFFUSR_HUB_DEADLINE``).
+DEFAULT_HUB_DEADLINE = 15.0
+#: Seconds huggingface_hub waits for a download's bytes to keep flowing, when
+#: ``HF_HUB_DOWNLOAD_TIMEOUT`` is not set.
+DEFAULT_DOWNLOAD_TIMEOUT = 30.0
 
+#: (endpoint, repo, revision) → (commit, files) or the failure, one listing per process.
+_LISTINGS: dict[tuple[str, str, str], tuple[str, tuple[str, ...]] | WeightsError] = {}
+
+
+def _hub_deadline() -> float:
+    try:
+        return float(os.environ.get("DIFFFUSR_HUB_DEADLINE", DEFAULT_HUB_DEADLINE))
+    except ValueError:
+        return DEFAULT_HUB_DEADLINE
+
+
+def _set_hub_timeouts() -> None:
+    """Explicit huggingface_hub timeouts (seconds) unless the user set them: metadata requests
+    wait :func:`_hub_timeout`, downloads :data:`DEFAULT_DOWNLOAD_TIMEOUT` for bytes to arrive."""
+    from huggingface_hub import constants
+
+    if "HF_HUB_ETAG_TIMEOUT" not in os.environ:
+        constants.HF_HUB_ETAG_TIMEOUT = int(max(1.0, _hub_timeout()))
+    if "HF_HUB_DOWNLOAD_TIMEOUT" not in os.environ:
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = int(DEFAULT_DOWNLOAD_TIMEOUT)
+
+
+def _bounded(call: Callable[[], T], deadline: float) -> T:
+    """``call()`` in a worker thread, given up after ``deadline`` seconds (huggingface_hub retries
+    a silent server for minutes). Its retry warnings are kept off the console meanwhile.
+
+    Raises:
+        TimeoutError: no result within ``deadline``.
+    """
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
         try:
-            candidates = HfApi(endpoint=_hub_endpoint(), token=_hub_token()).list_repo_files(
-                entry.repo, revision=revision
-            )
-        except Exception as exc:  # noqa: BLE001 - any network-library failure becomes one line
-            raise WeightsError(
-                f"model '{entry.name}': cannot list {entry.repo}@{revision} "
-                f"({type(exc).__name__}: {_first_line(exc)}); {_guidance(entry)}"
-            ) from exc
-    matches = [c for c in candidates if fnmatch.fnmatchcase(c, entry.discover)]
-    if len(matches) > 1:
-        last = [m for m in matches if m.rsplit("/", 1)[-1] == "last.ckpt"]
-        matches = last if len(last) == 1 else matches
-    if len(matches) == 1:
-        return matches[0]
-    found = "none" if not matches else ", ".join(matches[:6]) + (" …" if len(matches) > 6 else "")
-    raise WeightsError(
-        f"model '{entry.name}': expected one file matching {entry.discover!r} in {entry.repo}@{revision}, found {found}; "
-        f'set file = "..." in a copy of the manifest (DIFFFUSR_WEIGHTS_TOML) or give {_MODEL_FLAG[entry.kind]}'
+            outcome.append((True, call()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append((False, exc))
+
+    hf_logger = logging.getLogger("huggingface_hub")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)
+    worker = threading.Thread(target=run, daemon=True, name="difffusr-hub")
+    worker.start()
+    worker.join(deadline)
+    if not outcome:
+        raise TimeoutError(f"no answer within {deadline:g} s")
+    hf_logger.setLevel(level)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _snapshot_listing(entry: ModelEntry, revision: str) -> tuple[str, tuple[str, ...]] | None:
+    """(commit, files) of the cached snapshot of ``revision``, None when there is none."""
+    commit = _cached_commit(entry.repo, revision)
+    snapshot = _repo_cache_dir(entry.repo) / "snapshots" / commit if commit else None
+    if commit is None or snapshot is None or not snapshot.is_dir():
+        return None
+    files = tuple(
+        sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
     )
+    return commit, files
+
+
+def _hub_listing(entry: ModelEntry, revision: str) -> tuple[str, tuple[str, ...]]:
+    """(commit, files) of ``revision`` on the Hub: one ``model_info`` call per process."""
+    from huggingface_hub import HfApi
+
+    key = (_hub_endpoint(), entry.repo, revision)
+    cached = _LISTINGS.get(key)
+    if isinstance(cached, WeightsError):
+        raise WeightsError(f"model '{entry.name}': {str(cached).split(': ', 1)[1]}")
+    if cached is not None:
+        return cached
+    api = HfApi(endpoint=_hub_endpoint(), token=_hub_token())
+    deadline = _hub_deadline()
+    try:
+        info = _bounded(
+            lambda: api.model_info(entry.repo, revision=revision, timeout=_hub_timeout()),
+            deadline,
+        )
+    except TimeoutError:
+        failure = WeightsError(
+            f"model '{entry.name}': the Hub at {_hub_endpoint()} accepted the connection but did not "
+            f"answer within {deadline:g} s (DIFFFUSR_HUB_DEADLINE); {_guidance(entry)}"
+        )
+        _LISTINGS[key] = failure
+        raise failure from None
+    except Exception as exc:  # noqa: BLE001 - any network-library failure becomes one line
+        raise _hub_error(entry, exc, f"listing {entry.repo}@{revision}") from exc
+    files = tuple(sorted(s.rfilename for s in (info.siblings or [])))
+    listing = (str(info.sha or revision), files)
+    _LISTINGS[key] = listing
+    return listing
+
+
+def _choose(
+    entry: ModelEntry, revision: str, offline_reason: str | None
+) -> tuple[str, str | None, tuple[str, ...] | None]:
+    """(file, commit, listing) of an entry at ``revision``. Online the Hub's file list decides,
+    offline the cached snapshot's tree; a pinned ``file`` offline without a snapshot is passed on
+    as is (huggingface_hub then says what is missing). ``commit``/``listing`` None: unknown."""
+    where = f"model '{entry.name}': {entry.repo}@{revision}"
+    if offline_reason is None:
+        commit, files = _hub_listing(entry, revision)
+    else:
+        cached = _snapshot_listing(entry, revision)
+        if cached is None:
+            if entry.file:
+                return entry.file, None, None
+            raise WeightsError(
+                f"model '{entry.name}': its file in {entry.repo}@{revision} is not pinned in "
+                f"{manifest_path()} and must be discovered by listing the repository, but "
+                f"{offline_reason} and there is no cached snapshot in {hub_cache_dir()}; "
+                f"{_guidance(entry)}"
+            )
+        commit, files = cached
+        if entry.file and entry.file not in files:
+            return entry.file, commit, files  # reported by the download as missing in the snapshot
+    return choose_file(entry.patterns, files, where), commit, files
 
 
 def _first_line(exc: BaseException) -> str:
@@ -210,7 +288,8 @@ def _fetch_hub_file(entry: ModelEntry, revision: str | None, reporter: Reporter)
         "HF_HUB_OFFLINE is set" if _env_flag("HF_HUB_OFFLINE") else _probe_hub(_hub_timeout())
     )
     offline = offline_reason is not None
-    filename = entry.file or _discover_file(entry, rev, offline_reason)
+    _set_hub_timeouts()
+    filename, listed_commit, files = _choose(entry, rev, offline_reason)
     where = f"{entry.repo}@{rev}:{filename}"
     common: dict[str, Any] = {
         "revision": rev,
@@ -224,6 +303,8 @@ def _fetch_hub_file(entry: ModelEntry, revision: str | None, reporter: Reporter)
         local = Path(
             hf_hub_download(entry.repo, filename, tqdm_class=reporter.download_bar, **common)
         )
+    except WeightsError:
+        raise
     except LocalEntryNotFoundError as exc:
         commit = _cached_commit(entry.repo, rev)
         if commit and (_repo_cache_dir(entry.repo) / "snapshots" / commit).is_dir():
@@ -251,13 +332,13 @@ def _fetch_hub_file(entry: ModelEntry, revision: str | None, reporter: Reporter)
             f"model '{entry.name}': revision {rev!r} not found in {entry.repo}"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - network, disk or HTTP: one line, not a traceback
-        raise WeightsError(
-            f"model '{entry.name}': download of {where} failed "
-            f"({type(exc).__name__}: {_first_line(exc)}); {_guidance(entry)}"
-        ) from exc
-    commit = _snapshot_commit(local, filename) or _cached_commit(entry.repo, rev) or rev
-    if entry.kind == "rgb":
-        _fetch_hparams_beside(entry, filename, common)
+        raise _hub_error(entry, exc, f"download of {where}") from exc
+    commit = (
+        _snapshot_commit(local, filename) or listed_commit or _cached_commit(entry.repo, rev) or rev
+    )
+    hparams = _hparams_path(filename)
+    if entry.kind == "rgb" and hparams and (files is None or hparams in files):
+        _fetch_hparams_beside(entry, hparams, common)
     return _HubFile(path=local, repo=entry.repo, revision=rev, commit=commit, filename=filename)
 
 
@@ -274,14 +355,43 @@ def _snapshot_commit(local: Path, filename: str) -> str | None:
     return None
 
 
-def _fetch_hparams_beside(entry: ModelEntry, filename: str, common: Mapping[str, Any]) -> None:
-    """Best effort: bring ``<exp>/version_N/hparams.yaml`` (two folders above the ckpt) into the
-    snapshot so the SR config comes from it; the embedded ``hyper_parameters`` are the fallback."""
+def _hparams_path(filename: str) -> str | None:
+    """``<exp>/version_N/hparams.yaml`` for ``<exp>/version_N/checkpoint(s)/X.ckpt``."""
     parts = filename.split("/")
     if len(parts) < 3 or not filename.endswith(".ckpt"):
-        return
+        return None
+    return "/".join(parts[:-2] + ["hparams.yaml"])
+
+
+def _fetch_hparams_beside(entry: ModelEntry, hparams: str, common: Mapping[str, Any]) -> None:
+    """Best effort: bring ``hparams`` (two folders above the ckpt) into the snapshot so the SR
+    config comes from it; the embedded ``hyper_parameters`` are the fallback."""
     from huggingface_hub import hf_hub_download
 
     with contextlib.suppress(Exception):  # optional file: any failure means "use the fallback"
-        hf_hub_download(entry.repo, "/".join(parts[:-2] + ["hparams.yaml"]), **common)
+        hf_hub_download(entry.repo, hparams, **common)
+
+
+def _hub_error(entry: ModelEntry, exc: BaseException, what: str) -> WeightsError:
+    """One line for a failed Hub call (``what``: ``"listing org/repo@main"``, ``"download of …"``)."""
+    from huggingface_hub.utils import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, GatedRepoError):
+        return WeightsError(
+            f"model '{entry.name}': {entry.repo} is gated; accept its terms on the Hub and set HF_TOKEN"
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return WeightsError(f"model '{entry.name}': revision not found in {entry.repo} ({what})")
+    if isinstance(exc, RepositoryNotFoundError):
+        return WeightsError(
+            f"model '{entry.name}': repository {entry.repo} not found (or private: set HF_TOKEN)"
+        )
+    return WeightsError(
+        f"model '{entry.name}': {what} failed ({type(exc).__name__}: {_first_line(exc)}); "
+        f"{_guidance(entry)}"
+    )
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from difffusr_cli.errors import DifffusrError, WeightsError
 
@@ -16,11 +16,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-if TYPE_CHECKING:
-
-    pass
-
 
 
 ModelKind = Literal["rgb", "fusion"]
@@ -60,7 +55,10 @@ class ModelEntry:
         repo, revision, file: Hub coordinates. An empty ``file`` means "not known yet": the file is
             discovered by matching ``discover`` against the repository's file list (online) or the
             cached snapshot (offline).
-        discover: glob over repository paths used when ``file`` is empty.
+        candidates: repository paths or globs (``*`` within a folder, ``**`` across folders), in
+            order of preference, used when ``file`` is empty: the first that matches anything
+            decides; among several matches of one glob see :func:`~difffusr_cli.weights.hub.rank`.
+        discover: one more glob, tried after ``candidates`` (the older single-glob field).
         path: file inside the package (``source = "package"``).
         sha256: expected checksum of the file, lower-case hex; empty when unknown.
         default: the model used for this kind when none is named.
@@ -75,10 +73,19 @@ class ModelEntry:
     revision: str = "main"
     file: str = ""
     discover: str = ""
+    candidates: tuple[str, ...] = ()
     path: str = ""
     sha256: str = ""
     default: bool = False
     description: str = ""
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """What to look for in the repository, best first: the pinned ``file`` alone, else the
+        ``candidates`` then ``discover``."""
+        if self.file:
+            return (self.file,)
+        return self.candidates + ((self.discover,) if self.discover else ())
 
 
 def manifest_path() -> Path:
@@ -102,10 +109,15 @@ def _parse_entry(name: str, raw: Any, source: Path) -> ModelEntry:
             f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_ENTRY_FIELDS))}"
         )
     for key, value in raw.items():
+        if key == "candidates":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise WeightsError(f"{where}: field candidates must be a list of paths or globs")
+            continue
         expected = bool if key == "default" else str
         if not isinstance(value, expected):
             raise WeightsError(f"{where}: field {key} must be a {expected.__name__}, got {value!r}")
-    entry = ModelEntry(name=name, **raw)
+    fields = {**raw, "candidates": tuple(raw.get("candidates", ()))}
+    entry = ModelEntry(name=name, **fields)
     if entry.kind not in _KINDS:
         raise WeightsError(f"{where}: kind must be one of {', '.join(_KINDS)}, got {entry.kind!r}")
     if entry.source not in _SOURCES:
@@ -117,9 +129,10 @@ def _parse_entry(name: str, raw: Any, source: Path) -> ModelEntry:
     if entry.source == "hub":
         if not entry.repo or "/" not in entry.repo:
             raise WeightsError(f'{where}: a hub entry needs repo = "org/name"')
-        if not entry.file and not entry.discover:
+        if not entry.patterns:
             raise WeightsError(
-                f"{where}: a hub entry needs file, or discover (a glob) when the file is unknown"
+                f"{where}: a hub entry needs file, or candidates / discover (globs) when the file "
+                "is unknown"
             )
     elif not entry.path:
         raise WeightsError(f"{where}: a package entry needs path")

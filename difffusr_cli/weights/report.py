@@ -6,18 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass
-
-if TYPE_CHECKING:
-
-    pass
-
-
+from typing import Any, Protocol
 
 # ---------------------------------------------------------------------------------------------
 # Progress reporting (the library reports; the CLI decides how it looks)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from difffusr_cli.errors import WeightsError
-from difffusr_cli.weights.format import load_weights, save_converted, sha256_file
+from difffusr_cli.weights.format import converted_intact, load_weights, save_converted, sha256_file
 from difffusr_cli.weights.hub import (
     _cached_commit,
-    _discover_file,
+    _choose,
     _fetch_hub_file,
     _repo_cache_dir,
     cache_root,
@@ -23,24 +22,13 @@ from difffusr_cli.weights.hub import (
 )
 from difffusr_cli.weights.manifest import (
     _KIND_NAME,
+    _SHA256,
     PACKAGE_ROOT,
     ModelEntry,
     ModelKind,
     load_manifest,
 )
 from difffusr_cli.weights.report import Reporter, StderrReporter
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass
-
-if TYPE_CHECKING:
-
-    pass
-
-
-
 
 # ---------------------------------------------------------------------------------------------
 # Names → local files
@@ -82,32 +70,39 @@ def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporte
         blob = resolved.relative_to(hub_cache_dir().resolve()).as_posix()
     except ValueError:
         blob = str(resolved)
+    reporter.note(
+        f"{entry.name}: {hub_file.repo}@{hub_file.commit[:12]}:{hub_file.filename}"
+    )
     record = _read_record(json_path) if converted.is_file() else None
     recorded = (record or {}).get("source", {})
+    pinned_digest = ""
+    if entry.sha256:  # a pinned checksum is checked against the blob on every pull
+        pinned_digest = _verified_blob(entry, hub_file.path, reporter)
     if (
-        recorded.get("blob") == blob
+        record is not None
+        and recorded.get("blob") == blob
         and recorded.get("size") == size
         and recorded.get("sha256")
         and (not entry.sha256 or recorded["sha256"] == entry.sha256)
     ):
-        return PullResult(
-            entry.name,
-            hub_file.path,
-            converted,
-            recorded["sha256"],
-            bool(entry.sha256),
-            hub_file.commit,
+        if converted_intact(converted, record):
+            return PullResult(
+                entry.name,
+                hub_file.path,
+                converted,
+                recorded["sha256"],
+                bool(entry.sha256),
+                hub_file.commit,
+            )
+        reporter.note(
+            f"{converted}: does not match the digest recorded at its conversion; converting again"
         )
-    digest = sha256_file(hub_file.path, reporter)
-    if entry.sha256 and digest != entry.sha256:
-        raise WeightsError(
-            f"{hub_file.path}: checksum mismatch for model '{entry.name}': expected sha256 {entry.sha256}, got {digest}; "
-            f"the cached file is corrupt or the manifest is out of date: delete it and pull again"
-        )
+    digest = pinned_digest or _verified_blob(entry, hub_file.path, reporter)
     weights = load_weights(hub_file.path)
     if weights.kind != entry.kind:
         raise WeightsError(
-            f"{hub_file.path}: model '{entry.name}' should be a {entry.kind} model but holds a {weights.kind} model"
+            f"{hub_file.path}: model '{entry.name}' should be a {entry.kind} model but holds a "
+            f"{weights.kind} model"
         )
     save_converted(
         weights,
@@ -125,11 +120,36 @@ def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporte
     )
     if not entry.sha256:
         reporter.note(
-            f"{entry.name}: sha256 {digest} of {hub_file.filename} (not pinned in the manifest; recorded in {json_path})"
+            f"{entry.name}: sha256 {digest} of {hub_file.filename} (not pinned in the manifest; "
+            f"recorded in {json_path})"
         )
     return PullResult(
         entry.name, hub_file.path, converted, digest, bool(entry.sha256), hub_file.commit
     )
+
+
+def _verified_blob(entry: ModelEntry, path: Path, reporter: Reporter) -> str:
+    """The sha256 of a downloaded file, checked against the manifest's pin, else against the
+    name of its blob in the Hub cache (``blobs/<sha256>`` for LFS files).
+
+    Raises:
+        WeightsError: the file does not have the digest it should (one line naming it).
+    """
+    digest = sha256_file(path, reporter)
+    if entry.sha256 and digest != entry.sha256:
+        raise WeightsError(
+            f"{path}: checksum mismatch for model '{entry.name}': expected sha256 {entry.sha256}, "
+            f"got {digest}; the cached file is corrupt or the manifest is out of date: delete it "
+            "and pull again"
+        )
+    blob_name = path.resolve().name
+    if not entry.sha256 and _SHA256.match(blob_name) and blob_name != digest:
+        raise WeightsError(
+            f"{path}: checksum mismatch for model '{entry.name}': its Hub cache blob is named "
+            f"{blob_name} but holds sha256 {digest}; the cached file is corrupt: delete it and "
+            "pull again"
+        )
+    return digest
 
 
 def _entry(name: str, manifest: Mapping[str, ModelEntry]) -> ModelEntry:
@@ -265,7 +285,7 @@ def _cached_status(entry: ModelEntry, revision: str | None = None) -> CachedMode
         snapshot = _repo_cache_dir(entry.repo) / "snapshots" / commit
         if not filename and entry.discover and snapshot.is_dir():
             with contextlib.suppress(WeightsError):
-                filename = _discover_file(entry, rev, offline_reason="listing the cache only")
+                filename = _choose(entry, rev, "listing the cache only")[0]
         if filename and (snapshot / filename).is_file():
             source_file = snapshot / filename
     converted: Path | None = None
