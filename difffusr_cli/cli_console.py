@@ -102,6 +102,9 @@ class ConsoleReporter:
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if not self._console.is_terminal:  # no bars into logs (stopping one prints a blank line)
+            yield lambda n: None
+            return
         with self._progress:
             task = self._progress.add_task(description, total=total)
             try:
@@ -112,6 +115,9 @@ class ConsoleReporter:
     @property
     def download_bar(self) -> Callable[..., Any] | None:
         progress = self._progress
+
+        if not self._console.is_terminal:
+            return None
 
         def make_bar(**kwargs: Any) -> _RichDownloadBar:
             progress.start()

@@ -320,6 +320,19 @@ def converted_intact(path: Path, meta: Mapping[str, Any]) -> bool:
     return not isinstance(recorded, str) or sha256_file(path) == recorded
 
 
+def check_loads(weights: LoadedWeights, source: Path) -> None:
+    """Load ``weights`` strictly into the network its config describes (on the meta device, no
+    copy of the tensors): wrong shapes, missing or extra keys, a config that does not match the
+    tensors are refused before anything is written.
+
+    Raises:
+        WeightsError: one line naming ``source``.
+    """
+    from difffusr_cli.api import load_network
+
+    load_network(weights, origin=str(source))
+
+
 def convert(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -351,6 +364,7 @@ def convert(
     if not target.parent.is_dir():
         raise OutputError(f"{target.parent}: no such folder")
     weights = load_weights(source)
+    check_loads(weights, source)
     record = {"file": source.name, "sha256": sha256_file(source, reporter)}
     return save_converted(weights, target, source=record)
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from difffusr_cli.errors import WeightsError
-from difffusr_cli.weights.format import converted_intact, load_weights, save_converted, sha256_file
+from difffusr_cli.weights.format import (
+    check_loads,
+    converted_intact,
+    load_weights,
+    save_converted,
+    sha256_file,
+)
 from difffusr_cli.weights.hub import (
     _cached_commit,
     _choose,
@@ -104,6 +110,7 @@ def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporte
             f"{hub_file.path}: model '{entry.name}' should be a {entry.kind} model but holds a "
             f"{weights.kind} model"
         )
+    check_loads(weights, hub_file.path)
     save_converted(
         weights,
         converted,
@@ -264,6 +271,7 @@ class CachedModel:
             "revision": entry.revision or None,
             "file": self.file or None,
             "discover": entry.discover or None,
+            "candidates": list(entry.candidates) or None,
             "sha256": self.sha256 or None,
             "sha256_pinned": bool(entry.sha256),
             "downloaded": str(self.source_file) if self.source_file else None,
@@ -283,7 +291,7 @@ def _cached_status(entry: ModelEntry, revision: str | None = None) -> CachedMode
     source_file: Path | None = None
     if commit:
         snapshot = _repo_cache_dir(entry.repo) / "snapshots" / commit
-        if not filename and entry.discover and snapshot.is_dir():
+        if not filename and entry.patterns and snapshot.is_dir():
             with contextlib.suppress(WeightsError):
                 filename = _choose(entry, rev, "listing the cache only")[0]
         if filename and (snapshot / filename).is_file():
