@@ -356,3 +356,39 @@ def test_silent_endpoint_fails_within_30_s(tmp_path: Path) -> None:
     assert len(lines) == 1, lines
     assert ("did not answer" in lines[0] or "timed out" in lines[0]) and "--fusion-model PATH" in lines[0]
     assert elapsed < 30
+
+
+# --- opensr-test benchmark files ----------------------------------------------------------------
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_opensr_data_file_runs_nothing(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from difffusr_cli.errors import InputError
+    from difffusr_cli.evaluate.opensr_data import load_dataset
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "naip.pkl"
+    evil.write_bytes(pickle.dumps({"L2A": np.zeros((1, 4, 8, 8)), "HRharm": _Evil(marker)}))
+    with pytest.raises(InputError, match="posix.system|os.system|nt.system") as caught:
+        load_dataset("naip", evil, "v2", opensr_test=None)
+    assert str(evil) in str(caught.value) and not marker.exists()
+    # A well-formed file (arrays and a pandas metadata table) still loads, without opensr_test.
+    good = tmp_path / "spot.pkl"
+    meta = pd.DataFrame({"hr_file": ["a"], "crs": ["EPSG:32633"], "affine": ["2.5,0,1,0,-2.5,2"]})
+    good.write_bytes(pickle.dumps({
+        "L2A": np.full((1, 4, 8, 8), 1000, np.uint16),
+        "HRharm": np.full((1, 4, 32, 32), 1000, np.uint16),
+        "metadata": meta,
+    }))
+    bench = load_dataset("spot", good, "v2", opensr_test=None)
+    assert bench.crs == ("EPSG:32633",) and bench.lr.shape == (1, 3, 8, 8)
