@@ -248,7 +248,8 @@ def _blob_reader_for(
     def read_blob(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
         if archive is None:
             raise WeightsError(
-                f"{source}: the pickle refers to tensor storage, but the file is not a torch zip archive "
+                f"{source}: the pickle refers to tensor storage, but the file is not a torch zip "
+                "archive "
                 "(the legacy pre-1.6 torch.save format is not supported)"
             )
         entry = f"{prefix}data/{key}"
@@ -303,7 +304,8 @@ def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
     limit = _inflated_limit(info, source)
     if info.file_size > limit:
         raise WeightsError(
-            f"{source}: entry {name} claims {info.file_size} bytes from {info.compress_size} stored; "
+            f"{source}: entry {name} claims {info.file_size} bytes from {info.compress_size} "
+            "stored; "
             "refused (decompression bomb)"
         )
     chunks: list[bytes] = []
@@ -313,7 +315,8 @@ def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
             total += len(chunk)
             if total > limit:
                 raise WeightsError(
-                    f"{source}: entry {name} inflates past {limit} bytes; refused (decompression bomb)"
+                    f"{source}: entry {name} inflates past {limit} bytes; refused (decompression "
+                    "bomb)"
                 )
             chunks.append(chunk)
     return b"".join(chunks)
@@ -358,14 +361,17 @@ class RestrictedUnpickler(pickle._Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
             raise UnsafeCheckpointError(
-                f"{self._source}: refused to load, the pickle references {module}.{name}, which is not on "
-                "difffusr's allow-list of tensor and plain-data types (nothing was imported or executed)"
+                f"{self._source}: refused to load, the pickle references {module}.{name}, which "
+                "is not on "
+                "difffusr's allow-list of tensor and plain-data types (nothing was imported or "
+                "executed)"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
             raise UnsafeCheckpointError(
-                f"{self._source}: refused to load, unexpected persistent reference {str(pid)[:80]!r}"
+                f"{self._source}: refused to load, unexpected persistent reference "
+                f"{str(pid)[:80]!r}"
             )
         _, storage_type, key, location, numel = pid
         if (
@@ -392,7 +398,8 @@ def _materialize(
     tensors_under: Collection[str] | None,
 ) -> Any:
     """Replace every tensor record in the unpickled object by a tensor (reading its storage once)
-    or, outside the top-level keys ``tensors_under`` (when the top level holds any of them), by None.
+    or, outside the top-level keys ``tensors_under`` (when the top level holds any of them), by
+    None.
 
     Containers are rebuilt with their own (allow-listed) types; shared and recursive references
     stay shared.
@@ -450,7 +457,8 @@ def _materialize(
 
 
 def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
-    """The folder of ``data.pkl`` inside a torch zip (``archive/`` today, the file stem in old ones)."""
+    """The folder of ``data.pkl`` inside a torch zip (``archive/`` today, the file stem in old
+    ones)."""
     candidates = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(candidates) != 1:
         raise WeightsError(
@@ -462,7 +470,8 @@ def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
         order = archive.read(byteorder_entry).decode("ascii", "replace").strip()
         if order != "little":
             raise WeightsError(
-                f"{source}: tensors are stored {order}-endian; only little-endian checkpoints are supported"
+                f"{source}: tensors are stored {order}-endian; only little-endian checkpoints are "
+                "supported"
             )
     return prefix
 
@@ -533,7 +542,8 @@ def read_lightning_checkpoint(
         loaded = _unpickle(data, source, legacy_ok=True)
         if type(loaded) is int and loaded == _LEGACY_TORCH_MAGIC:
             raise WeightsError(
-                f"{source}: legacy torch.save format (torch < 1.6) is not supported; re-save it with a current torch"
+                f"{source}: legacy torch.save format (torch < 1.6) is not supported; re-save it "
+                "with a current torch"
             )
         return _materialize(loaded, _blob_reader_for(None, "", source), tensors_under)
     except (UnsafeCheckpointError, WeightsError):
@@ -578,7 +588,8 @@ def _construct_plain_mapping(loader: _HparamsLoader, node: yaml.Node) -> dict[st
         )
     fields = loader.construct_mapping(node, deep=True)
     if node.tag.startswith("tag:yaml.org,2002:python/object/new:"):
-        # `!!python/object/new:` records the dict items under `dictitems` (and a copy under `state`).
+        # `!!python/object/new:` records the dict items under `dictitems` (and a copy under
+        # `state`).
         items = fields.get("dictitems") or {}
         state = fields.get("state") or {}
         merged = dict(state) if isinstance(state, Mapping) else {}
@@ -610,7 +621,8 @@ def read_hparams_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     mappings become dicts of their items; any other ``!!python/`` tag is refused.
 
     Raises:
-        WeightsError: unreadable file, YAML error, a refused tag, or a top level that is not a mapping.
+        WeightsError: unreadable file, YAML error, a refused tag, or a top level that is not a
+            mapping.
     """
     source = Path(path)
     try:
@@ -666,7 +678,7 @@ def read_safetensors(
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{source}: not a readable safetensors file ({exc})") from exc
     return tensors, metadata

@@ -73,7 +73,8 @@ class _RichDownloadBar:
 
 
 class ConsoleReporter:
-    """Rich progress bars (download, checksum) and notes on stderr: what ``difffusr weights`` uses."""
+    """Rich progress bars (download, checksum) and notes on stderr: what ``difffusr weights``
+    uses."""
 
     def __init__(self) -> None:
         from rich.console import Console

@@ -70,13 +70,18 @@ def _normalisation(kind: str) -> dict[str, Any]:
     if kind == "rgb":
         return {
             "input": "reflectance",
-            "network_input": "(reflectance - 0.5) / 0.5, network output mapped back by x * 0.5 + 0.5",
+            "network_input": (
+                "(reflectance - 0.5) / 0.5, network output mapped back by x * 0.5 + 0.5"
+            ),
             "mean": [0.5, 0.5, 0.5],
             "std": [0.5, 0.5, 0.5],
         }
     return {
         "input": "reflectance",
-        "network_input": "per-band z-score (reflectance - mean) / std; SR RGB guidance uses the B04, B03, B02 entries",
+        "network_input": (
+            "per-band z-score (reflectance - mean) / std; SR RGB guidance uses the B04, B03, "
+            "B02 entries"
+        ),
         "bands": list(BAND_NAMES),
         "mean": list(NORM_MEAN),
         "std": list(NORM_STD),
@@ -167,7 +172,8 @@ def _load_pickled(source: Path) -> LoadedWeights:
         state = _tensors_only(checkpoint, source)  # a bare torch.save(state_dict)
     else:
         raise WeightsError(
-            f"{source}: holds a {type(checkpoint).__name__}, expected a checkpoint dict with a state_dict"
+            f"{source}: holds a {type(checkpoint).__name__}, expected a checkpoint dict with a "
+            "state_dict"
         )
     kind = _detect_kind(state, source)
     hparams: Mapping[str, Any] | None = None
@@ -187,7 +193,8 @@ def _load_pickled(source: Path) -> LoadedWeights:
 
 
 def _meta_from_json(text: str, origin: str) -> dict[str, Any] | None:
-    """The converted-format JSON in ``text``, None when it is some other JSON (e.g. compat files)."""
+    """The converted-format JSON in ``text``, None when it is some other JSON (e.g. compat
+    files)."""
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -196,7 +203,8 @@ def _meta_from_json(text: str, origin: str) -> dict[str, Any] | None:
         return None
     if data["difffusr_format"] != FORMAT_VERSION:
         raise WeightsError(
-            f"{origin}: difffusr_format {data['difffusr_format']!r} is not supported by this difffusr "
+            f"{origin}: difffusr_format {data['difffusr_format']!r} is not supported by this "
+            "difffusr "
             f"(it reads format {FORMAT_VERSION}); convert the original checkpoint again"
         )
     if data.get("kind") not in _KINDS or not isinstance(data.get("config"), dict):
@@ -387,7 +395,8 @@ def save_network(
     inference_only: bool = False,
     half: bool = False,
 ) -> Path:
-    """Write a network's ``state_dict`` in the converted format (``NAME.safetensors`` + ``NAME.json``).
+    """Write a network's ``state_dict`` in the converted format (``NAME.safetensors`` +
+    ``NAME.json``).
 
     Args:
         state_dict: official key layout (``DiffusionSR`` / ``FusionNetwork`` ``state_dict()``).
@@ -425,7 +434,8 @@ def save_network(
 def _complete_export(
     tensors: Mapping[str, torch.Tensor], kind: str, config: Any
 ) -> dict[str, torch.Tensor]:
-    """The full official state dict of a :func:`save_network` export: float32, dropped parts rebuilt."""
+    """The full official state dict of a :func:`save_network` export: float32, dropped parts
+    rebuilt."""
     import torch
 
     full = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -437,7 +447,8 @@ def _complete_export(
         full.setdefault("E.encoder_k." + key[len("E.encoder_q.") :], full[key].clone())
     if "E.queue" not in full:
         # any unit-norm keys do (only training reads the queue); seeded for reproducibility
-        queue = torch.randn(config.moco.dim, config.moco.K, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        queue = torch.randn(config.moco.dim, config.moco.K, generator=generator)
         full["E.queue"] = torch.nn.functional.normalize(queue, dim=0)
         full["E.queue_ptr"] = torch.zeros(1, dtype=torch.long)
     return full

@@ -135,7 +135,8 @@ def _guidance(entry: ModelEntry) -> str:
         f"give a local file with {_MODEL_FLAG[entry.kind]}, or pre-fill the Hugging Face cache "
         f"(`difffusr weights pull {entry.name}` on a connected machine, copy its cache folder to "
         f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); to only try the pipeline, use the "
-        f"shipped demonstration model with {_MODEL_FLAG[entry.kind].split()[0]} {_DEMO_MODEL[entry.kind]}"
+        f"shipped demonstration model with {_MODEL_FLAG[entry.kind].split()[0]} "
+        f"{_DEMO_MODEL[entry.kind]}"
     )
 
 
@@ -228,7 +229,8 @@ def _hub_listing(entry: ModelEntry, revision: str) -> tuple[str, tuple[str, ...]
         )
     except TimeoutError:
         failure = WeightsError(
-            f"model '{entry.name}': the Hub at {_hub_endpoint()} accepted the connection but did not "
+            f"model '{entry.name}': the Hub at {_hub_endpoint()} accepted the connection but did "
+            "not "
             f"answer within {deadline:g} s (DIFFFUSR_HUB_DEADLINE); {_guidance(entry)}"
         )
         _LISTINGS[key] = failure
@@ -301,7 +303,7 @@ def _fetch_hub_file(entry: ModelEntry, revision: str | None, reporter: Reporter)
     }
     try:
         local = Path(
-            hf_hub_download(entry.repo, filename, tqdm_class=reporter.download_bar, **common)
+            hf_hub_download(entry.repo, filename, tqdm_class=reporter.download_bar, **common)  # type: ignore[arg-type]
         )
     except WeightsError:
         raise
@@ -317,11 +319,13 @@ def _fetch_hub_file(entry: ModelEntry, revision: str | None, reporter: Reporter)
         ) from exc
     except EntryNotFoundError as exc:
         raise WeightsError(
-            f"model '{entry.name}': {where} does not exist on the Hub (file missing in that revision)"
+            f"model '{entry.name}': {where} does not exist on the Hub (file missing in that "
+            "revision)"
         ) from exc
     except GatedRepoError as exc:
         raise WeightsError(
-            f"model '{entry.name}': {entry.repo} is gated; accept its terms on the Hub and set HF_TOKEN"
+            f"model '{entry.name}': {entry.repo} is gated; accept its terms on the Hub and set "
+            "HF_TOKEN"
         ) from exc
     except RepositoryNotFoundError as exc:
         raise WeightsError(
@@ -373,7 +377,8 @@ def _fetch_hparams_beside(entry: ModelEntry, hparams: str, common: Mapping[str, 
 
 
 def _hub_error(entry: ModelEntry, exc: BaseException, what: str) -> WeightsError:
-    """One line for a failed Hub call (``what``: ``"listing org/repo@main"``, ``"download of …"``)."""
+    """One line for a failed Hub call (``what``: ``"listing org/repo@main"``,
+    ``"download of …"``)."""
     from huggingface_hub.utils import (
         GatedRepoError,
         RepositoryNotFoundError,
@@ -382,7 +387,8 @@ def _hub_error(entry: ModelEntry, exc: BaseException, what: str) -> WeightsError
 
     if isinstance(exc, GatedRepoError):
         return WeightsError(
-            f"model '{entry.name}': {entry.repo} is gated; accept its terms on the Hub and set HF_TOKEN"
+            f"model '{entry.name}': {entry.repo} is gated; accept its terms on the Hub and set "
+            "HF_TOKEN"
         )
     if isinstance(exc, RevisionNotFoundError):
         return WeightsError(f"model '{entry.name}': revision not found in {entry.repo} ({what})")

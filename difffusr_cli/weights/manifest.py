@@ -89,7 +89,8 @@ class ModelEntry:
 
 
 def manifest_path() -> Path:
-    """The manifest in use: ``$DIFFFUSR_WEIGHTS_TOML`` if set, else the packaged ``weights.toml``."""
+    """The manifest in use: ``$DIFFFUSR_WEIGHTS_TOML`` if set, else the packaged
+    ``weights.toml``."""
     override = os.environ.get("DIFFFUSR_WEIGHTS_TOML")
     if override:
         return Path(override).expanduser()
@@ -106,7 +107,8 @@ def _parse_entry(name: str, raw: Any, source: Path) -> ModelEntry:
     unknown = sorted(set(raw) - _ENTRY_FIELDS)
     if unknown:
         raise WeightsError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_ENTRY_FIELDS))}"
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(_ENTRY_FIELDS))}"
         )
     for key, value in raw.items():
         if key == "candidates":
@@ -140,7 +142,8 @@ def _parse_entry(name: str, raw: Any, source: Path) -> ModelEntry:
 
 
 def read_toml(path: Path, what: str, error: type[DifffusrError]) -> dict[str, Any]:
-    """Parse the TOML file ``path`` (``what`` names it in messages, e.g. ``"the weights manifest"``).
+    """Parse the TOML file ``path`` (``what`` names it in messages, e.g.
+    ``"the weights manifest"``).
 
     Raises:
         error: the file cannot be read, or is not valid TOML (one line naming ``path``).

@@ -164,7 +164,8 @@ def _entry(name: str, manifest: Mapping[str, ModelEntry]) -> ModelEntry:
         return manifest[name]
     except KeyError:
         raise WeightsError(
-            f"unknown model name {name!r}; known: {', '.join(manifest) or 'none'} (see `difffusr weights list`)"
+            f"unknown model name {name!r}; known: {', '.join(manifest) or 'none'} (see `difffusr "
+            "weights list`)"
         ) from None
 
 
@@ -236,11 +237,15 @@ def resolve(
         if _looks_like_path(text):
             raise WeightsError(f"{path}: no such weights file")
         raise WeightsError(
-            f"{text!r} is neither a model name ({', '.join(entries) or 'none'}) nor an existing file"
+            f"{text!r} is neither a model name ({', '.join(entries) or 'none'}) nor an existing "
+            "file"
         )
     entry = entries[text]
     if kind is not None and entry.kind != kind:
-        raise WeightsError(f"model '{entry.name}' is {_KIND_NAME[entry.kind]} model, not {_KIND_NAME[kind]} model")
+        raise WeightsError(
+            f"model '{entry.name}' is {_KIND_NAME[entry.kind]} model, "
+            f"not {_KIND_NAME[kind]} model"
+        )
     return pull(entry.name, revision=revision, reporter=reporter, manifest=entries).converted
 
 
