@@ -151,7 +151,8 @@ def weights_list(
     for row in rows:
         local = "converted" if row["converted"] else "downloaded" if row["downloaded"] else "-"
         sha = (row["sha256"] or "unknown")[:12] + ("" if row["sha256_pinned"] else "*")
-        file = row["file"] or f"(discover {row['discover']})"
+        patterns = [*(row.get("candidates") or []), *([row["discover"]] if row["discover"] else [])]
+        file = row["file"] or f"(first of {', '.join(patterns)})"
         table.add_row(row["name"], row["kind"], "yes" if row["default"] else "", local, sha, file)
     Console().print(table)
 
