@@ -75,6 +75,17 @@ def _cached_commit(repo: str, revision: str) -> str | None:
     return commit if _COMMIT.match(commit) else None
 
 
+def cached_file(repo: str, filename: str, revision: str) -> Path | None:
+    """``filename`` of ``repo@revision`` in the Hub cache, None when not cached (asks
+    huggingface_hub's ``try_to_load_from_cache``; no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        repo, filename, cache_dir=str(hub_cache_dir()), revision=revision
+    )
+    return Path(found) if isinstance(found, str) else None
+
+
 def _hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
 

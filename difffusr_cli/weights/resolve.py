@@ -24,6 +24,7 @@ from difffusr_cli.weights.hub import (
     _fetch_hub_file,
     _repo_cache_dir,
     cache_root,
+    cached_file,
     hub_cache_dir,
 )
 from difffusr_cli.weights.manifest import (
@@ -299,8 +300,8 @@ def _cached_status(entry: ModelEntry, revision: str | None = None) -> CachedMode
         if not filename and entry.patterns and snapshot.is_dir():
             with contextlib.suppress(WeightsError):
                 filename = _choose(entry, rev, "listing the cache only")[0]
-        if filename and (snapshot / filename).is_file():
-            source_file = snapshot / filename
+        if filename:
+            source_file = cached_file(entry.repo, filename, rev)
     converted: Path | None = None
     sha = entry.sha256
     if commit:
