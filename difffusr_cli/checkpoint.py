@@ -25,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import tarfile
 import tempfile
 import zipfile
 from collections import Counter, OrderedDict
@@ -191,6 +192,23 @@ def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any = None) -
     return func(*args)
 
 
+#: Bytes an unpickled ``bytearray(n)`` may allocate; set per file by :class:`RestrictedUnpickler`
+#: (a pickle cannot describe more data than the file holds).
+_BYTEARRAY_BUDGET: list[int] = [0]
+
+
+def _bounded_bytearray(*args: Any) -> bytearray:
+    """``bytearray`` for the unpickler: a length argument larger than the file is refused before
+    anything is allocated (``bytearray(2**31)`` in a 61-byte pickle)."""
+    size = args[0] if args else 0
+    if type(size) is int and size > _BYTEARRAY_BUDGET[0]:
+        raise WeightsError(
+            f"the pickle asks for a bytearray of {size} bytes, more than the file could hold "
+            f"({_BYTEARRAY_BUDGET[0]} bytes)"
+        )
+    return bytearray(*args)
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): OrderedDict,
@@ -210,7 +228,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         # Pure data containers.
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
-        ("builtins", "bytearray"): bytearray,
+        ("builtins", "bytearray"): _bounded_bytearray,
         ("builtins", "complex"): complex,
     }
     for name, dtype in _STORAGE_DTYPES.items():
@@ -230,7 +248,8 @@ def _blob_reader_for(
     def read_blob(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
         if archive is None:
             raise WeightsError(
-                f"{source}: the pickle refers to tensor storage, but the file is not a torch zip archive "
+                f"{source}: the pickle refers to tensor storage, but the file is not a torch zip "
+                "archive "
                 "(the legacy pre-1.6 torch.save format is not supported)"
             )
         entry = f"{prefix}data/{key}"
@@ -246,6 +265,11 @@ def _blob_reader_for(
             raise WeightsError(
                 f"{source}: entry {entry} holds {info.file_size} bytes, the pickle expects {nbytes}"
             )
+        if nbytes > _inflated_limit(info, source):
+            raise WeightsError(
+                f"{source}: entry {entry} claims {nbytes} bytes, more than the file could describe "
+                f"({info.compress_size} bytes stored); refused before allocating"
+            )
         buffer = torch.empty(nbytes, dtype=torch.uint8)
         with archive.open(info) as stream:
             view = memoryview(buffer.numpy())
@@ -258,6 +282,44 @@ def _blob_reader_for(
         return buffer.view(dtype) if nbytes else torch.empty(0, dtype=dtype)
 
     return read_blob
+
+
+#: How many times its stored size a compressed archive entry may inflate to (torch.save stores
+#: entries uncompressed; legitimate compressed copies stay far below this).
+MAX_INFLATION = 8
+
+
+def _inflated_limit(info: zipfile.ZipInfo, source: Path) -> int:
+    """Bytes an archive entry may yield: its stored size, or (compressed) ``MAX_INFLATION`` times
+    it, never more than ``MAX_INFLATION`` times the whole file (bytes)."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        return min(info.compress_size, source.stat().st_size)
+    return MAX_INFLATION * min(info.compress_size, source.stat().st_size) + (1 << 20)
+
+
+def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
+    """The bytes of archive entry ``name``, refusing (before they pile up) more than
+    :func:`_inflated_limit` allows: a deflate-bombed ``data.pkl`` stops at the cap."""
+    info = archive.getinfo(name)
+    limit = _inflated_limit(info, source)
+    if info.file_size > limit:
+        raise WeightsError(
+            f"{source}: entry {name} claims {info.file_size} bytes from {info.compress_size} "
+            "stored; "
+            "refused (decompression bomb)"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    with archive.open(info) as stream:
+        while chunk := stream.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise WeightsError(
+                    f"{source}: entry {name} inflates past {limit} bytes; refused (decompression "
+                    "bomb)"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _load_build(unpickler: RestrictedUnpickler) -> None:
@@ -299,14 +361,17 @@ class RestrictedUnpickler(pickle._Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
             raise UnsafeCheckpointError(
-                f"{self._source}: refused to load, the pickle references {module}.{name}, which is not on "
-                "difffusr's allow-list of tensor and plain-data types (nothing was imported or executed)"
+                f"{self._source}: refused to load, the pickle references {module}.{name}, which "
+                "is not on "
+                "difffusr's allow-list of tensor and plain-data types (nothing was imported or "
+                "executed)"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
             raise UnsafeCheckpointError(
-                f"{self._source}: refused to load, unexpected persistent reference {str(pid)[:80]!r}"
+                f"{self._source}: refused to load, unexpected persistent reference "
+                f"{str(pid)[:80]!r}"
             )
         _, storage_type, key, location, numel = pid
         if (
@@ -333,7 +398,8 @@ def _materialize(
     tensors_under: Collection[str] | None,
 ) -> Any:
     """Replace every tensor record in the unpickled object by a tensor (reading its storage once)
-    or, outside the top-level keys ``tensors_under`` (when the top level holds any of them), by None.
+    or, outside the top-level keys ``tensors_under`` (when the top level holds any of them), by
+    None.
 
     Containers are rebuilt with their own (allow-listed) types; shared and recursive references
     stay shared.
@@ -391,7 +457,8 @@ def _materialize(
 
 
 def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
-    """The folder of ``data.pkl`` inside a torch zip (``archive/`` today, the file stem in old ones)."""
+    """The folder of ``data.pkl`` inside a torch zip (``archive/`` today, the file stem in old
+    ones)."""
     candidates = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(candidates) != 1:
         raise WeightsError(
@@ -403,9 +470,27 @@ def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
         order = archive.read(byteorder_entry).decode("ascii", "replace").strip()
         if order != "little":
             raise WeightsError(
-                f"{source}: tensors are stored {order}-endian; only little-endian checkpoints are supported"
+                f"{source}: tensors are stored {order}-endian; only little-endian checkpoints are "
+                "supported"
             )
     return prefix
+
+
+def _unpickle(data: bytes, source: Path, *, legacy_ok: bool = False) -> Any:
+    """Restricted unpickling of ``data`` with the bytearray budget set to its length.
+
+    A legacy (pre-zip) torch file holds several pickles; only its first object (the magic number)
+    is read when ``legacy_ok``."""
+    _BYTEARRAY_BUDGET[0] = max(len(data), source.stat().st_size)
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), source=source).load()
+    except WeightsError as exc:
+        message = str(exc)
+        if message.startswith(str(source)):
+            raise
+        raise type(exc)(f"{source}: {message}") from None
+    finally:
+        _BYTEARRAY_BUDGET[0] = 0
 
 
 #: First object of the pickle stream that torch.save wrote before the zip format (torch < 1.6).
@@ -440,17 +525,25 @@ def read_lightning_checkpoint(
         if zipfile.is_zipfile(source):
             with zipfile.ZipFile(source) as archive:
                 prefix = _archive_prefix(archive, source)
-                with archive.open(f"{prefix}data.pkl") as stream:
-                    pickled = stream.read()
-                loaded = RestrictedUnpickler(io.BytesIO(pickled), source=source).load()
+                pickled = _read_capped(archive, f"{prefix}data.pkl", source)
+                loaded = _unpickle(pickled, source)
                 return _materialize(
                     loaded, _blob_reader_for(archive, prefix, source), tensors_under
                 )
+        if tarfile.is_tarfile(source):
+            raise WeightsError(
+                f"{source}: legacy tar-format torch checkpoint (torch < 0.4) is not supported; "
+                "re-save it with a current torch"
+            )
+        # Read whole (bounded by the file size): a length field in the pickle then cannot make the
+        # reader allocate more than the file holds.
         with open(source, "rb") as stream:
-            loaded = RestrictedUnpickler(stream, source=source).load()
+            data = stream.read()
+        loaded = _unpickle(data, source, legacy_ok=True)
         if type(loaded) is int and loaded == _LEGACY_TORCH_MAGIC:
             raise WeightsError(
-                f"{source}: legacy torch.save format (torch < 1.6) is not supported; re-save it with a current torch"
+                f"{source}: legacy torch.save format (torch < 1.6) is not supported; re-save it "
+                "with a current torch"
             )
         return _materialize(loaded, _blob_reader_for(None, "", source), tensors_under)
     except (UnsafeCheckpointError, WeightsError):
@@ -495,7 +588,8 @@ def _construct_plain_mapping(loader: _HparamsLoader, node: yaml.Node) -> dict[st
         )
     fields = loader.construct_mapping(node, deep=True)
     if node.tag.startswith("tag:yaml.org,2002:python/object/new:"):
-        # `!!python/object/new:` records the dict items under `dictitems` (and a copy under `state`).
+        # `!!python/object/new:` records the dict items under `dictitems` (and a copy under
+        # `state`).
         items = fields.get("dictitems") or {}
         state = fields.get("state") or {}
         merged = dict(state) if isinstance(state, Mapping) else {}
@@ -527,7 +621,8 @@ def read_hparams_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     mappings become dicts of their items; any other ``!!python/`` tag is refused.
 
     Raises:
-        WeightsError: unreadable file, YAML error, a refused tag, or a top level that is not a mapping.
+        WeightsError: unreadable file, YAML error, a refused tag, or a top level that is not a
+            mapping.
     """
     source = Path(path)
     try:
@@ -583,7 +678,7 @@ def read_safetensors(
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{source}: not a readable safetensors file ({exc})") from exc
     return tensors, metadata
@@ -603,6 +698,14 @@ def _detach_for_saving(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             seen.add(ptr)
         out[key] = tensor
     return out
+
+
+def _honour_umask(path: str) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 less the umask,
+    so converted files in a shared cache are readable by the group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def write_safetensors(
@@ -628,6 +731,7 @@ def write_safetensors(
         os.close(fd)
         try:
             save_file(_detach_for_saving(tensors), tmp_name, metadata=dict(metadata or {}))
+            _honour_umask(tmp_name)
             os.replace(tmp_name, target)
         finally:
             if os.path.exists(tmp_name):
@@ -648,6 +752,7 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             json.dump(data, stream, indent=1, sort_keys=False)
             stream.write("\n")
+        _honour_umask(tmp_name)
         os.replace(tmp_name, target)
     except OSError as exc:
         raise WeightsError(f"{target}: cannot write ({exc.strerror or exc})") from exc

@@ -111,12 +111,23 @@ def superres(
         device=device, precision=precision, window=window, bbox=bbox, dtype=dtype,
         cog=cog, resume=resume, overwrite=overwrite, quiet=quiet, scale=scale, offset=offset,
     )
-    if example:
-        if inputs:
-            raise InputError("--example runs on a generated product: give no INPUTS with it")
-        superres_example(output, options, progress=RichProgress(bar=not quiet))
-        return
-    superres_many(inputs or [], output, options, progress=RichProgress(bar=not quiet))
+    if example and inputs:
+        raise InputError("--example runs on a generated product: give no INPUTS with it")
+    from difffusr_cli.cli_console import ConsoleReporter
+    from difffusr_cli.weights import StderrReporter
+
+    reporter = StderrReporter() if quiet else ConsoleReporter()
+    progress = RichProgress(bar=not quiet)
+    try:
+        if example:
+            superres_example(output, options, progress=progress, weights_reporter=reporter)
+        else:
+            superres_many(
+                inputs or [], output, options, progress=progress, weights_reporter=reporter
+            )
+    finally:
+        if isinstance(reporter, ConsoleReporter):
+            reporter.close()
 
 
 # `difffusr weights ...`: thin commands over difffusr_cli.weights.
@@ -157,7 +168,8 @@ def weights_list(
     for row in rows:
         local = "converted" if row["converted"] else "downloaded" if row["downloaded"] else "-"
         sha = (row["sha256"] or "unknown")[:12] + ("" if row["sha256_pinned"] else "*")
-        file = row["file"] or f"(discover {row['discover']})"
+        patterns = [*(row.get("candidates") or []), *([row["discover"]] if row["discover"] else [])]
+        file = row["file"] or f"(first of {', '.join(patterns)})"
         table.add_row(row["name"], row["kind"], "yes" if row["default"] else "", local, sha, file)
     Console().print(table)
 
@@ -174,7 +186,9 @@ def weights_pull(
     if (name is None) == (not all_models):
         raise typer.BadParameter("give one model NAME or --all")
     names = list(weights.load_manifest()) if all_models else [str(name)]
-    reporter = weights.ConsoleReporter()
+    from difffusr_cli.cli_console import ConsoleReporter
+
+    reporter = ConsoleReporter()
     failed: list[str] = []
     try:
         for model in names:
@@ -202,7 +216,9 @@ def weights_convert(
     """Convert a checkpoint to safetensors + JSON without running pickled code."""
     from difffusr_cli import weights
 
-    reporter = weights.ConsoleReporter()
+    from difffusr_cli.cli_console import ConsoleReporter
+
+    reporter = ConsoleReporter()
     try:
         typer.echo(str(weights.convert(src, output, overwrite=overwrite, reporter=reporter)))
     finally:

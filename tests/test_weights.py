@@ -135,7 +135,7 @@ def _err_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_packaged_manifest_has_the_official_models() -> None:
-    manifest = weights.load_manifest(Path(weights.__file__).with_name("weights.toml"))
+    manifest = weights.load_manifest(weights.PACKAGE_ROOT / "weights.toml")
     official = {"rgb-naip-harm", "rgb-naip-unharm", "rgb-worldstrat", "fusion"}
     assert official <= set(manifest)
     # Official weights stay the defaults; the shipped demonstration models are package entries.
@@ -148,8 +148,12 @@ def test_packaged_manifest_has_the_official_models() -> None:
             and entry.repo == "NorskRegnesentralSTI/DiffFuSR"
             and entry.revision == "main"
         )
-    assert manifest["rgb-worldstrat"].file.endswith("version_7/checkpoints/last.ckpt")
-    assert manifest["fusion"].file == "" and manifest["fusion"].discover.startswith("logs/GSD/")
+    assert manifest["rgb-worldstrat"].candidates[0].endswith("version_7/checkpoints/last.ckpt")
+    # NAIP-harm: the singular checkpoint/ that downloaders use first, the README's plural second.
+    harm = manifest["rgb-naip-harm"].candidates
+    assert harm[0].endswith("version_1/checkpoint/last.ckpt")
+    assert harm[1].endswith("version_1/checkpoints/last.ckpt")
+    assert manifest["fusion"].file == "" and "logs/GSD/**/*.ckpt" in manifest["fusion"].patterns
 
 
 @pytest.mark.parametrize(
@@ -160,7 +164,7 @@ def test_packaged_manifest_has_the_official_models() -> None:
         ({"default": "yes"}, "field default must be a bool"),
         ({"sha256": "abc"}, "sha256 must be 64"),
         ({"repo": "noslash"}, "needs repo"),
-        ({"file": "", "discover": ""}, "needs file, or discover"),
+        ({"file": "", "discover": ""}, "needs file, or candidates / discover"),
     ],
 )
 def test_manifest_errors_name_the_file_and_entry(
@@ -296,7 +300,7 @@ def test_discovery_picks_the_single_last_ckpt(env, capsys) -> None:
             "logs/SR/version_0/checkpoints/last.ckpt": other,
         },
     )
-    _manifest(env["manifest"], tiny=_fusion_entry(file="", discover="logs/GSD/*.ckpt"))
+    _manifest(env["manifest"], tiny=_fusion_entry(file="", discover="logs/GSD/**/*.ckpt"))
     assert main(["weights", "pull", "tiny"]) == 0
     record = json.loads((env["converted"] / "tiny" / COMMIT / "tiny.json").read_text())
     assert record["source"]["file"] == FUSION_FILE and record["source"]["sha256"] == _sha256(source)
@@ -306,13 +310,14 @@ def test_discovery_picks_the_single_last_ckpt(env, capsys) -> None:
 
 def test_discovery_ambiguity_and_offline_without_snapshot(env, capsys) -> None:
     source = _tiny_fusion_ckpt(env["files"] / "last.ckpt")
-    _manifest(env["manifest"], tiny=_fusion_entry(file="", discover="logs/GSD/*.ckpt"))
+    _manifest(env["manifest"], tiny=_fusion_entry(file="", discover="logs/GSD/**/*.ckpt"))
     assert main(["weights", "pull", "tiny"]) == 2
     assert "must be discovered by listing the repository" in _err_line(capsys)
     _hub_cache(env["hub"], {"logs/GSD/a/last.ckpt": source, "logs/GSD/b/last.ckpt": source})
     assert main(["weights", "pull", "tiny"]) == 2
     line = _err_line(capsys)
-    assert "expected one file matching 'logs/GSD/*.ckpt'" in line and "logs/GSD/a/last.ckpt" in line
+    assert "several files match 'logs/GSD/**/*.ckpt' equally well" in line
+    assert "logs/GSD/a/last.ckpt" in line
 
 
 def test_revision_selects_another_commit(env, capsys) -> None:

@@ -7,8 +7,9 @@ Sentinel-2 L2A digital numbers in band order B01, B02, …; ``"HRharm"`` ``(N, 4
 harmonised high-resolution R, G, B, NIR; ``"metadata"`` a pandas table with ``hr_file``, ``crs``
 and ``affine`` per image. Both image arrays hold reflectance × 10000. See ``docs/evaluation.md``.
 
-Unpickling runs code from the file: read only benchmark files from a source you trust (the
-package itself does the same).
+Local files are read with the restricted reader of :mod:`difffusr_cli.evaluate.safe_pickle`
+(numpy arrays and the pandas metadata table only, no code runs); only a file the package
+downloads itself is still read by ``opensr_test.load``.
 """
 
 from __future__ import annotations
@@ -148,6 +149,12 @@ def load_dataset(name: str, path: Path | None, version: str, opensr_test: Any) -
         InputError: the download failed, or the file is not an opensr-test pickle of usable shape.
     """
     where = path if path is not None else package_cache_dir() / f"{name}.pkl"
+    if path is not None:
+        # A local file is read with difffusr's restricted reader: arrays and the metadata table,
+        # no code (opensr_test.load would pickle.load it).
+        from difffusr_cli.evaluate.safe_pickle import read_benchmark_pickle
+
+        return benchmark_from_dict(name, path, read_benchmark_pickle(path))
     try:
         # model_dir=None lets the package create its cache folder before downloading into it.
         raw = opensr_test.load(

@@ -47,6 +47,7 @@ from difffusr_cli.superres.resume import (
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
+    from difffusr_cli.weights import Reporter
 
 
 def superres_scene(
@@ -198,6 +199,7 @@ def superres_many(
     models: Models | None = None,
     on_block_done: Callable[[int], None] = lambda i: None,
     progress: ProgressSink | None = None,
+    weights_reporter: Reporter | None = None,
 ) -> list[RunSummary]:
     """Super-resolve every input into ``output`` (a file for one input, else a folder).
 
@@ -212,6 +214,8 @@ def superres_many(
         models: preloaded models (tests, notebooks); None loads those ``options`` names.
         on_block_done: see :func:`superres_scene`.
         progress: where progress and messages go (default: :class:`LoggingProgress`).
+        weights_reporter: where downloads and conversions of weights report (default: plain
+            lines on stderr).
 
     Raises:
         InputError, OutputError, WeightsError: anything the user can fix (exit code 2).
@@ -240,7 +244,8 @@ def superres_many(
             lock.acquire()  # before anything of the output is written; a second run stops here
             locks.append(lock)
         return _run_jobs(
-            inputs, targets, folder, options, models, device, dtype, on_block_done, sink
+            inputs, targets, folder, options, models, device, dtype, on_block_done, sink,
+            weights_reporter,
         )
     finally:
         for lock in locks:
@@ -266,6 +271,7 @@ def _run_jobs(
     dtype: torch.dtype,
     on_block_done: Callable[[int], None],
     sink: ProgressSink,
+    weights_reporter: Reporter | None,
 ) -> list[RunSummary]:
     """The checks and runs of :func:`superres_many`, with every output locked."""
     from difffusr_cli.io import open_scene
@@ -291,14 +297,9 @@ def _run_jobs(
         scenes.append(scene)
 
     if models is None:
-        from difffusr_cli.weights import ConsoleReporter, StderrReporter
+        from difffusr_cli.weights import StderrReporter
 
-        reporter = StderrReporter() if options.quiet else ConsoleReporter()
-        try:
-            models = load_models(options, device, reporter)
-        finally:
-            if isinstance(reporter, ConsoleReporter):
-                reporter.close()
+        models = load_models(options, device, weights_reporter or StderrReporter())
     for (_, target, complete), scene in zip(jobs, scenes, strict=True):
         if complete and folder:
             _require_same_settings(scene, target, options, models, device, dtype)
@@ -412,7 +413,11 @@ EXAMPLE_MODELS = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
 
 
 def superres_example(
-    output: str | Path, options: SuperresOptions, *, progress: ProgressSink | None = None
+    output: str | Path,
+    options: SuperresOptions,
+    *,
+    progress: ProgressSink | None = None,
+    weights_reporter: Reporter | None = None,
 ) -> list[RunSummary]:
     """Run the whole pipeline on a small generated L2A product (``difffusr superres --example``).
 
@@ -438,4 +443,6 @@ def superres_example(
                 f"example: generated synthetic L2A product {safe.name} "
                 f"({EXAMPLE_SIZE}×{EXAMPLE_SIZE} px at 10 m)"
             )
-        return superres_many([safe], output, options, progress=sink)
+        return superres_many(
+            [safe], output, options, progress=sink, weights_reporter=weights_reporter
+        )
