@@ -150,6 +150,10 @@ def test_default_superres_against_the_real_layout(real_layout, tmp_path, capsys)
         tags = product.tags()
     assert tags["rgb_model_sha256"] == _sha256(real_layout["rgb"])
     assert tags["fusion_model_sha256"] == _sha256(real_layout["mtf"])
+    # The tags name the file chosen in the repository, at the commit it was taken from.
+    assert tags["rgb_model_file"].startswith("NorskRegnesentralSTI/DiffFuSR@")
+    assert tags["rgb_model_file"].endswith("/version_1/checkpoint/last.ckpt")
+    assert "/lightning_logs/version_64/checkpoints/" in tags["fusion_model_file"]
 
 
 def test_tampered_blob_is_refused(real_layout, capsys) -> None:

@@ -32,10 +32,11 @@ FusionFn = Callable[[Tensor, Mapping[str, Tensor], Tensor], Tensor]
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Provenance of one model: the name or path it was asked by, and the weights' sha256."""
+    """Provenance of one model: the name or path it was asked by, its source and sha256."""
 
     name: str
     sha256: str
+    file: str = ""  # the file the weights came from: "repo@commit:path" for the Hub, else a path
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,29 @@ class Models:
     fusion_info: ModelInfo | None = None
 
 
-def _weights_sha256(path: Path) -> str:
-    """The sha256 of a weights file: its source checkpoint's, recorded beside a converted file,
-    else computed."""
+def model_info(name: str, path: Path) -> ModelInfo:
+    """Provenance of the weights loaded from ``path``, asked for as ``name``.
+
+    A converted file names its source checkpoint (repository, commit and file in it) and that
+    checkpoint's sha256 in the JSON beside it; the converted file itself was checked against
+    its own recorded digest when it was loaded. Any other file is named and hashed as it is.
+    """
     from difffusr_cli.weights import StderrReporter, sha256_file
 
     record = path.with_suffix(".json")
+    source: dict = {}
     if path.suffix == ".safetensors" and record.is_file():
         try:
-            recorded = (
-                json.loads(record.read_text(encoding="utf-8")).get("source", {}).get("sha256")
-            )
+            loaded = json.loads(record.read_text(encoding="utf-8")).get("source", {})
+            source = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError, AttributeError):
-            recorded = None
-        if isinstance(recorded, str) and recorded:
-            return recorded
-    return sha256_file(path, StderrReporter())
+            source = {}
+    recorded = source.get("sha256")
+    if isinstance(recorded, str) and recorded:
+        repo, commit, file = source.get("repo"), source.get("commit"), source.get("file")
+        where = f"{repo}@{commit}:{file}" if repo and file else str(source.get("file") or path)
+        return ModelInfo(name, recorded, where)
+    return ModelInfo(name, sha256_file(path, StderrReporter()), str(path))
 
 
 def build_models(
@@ -121,12 +129,12 @@ def load_models(
     rgb_name = options.rgb_model or weights.default_model_name("rgb")
     rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
     rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
-    rgb_info = ModelInfo(str(rgb_name), _weights_sha256(rgb_path))
+    rgb_info = model_info(str(rgb_name), rgb_path)
     if options.fusion != "net":
         return build_models(rgb, None, options.fusion, rgb_info)
     fusion_name = options.fusion_model or weights.default_model_name("fusion")
     fusion_path = weights.resolve(fusion_name, "fusion", reporter=reporter)
     fusion = api.load_fusion_model(fusion_path, device, reporter=reporter)
     return build_models(
-        rgb, fusion, "net", rgb_info, ModelInfo(str(fusion_name), _weights_sha256(fusion_path))
+        rgb, fusion, "net", rgb_info, model_info(str(fusion_name), fusion_path)
     )

@@ -225,26 +225,47 @@ class Renderer:
         ``(C, h, w)`` data, the ``(h, w)`` validity (False outside the scene) and the grid's ratio
         to the 10 m grid. ``window`` must start on whole 60 m pixels.
         """
+        inside = self._inside(window)
+        block = self.scene.read_bands(names, inside)
+        data, valid = self._pad_outside(block.data, block.valid, window, inside, block.ratio, names)
+        return data, valid, block.ratio
+
+    def _inside(self, window: Window) -> Window:
+        """The part of a 10 m window that lies inside the scene."""
         scene = self.scene
         col0, row0 = max(int(window.col_off), 0), max(int(window.row_off), 0)
         col1 = min(int(window.col_off + window.width), scene.width)
         row1 = min(int(window.row_off + window.height), scene.height)
-        block = scene.read_bands(names, Window(col0, row0, col1 - col0, row1 - row0))
-        ratio = block.ratio
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+    def _pad_outside(
+        self,
+        data: np.ndarray,
+        valid: np.ndarray,
+        window: Window,
+        inside: Window,
+        ratio: int,
+        names: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fill nodata of a read of ``inside`` and replicate its edge out to all of ``window``.
+
+        ``data`` ``(C, h', w')`` reflectance and ``valid`` ``(h', w')`` are on a grid ``ratio``
+        times coarser than the 10 m grid; the result covers ``window`` on that grid, invalid
+        outside the scene.
+        """
         h, w = int(window.height) // ratio, int(window.width) // ratio
-        top, left = (row0 - int(window.row_off)) // ratio, (col0 - int(window.col_off)) // ratio
-        bottom, right = h - top - block.valid.shape[0], w - left - block.valid.shape[1]
+        top = (int(inside.row_off) - int(window.row_off)) // ratio
+        left = (int(inside.col_off) - int(window.col_off)) // ratio
+        bottom, right = h - top - valid.shape[0], w - left - valid.shape[1]
         if min(bottom, right) < 0:
             raise InputError(
-                f"{scene.path}: the bands {', '.join(names)} do not nest in the 10 m grid"
+                f"{self.scene.path}: the bands {', '.join(names)} do not nest in the 10 m grid"
             )
-        data = np.pad(
-            fill_invalid(block.data, block.valid),
-            ((0, 0), (top, bottom), (left, right)),
-            mode="edge",
+        filled = np.pad(
+            fill_invalid(data, valid), ((0, 0), (top, bottom), (left, right)), mode="edge"
         )
-        valid = np.pad(block.valid, ((top, bottom), (left, right)), constant_values=False)
-        return data, valid, ratio
+        valid = np.pad(valid, ((top, bottom), (left, right)), constant_values=False)
+        return filled, valid
 
     # -- diffusion patches -----------------------------------------------------------------
     def _patch_row(self, index: int, top: int) -> Iterator[Contribution]:
@@ -358,23 +379,12 @@ class Renderer:
     def _read_group(self, group: GroupName, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """A group on its native grid: ``(C, h/r, w/r)`` filled reflectance and validity.
 
-        Bands delivered already resampled to 10 m (a stacked GeoTIFF) are area-averaged back to
-        their native pixel size; such a native pixel is valid when all its 10 m pixels are.
+        The read is :meth:`Scene.read_native` (stacked 10 m deliveries are area-averaged back
+        to native pixels there); outside the scene the edge is replicated.
         """
-        data, valid, delivered = self._read(GROUPS[group], window)
-        ratio = GROUP_RATIO[group]
-        if delivered == 1 and ratio > 1:
-            c, h, w = data.shape
-            data = data.reshape(c, h // ratio, ratio, w // ratio, ratio).mean(
-                axis=(2, 4), dtype=np.float32
-            )
-            valid = valid.reshape(h // ratio, ratio, w // ratio, ratio).all(axis=(1, 3))
-        elif delivered != ratio:
-            raise InputError(
-                f"{self.scene.path}: the {group} bands are on a {delivered * 10} m grid; "
-                f"expected {ratio * 10} m"
-            )
-        return data, valid
+        inside = self._inside(window)
+        data, valid = self.scene.read_native(group, inside)
+        return self._pad_outside(data, valid, window, inside, GROUP_RATIO[group], GROUPS[group])
 
     def _fuse(
         self,
