@@ -4,7 +4,7 @@
 ×4 task is reproduced one scale down, where the native bands are the reference:
 
 - *degraded*: every band group, by the factor 4 relative to its native grid, with
-  :func:`~difffusr_cli.train.degrade.wald_degrade` (Gaussian matched to a Nyquist gain of 0.3,
+  :func:`~difffusr_cli.degrade.wald_degrade` (Gaussian matched to a Nyquist gain of 0.3,
   then a 4 × 4 box average): 10 m → 40 m, 20 m → 80 m, 60 m → 240 m;
 - *guidance* (the "SR RGB"): the native 10 m B04, B03, B02, not degraded — it plays the role of
   the 2.5 m RGB;
@@ -82,8 +82,8 @@ from difffusr_cli.evaluate.fusion_blocks import (
     shrink_to,
     to_device,
 )
-from difffusr_cli.evaluate.gram_schmidt import SyntheticPan
-from difffusr_cli.evaluate.metrics import DATA_RANGE, ScoreTable
+from difffusr_cli.fusion_baselines import SyntheticPan
+from difffusr_cli.metrics import DATA_RANGE, ScoreTable
 from difffusr_cli.evaluate.quicklook import QUICKLOOK_BANDS, Quicklook
 from difffusr_cli.evaluate.running_scores import (
     SSIM_REACH,
@@ -92,7 +92,7 @@ from difffusr_cli.evaluate.running_scores import (
     score_table,
 )
 from difffusr_cli.tiling import fill_invalid, round_up
-from difffusr_cli.train.degrade import WALD_NYQUIST_GAIN, wald_degrade, wald_sigma
+from difffusr_cli.degrade import WALD_NYQUIST_GAIN, wald_degrade, wald_sigma
 
 EvalMode = Literal["wald", "product"]
 #: ``(rgb (1, 3, H, W), groups, valid (1, H, W) bool) -> (1, 12, H, W)`` reflectance, product order.
@@ -286,7 +286,7 @@ def load_nets(options: FusionEvalOptions, device: torch.device) -> NetChoice:
 
 def baselines(gs_pan: SyntheticPan) -> dict[str, FuseFn]:
     """Gram–Schmidt (with the ``gs_pan`` synthetic pan) and bilinear upsampling, by label."""
-    from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
+    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
 
     return {
         GRAM_SCHMIDT: functools.partial(gram_schmidt_fuse, synthetic=gs_pan),

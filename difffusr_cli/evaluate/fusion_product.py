@@ -50,7 +50,7 @@ from difffusr_cli.evaluate.fusion_blocks import (
     repeat_cells,
     to_device,
 )
-from difffusr_cli.evaluate.metrics import DATA_RANGE
+from difffusr_cli.metrics import DATA_RANGE
 from difffusr_cli.evaluate.quicklook import QUICKLOOK_BANDS, Quicklook
 from difffusr_cli.tiling import fill_invalid, round_up
 

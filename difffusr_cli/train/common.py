@@ -623,9 +623,9 @@ def mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray:
 def write_png(path: Path, image: np.ndarray) -> Path:
     """Write a ``(3, H, W)`` uint8 image as PNG, creating its folder; returns ``path``.
 
-    The writing itself is :func:`difffusr_cli.evaluate.quicklook.write_png`'s.
+    The writing itself is :func:`difffusr_cli.png.write_png`'s.
     """
-    from difffusr_cli.evaluate.quicklook import write_png as write_rgb_png
+    from difffusr_cli.png import write_png as write_rgb_png
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

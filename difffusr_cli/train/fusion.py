@@ -6,14 +6,14 @@ bands on the 2.5 m grid. Native Sentinel-2 data have no 2.5 m truth, so each bra
 copy of that situation shrunk by ``4·r`` (``r`` = 1, 2, 6 the group's ratio to 10 m, Wald's
 protocol): the target is the group's native band (10·r m), the guidance the native RGB degraded
 to the target grid (×r), and every input group degraded by ``4·r`` from its native grid
-(:func:`~difffusr_cli.train.degrade.wald_degrade`: MTF-matched Gaussian then box average), then
+(:func:`~difffusr_cli.degrade.wald_degrade`: MTF-matched Gaussian then box average), then
 z-scored and bilinearly upsampled to the target grid exactly as
 :class:`~difffusr_cli.models.predictors.FusionPredictor` does at inference. A 1440 m patch (144 px
 at 10 m) thus gives the 10 m branch a 144 px target, the 20 m branch 72 px, the 60 m branch 24 px.
 
 Each branch has its own Adam optimizer and an L1 loss in the z-scored space it predicts.
 Validation, on held-aside patches: ERGAS per group (ratio 4, 8, 24) of the nets, of Gram–Schmidt
-(:func:`~difffusr_cli.evaluate.gram_schmidt.gram_schmidt_fuse`) and of bilinear upsampling given
+(:func:`~difffusr_cli.fusion_baselines.gram_schmidt_fuse`) and of bilinear upsampling given
 the same degraded inputs, logged to the CSV; ``best`` has the lowest mean ERGAS of the nets.
 """
 
@@ -39,7 +39,7 @@ from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
 from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
 from difffusr_cli.train.data import S2PatchSampler
-from difffusr_cli.train.degrade import upsample_bilinear, wald_degrade
+from difffusr_cli.degrade import upsample_bilinear, wald_degrade
 
 #: Patch sides (10 m pixels) must be multiples of this: the 60 m branch degrades 60 m bands by 24.
 PATCH_MULTIPLE = 6 * OUTPUT_RATIO["60m"]
@@ -236,8 +236,8 @@ def validate(
         ``ergas_mean_<method>`` to values; ``previews[group]`` holds the first patch's
         ``bilinear``, ``net`` and ``target`` reflectance (CPU) for the quicklook.
     """
-    from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
-    from difffusr_cli.evaluate.metrics import aggregate_scores
+    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
+    from difffusr_cli.metrics import aggregate_scores
 
     was_training = net.training
     net.eval()

@@ -4,7 +4,7 @@ One step, for a batch of high-resolution images (2.5 m, reflectance):
 
 1. Two random crops per image (``patch_size`` px, independent flips/rotations) — MoCo's positive
    pair; optional harmonisation (γ drawn per image) and one degradation per image
-   (:func:`~difffusr_cli.train.degrade.sample_degradation`: 21×21 anisotropic Gaussian blur with
+   (:func:`~difffusr_cli.degrade.sample_degradation`: 21×21 anisotropic Gaussian blur with
    θ over [0, π), antialiased bicubic ×4, Gaussian noise) shared by both crops.
 2. Everything in the networks' [−1, 1] space. ``L1(encoder ×4 head(lr₁), hr₁)`` +
    ``MSE(U-Net x0 prediction, hr₁)`` + ``infonce_weight · InfoNCE(MoCo(lr₁, lr₂))``, the U-Net
@@ -40,7 +40,7 @@ from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import common
 from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
 from difffusr_cli.train.data import HRDataset
-from difffusr_cli.train.degrade import (
+from difffusr_cli.degrade import (
     DEFAULT_GAMMA,
     DegradationSettings,
     degrade,
@@ -352,7 +352,7 @@ def validate(
     Returns:
         ``(psnr_sr, psnr_bicubic, sr)`` with ``sr`` ``(V, 3, P, P)`` reflectance (CPU).
     """
-    from difffusr_cli.evaluate.metrics import aggregate_scores
+    from difffusr_cli.metrics import aggregate_scores
     from difffusr_cli.models.predictors import RGBSuperResolver
 
     resolver = RGBSuperResolver(model)
