@@ -366,7 +366,7 @@ _ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Pr
 
 
 def _train_overrides(sets: Optional[list[str]], **flags: object) -> dict[str, object]:
-    from difffusr_cli.train.common import parse_override
+    from difffusr_cli.train.config import parse_override
 
     overrides: dict[str, object] = dict(parse_override(text) for text in sets or [])
     overrides.update({f"train.{key}": value for key, value in flags.items() if value is not None})
@@ -402,7 +402,7 @@ def train_rgb_command(
 ) -> None:
     """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
     from difffusr_cli.train import rgb
-    from difffusr_cli.train.common import RunDir
+    from difffusr_cli.train.run_dir import RunDir
     from difffusr_cli.train.data import open_hr_dataset
 
     overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
@@ -434,7 +434,7 @@ def train_fusion_command(
 ) -> None:
     """Train the three fusion nets on Sentinel-2 products (Wald protocol)."""
     from difffusr_cli.train import fusion
-    from difffusr_cli.train.common import RunDir
+    from difffusr_cli.train.run_dir import RunDir
     from difffusr_cli.train.data import open_s2_products
 
     overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
@@ -456,7 +456,7 @@ def train_export_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Write a compact copy of a checkpoint for shipping; it loads wherever the original does."""
-    from difffusr_cli.train.common import export_weights
+    from difffusr_cli.train.export import export_weights
 
     typer.echo(str(export_weights(src, output, inference_only=inference_only, half=half, overwrite=overwrite)))
 

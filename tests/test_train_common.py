@@ -11,6 +11,7 @@ import torch
 from difffusr_cli.errors import InputError, OutputError
 from difffusr_cli.models.config import FusionConfig, SRConfig
 from difffusr_cli.train import common, fusion, rgb
+from difffusr_cli.train.loop import make_schedulers
 
 
 def test_parse_override_reads_toml_values_and_defaults_to_train():
@@ -102,17 +103,15 @@ def test_step_rngs_depend_only_on_seed_stream_and_step():
     assert all(not torch.equal(draws[0], other) for other in draws[1:])
 
 
-def test_lr_factor_halves_after_each_completed_milestone():
-    factors = [common.lr_factor(epoch, (2, 4), 0.5) for epoch in range(6)]
-    assert factors == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
-    scheduler_rates = []
+def test_schedule_halves_after_each_completed_milestone():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 4], gamma=0.5)
+    (scheduler,) = make_schedulers({"main": optimizer}, (2, 4), 0.5).values()
+    rates = []
     for _ in range(6):
-        scheduler_rates.append(optimizer.param_groups[0]["lr"])
+        rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert factors == scheduler_rates
+    assert rates == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
 
 
 def test_ema_update_moves_toward_the_model_by_one_minus_decay():

@@ -19,8 +19,6 @@ the same degraded inputs, logged to the CSV; ``best`` has the lowest mean ERGAS 
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,13 +31,14 @@ from torch import Tensor
 
 from difffusr_cli import bands
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
-from difffusr_cli.errors import InputError, OutputError, WeightsError
+from difffusr_cli.degrade import upsample_bilinear, wald_degrade
+from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
+from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult, require
 from difffusr_cli.train.data import S2PatchSampler
-from difffusr_cli.degrade import upsample_bilinear, wald_degrade
+from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 
 #: Patch sides (10 m pixels) must be multiples of this: the 60 m branch degrades 60 m bands by 24.
 PATCH_MULTIPLE = 6 * OUTPUT_RATIO["60m"]
@@ -351,141 +350,97 @@ def train_fusion(
         )
     for line in data.summary():
         report(line)
+    state = run.load_state() if resume else None
     net, config = build_net(config, None if resume else init, report)
-    start_step, best_metric = 0, None
-    state: dict[str, Any] = {}
-    if resume:
-        from difffusr_cli.weights import load_weights
-
-        loaded = load_weights(run.checkpoint("last"))
-        if loaded.config != config.model:
-            raise OutputError(
-                f"{run.checkpoint('last')}: its architecture differs from {run.config_file}"
-            )
-        net.load_state_dict(loaded.state_dict, strict=True)
-        state = run.load_state()
-        start_step, best_metric = int(state["step"]), state.get("best_metric")
     net.to(target).train()
     precision = common.Precision(target, config.amp)
-    optimizers = {
-        g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
-    }
-    if state:
-        for g in _GROUP_ORDER:
-            optimizers[g].load_state_dict(state["optimizers"][g])
-        precision.load_state_dict(state.get("scaler", {}))
+    stage = FusionStage(net, config, data, precision, target)
 
     steps_per_epoch = max(1, config.patches_per_epoch // config.batch_size)
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    start_step = 0 if state is None else int(state["step"])
     n_params = sum(p.numel() for p in net.parameters())
     report(
         f"device {describe(target)}, precision {precision.name}; fusion-{config.model.arch}, "
-        f"{n_params / 1e6:.2f} M parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
+        f"{n_params / 1e6:.2f} M parameters; {steps_per_epoch} step(s) per epoch, "
+        f"steps {start_step}–{total}"
     )
     _, val_rng = common.step_rngs(config.seed, _STREAM_VAL, 0)
-    val_native = _to_tensors(data.batch(val_rng, config.val_patches, "val"), target)
+    stage.set_validation(run, _to_tensors(data.batch(val_rng, config.val_patches, "val"), target))
     # the run folder appears only now that data, options and weights have been checked
     run.create()
     run.write_config(config.to_dict())
-    log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
-    source = {"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)}
-
-    losses: list[float] = []
-    window: list[dict[GroupName, float]] = []
-    tick = time.perf_counter()
-    started = tick
-    with common.progress_bar(total, start_step, "train fusion", progress) as advance:
-        for step in range(start_step, total):
-            epoch = step // steps_per_epoch
-            factor = common.lr_factor(epoch, config.milestones, config.lr_gamma)
-            rate = next(common.set_lr(o, config.lr, factor) for o in optimizers.values())
-            common.seed_global(config.seed, step)
-            _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
-            native = _to_tensors(data.batch(rng, config.batch_size, "train"), target)
-            step_losses: dict[GroupName, float] = {}
-            for group in _GROUP_ORDER:
-                world = wald_world(native, group)
-                optimizer = optimizers[group]
-                optimizer.zero_grad(set_to_none=True)
-                with precision.autocast():
-                    guidance, ms = branch_inputs(net, world)
-                    predicted = net.branch(group)(guidance, ms)
-                    loss = F.l1_loss(predicted.float(), to_branch_space(world.target, group))
-                precision.step(
-                    loss, optimizer, config.grad_clip or None, list(net.branch(group).parameters())
-                )
-                step_losses[group] = common.finite_or_raise(
-                    float(loss.detach()), f"the {group} loss", step
-                )
-            value = float(np.mean(list(step_losses.values())))
-            losses.append(value)
-            window.append(step_losses)
-            done = step + 1
-            advance(loss=value, epoch=epoch)
-            if done % config.log_every == 0 or done == total:
-                now = time.perf_counter()
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="train",
-                    lr=rate,
-                    **{f"loss_{g}": float(np.mean([w[g] for w in window])) for g in _GROUP_ORDER},
-                    steps_per_s=len(window) / max(now - tick, 1e-9),
-                    seconds=now - started,
-                )
-                window, tick = [], now
-            end_of_epoch = done % steps_per_epoch == 0
-            if not (end_of_epoch or done == total):
-                continue
-            epochs_done = math.ceil(done / steps_per_epoch)
-            if epochs_done % config.val_every == 0 or done == total:
-                scores, previews = validate(net, val_native, config.batch_size)
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="val",
-                    seconds=time.perf_counter() - started,
-                    **scores,
-                )
-                _quicklook(run, done, previews)
-                metric = scores["ergas_mean_net"]
-                if best_metric is None or metric < best_metric:
-                    best_metric = metric
-                    run.save_weights(
-                        "best", net, "fusion", config.model, {**source, "step": done, **scores}
-                    )
-            run.save_weights("last", net, "fusion", config.model, {**source, "step": done})
-            run.save_state(
-                {
-                    "step": done,
-                    "best_metric": best_metric,
-                    "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
-                    "scaler": precision.state_dict(),
-                }
-            )
-            if (
-                config.checkpoint_every
-                and end_of_epoch
-                and epochs_done % config.checkpoint_every == 0
-            ):
-                run.save_weights(
-                    f"epoch-{epochs_done:04d}",
-                    net,
-                    "fusion",
-                    config.model,
-                    {**source, "step": done},
-                )
-
-    best = run.checkpoint("best")
-    done = max(total, start_step)
-    return TrainResult(
-        out=run.path,
-        step=done,
-        epoch=math.ceil(done / steps_per_epoch),
-        last=run.checkpoint("last"),
-        best=best if best.is_file() else None,
-        best_metric=best_metric,
-        losses=tuple(losses),
+    plan = FitPlan(
+        title="train fusion",
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        milestones=config.milestones,
+        lr_gamma=config.lr_gamma,
+        val_every=config.val_every,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        log_columns=LOG_COLUMNS,
+        model_config=config.model,
+        source={"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)},
     )
+    return fit(stage, plan, run, precision, state=state, progress=progress)
+
+
+class FusionStage:
+    """The fusion stage's hooks for :func:`~difffusr_cli.train.loop.fit` (one Adam per branch)."""
+
+    kind: Stage = "fusion"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        net: FusionNetwork,
+        config: FusionTrainConfig,
+        data: S2PatchSampler,
+        precision: common.Precision,
+        device: torch.device,
+    ) -> None:
+        self.network, self.config, self.data = net, config, data
+        self.precision, self.device = precision, device
+        self.optimizers = {
+            g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
+        }
+
+    def set_validation(self, run: RunDir, native: Mapping[GroupName, Tensor]) -> None:
+        """The fixed validation patches (on the device) and where their quicklooks go."""
+        self.run, self.val_native = run, native
+
+    def train_step(self, step: int) -> StepResult:
+        config, net = self.config, self.network
+        common.seed_global(config.seed, step)
+        _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
+        native = _to_tensors(self.data.batch(rng, config.batch_size, "train"), self.device)
+        step_losses: dict[str, float] = {}
+        for group in _GROUP_ORDER:
+            world = wald_world(native, group)
+            optimizer = self.optimizers[group]
+            optimizer.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                guidance, ms = branch_inputs(net, world)
+                predicted = net.branch(group)(guidance, ms)
+                loss = F.l1_loss(predicted.float(), to_branch_space(world.target, group))
+            parameters = list(net.branch(group).parameters())
+            self.precision.step(loss, optimizer, config.grad_clip or None, parameters)
+            step_losses[f"loss_{group}"] = common.finite_or_raise(
+                float(loss.detach()), f"the {group} loss", step
+            )
+        return StepResult(float(np.mean(list(step_losses.values()))), step_losses)
+
+    def validate(self, done: int) -> Validation:
+        scores, previews = validate(self.network, self.val_native, self.config.batch_size)
+        _quicklook(self.run, done, previews)
+        return Validation(scores["ergas_mean_net"], scores, scores)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {"optimizers": {g: o.state_dict() for g, o in self.optimizers.items()}}
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        for g, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][g])

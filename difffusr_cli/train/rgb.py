@@ -23,7 +23,6 @@ PSNR against the HR crop decides ``best``. Checkpoints hold the full official la
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,12 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difffusr_cli.errors import InputError, OutputError, WeightsError
-from difffusr_cli.models.config import SRConfig
-from difffusr_cli.models.sr import DiffusionSR
-from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
-from difffusr_cli.train.data import HRDataset
 from difffusr_cli.degrade import (
     DEFAULT_GAMMA,
     DegradationSettings,
@@ -48,6 +41,13 @@ from difffusr_cli.degrade import (
     sample_degradation,
     sample_gamma,
 )
+from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.models.config import SRConfig
+from difffusr_cli.models.sr import DiffusionSR
+from difffusr_cli.train import common
+from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult, require
+from difffusr_cli.train.data import HRDataset
+from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 
 #: Super-resolution factor.
 SCALE = 4
@@ -463,153 +463,109 @@ def train_rgb(
         + f"; harmonisation {'on' if harmonized else 'off'}"
     )
 
+    state = run.load_state() if resume else None
     model, config = build_model(config, None if resume else init, report)
-    start_step, best_metric = 0, None
-    state: dict[str, Any] = {}
-    if resume:
-        from difffusr_cli.weights import load_weights
-
-        loaded = load_weights(run.checkpoint("last"))
-        if loaded.config != config.model:
-            raise OutputError(
-                f"{run.checkpoint('last')}: its architecture differs from {run.config_file}"
-            )
-        model.load_state_dict(loaded.state_dict, strict=True)
-        state = run.load_state()
-        start_step, best_metric = int(state["step"]), state.get("best_metric")
     for p in model.ema.parameters():
         p.requires_grad_(False)
     model.to(target).train()
     precision = common.Precision(target, config.amp)
-    parameters = trainable_parameters(model)
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        precision.load_state_dict(state.get("scaler", {}))
+    stage = RGBStage(model, config, data, train_idx, harmonized, precision, target)
+    val_hr, val_lr = make_validation_set(data, val_idx or train_idx[:1], config, harmonized)
+    stage.set_validation(run, val_hr, val_lr)
 
     steps_per_epoch = math.ceil(len(train_idx) * config.repeat / config.batch_size)
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    start_step = 0 if state is None else int(state["step"])
+    n_params = sum(p.numel() for p in stage.parameters) / 1e6
     report(
-        f"device {describe(target)}, precision {precision.name}; {sum(p.numel() for p in parameters) / 1e6:.2f} M "
-        f"trained parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
+        f"device {describe(target)}, precision {precision.name}; {n_params:.2f} M trained "
+        f"parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
     )
-    val_hr, val_lr = make_validation_set(data, val_idx or train_idx[:1], config, harmonized)
     # the run folder appears only now that data, options and weights have been checked
     run.create()
     run.write_config(config.to_dict())
-    log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
-    source = {
-        "trained_by": "difffusr train rgb",
-        "data": f"{data.kind}:{data.root}",
-        "out": str(run.path),
-    }
-
-    losses: list[float] = []
-    window: list[RGBLosses] = []
-    tick = time.perf_counter()
-    started = tick
-    with common.progress_bar(total, start_step, "train rgb", progress) as advance:
-        for step in range(start_step, total):
-            epoch = step // steps_per_epoch
-            rate = common.set_lr(
-                optimizer, config.lr, common.lr_factor(epoch, config.milestones, config.lr_gamma)
-            )
-            common.seed_global(config.seed, step)
-            batch = make_batch(data, train_idx, config, harmonized, step)
-            generator, _ = common.step_rngs(config.seed, _STREAM_BATCH + 100, step)
-            level = draw_noise_levels(model, config.batch_size, generator)
-            noise = torch.randn(batch.hr.shape, generator=generator)
-            on_device = RGBBatch(
-                *(t.to(target, non_blocking=True) for t in (batch.hr, batch.lr, batch.lr_key))
-            )
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                terms = rgb_losses(
-                    model, on_device, level.to(target), noise.to(target), config.infonce_weight
-                )
-            precision.step(terms.total, optimizer, config.grad_clip or None, parameters)
-            common.ema_update(model.ema, model.model, config.ema_decay)
-            value = common.finite_or_raise(float(terms.total.detach()), "the training loss", step)
-            losses.append(value)
-            window.append(
-                RGBLosses(
-                    *(
-                        t.detach().float().cpu()
-                        for t in (terms.total, terms.l1, terms.mse, terms.infonce)
-                    )
-                )
-            )
-            done = step + 1
-            advance(loss=value, epoch=epoch)
-            if done % config.log_every == 0 or done == total:
-                now = time.perf_counter()
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="train",
-                    lr=rate,
-                    loss=float(torch.stack([w.total for w in window]).mean()),
-                    l1=float(torch.stack([w.l1 for w in window]).mean()),
-                    mse=float(torch.stack([w.mse for w in window]).mean()),
-                    infonce=float(torch.stack([w.infonce for w in window]).mean()),
-                    steps_per_s=len(window) / max(now - tick, 1e-9),
-                    seconds=now - started,
-                )
-                window, tick = [], now
-            end_of_epoch = done % steps_per_epoch == 0
-            if not (end_of_epoch or done == total):
-                continue
-            epochs_done = math.ceil(done / steps_per_epoch)
-            if epochs_done % config.val_every == 0 or done == total:
-                psnr, psnr_bicubic, sr = validate(
-                    model, val_hr.to(target), val_lr.to(target), config
-                )
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="val",
-                    val_psnr=psnr,
-                    val_psnr_bicubic=psnr_bicubic,
-                    seconds=time.perf_counter() - started,
-                )
-                _quicklook(run, done, val_hr, val_lr, sr)
-                if best_metric is None or psnr > best_metric:
-                    best_metric = psnr
-                    run.save_weights(
-                        "best",
-                        model,
-                        "rgb",
-                        config.model,
-                        {**source, "step": done, "val_psnr": psnr},
-                    )
-            run.save_weights("last", model, "rgb", config.model, {**source, "step": done})
-            run.save_state(
-                {
-                    "step": done,
-                    "best_metric": best_metric,
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": precision.state_dict(),
-                }
-            )
-            if (
-                config.checkpoint_every
-                and end_of_epoch
-                and epochs_done % config.checkpoint_every == 0
-            ):
-                run.save_weights(
-                    f"epoch-{epochs_done:04d}", model, "rgb", config.model, {**source, "step": done}
-                )
-
-    best = run.checkpoint("best")
-    done = max(total, start_step)
-    return TrainResult(
-        out=run.path,
-        step=done,
-        epoch=math.ceil(done / steps_per_epoch),
-        last=run.checkpoint("last"),
-        best=best if best.is_file() else None,
-        best_metric=best_metric,
-        losses=tuple(losses),
+    plan = FitPlan(
+        title="train rgb",
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        milestones=config.milestones,
+        lr_gamma=config.lr_gamma,
+        val_every=config.val_every,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        log_columns=LOG_COLUMNS,
+        model_config=config.model,
+        source={
+            "trained_by": "difffusr train rgb",
+            "data": f"{data.kind}:{data.root}",
+            "out": str(run.path),
+        },
     )
+    return fit(stage, plan, run, precision, state=state, progress=progress)
+
+
+class RGBStage:
+    """The RGB stage's hooks for :func:`~difffusr_cli.train.loop.fit`."""
+
+    kind: Stage = "rgb"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        model: DiffusionSR,
+        config: RGBTrainConfig,
+        data: HRDataset,
+        train_idx: tuple[int, ...],
+        harmonized: bool,
+        precision: common.Precision,
+        device: torch.device,
+    ) -> None:
+        self.network = model
+        self.config, self.data, self.train_idx = config, data, train_idx
+        self.harmonized, self.precision, self.device = harmonized, precision, device
+        self.parameters = trainable_parameters(model)
+        self.optimizers = {"main": torch.optim.Adam(self.parameters, lr=config.lr)}
+
+    def set_validation(self, run: RunDir, hr: Tensor, lr: Tensor) -> None:
+        """The fixed validation pairs (CPU) and where their quicklooks go."""
+        self.run, self.val_hr, self.val_lr = run, hr, lr
+
+    def train_step(self, step: int) -> StepResult:
+        config, model, target = self.config, self.network, self.device
+        common.seed_global(config.seed, step)
+        batch = make_batch(self.data, self.train_idx, config, self.harmonized, step)
+        generator, _ = common.step_rngs(config.seed, _STREAM_BATCH + 100, step)
+        level = draw_noise_levels(model, config.batch_size, generator)
+        noise = torch.randn(batch.hr.shape, generator=generator)
+        on_device = RGBBatch(
+            *(t.to(target, non_blocking=True) for t in (batch.hr, batch.lr, batch.lr_key))
+        )
+        optimizer = self.optimizers["main"]
+        optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            terms = rgb_losses(
+                model, on_device, level.to(target), noise.to(target), config.infonce_weight
+            )
+        self.precision.step(terms.total, optimizer, config.grad_clip or None, self.parameters)
+        common.ema_update(model.ema, model.model, config.ema_decay)
+        value = common.finite_or_raise(float(terms.total.detach()), "the training loss", step)
+        parts = (terms.total, terms.l1, terms.mse, terms.infonce)
+        values = [float(t.detach().float().cpu()) for t in parts]
+        return StepResult(value, dict(zip(("loss", "l1", "mse", "infonce"), values, strict=True)))
+
+    def validate(self, done: int) -> Validation:
+        target = self.device
+        psnr, psnr_bicubic, sr = validate(
+            self.network, self.val_hr.to(target), self.val_lr.to(target), self.config
+        )
+        _quicklook(self.run, done, self.val_hr, self.val_lr, sr)
+        row = {"val_psnr": psnr, "val_psnr_bicubic": psnr_bicubic}
+        return Validation(psnr, row, {"val_psnr": psnr})
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizers["main"].state_dict()}
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        self.optimizers["main"].load_state_dict(state["optimizer"])
