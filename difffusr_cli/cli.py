@@ -355,7 +355,7 @@ app.add_typer(train_app, name="train")
 _ConfigOpt = Annotated[str, typer.Option("--config", help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.")]
 _SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).")]
 _OutOpt = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (last/best/epoch-N), log.csv, quicklook/, train_config.json.")]
-_MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps in total.")]
+_MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N >= 1 steps in total (0 is refused; leave it out to train every epoch).")]
 _EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train.")]
 _BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step.")]
 _SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw.")]

@@ -194,3 +194,55 @@ def test_finite_or_raise_names_the_fix():
     assert common.finite_or_raise(1.5, "loss", 3) == 1.5
     with pytest.raises(InputError, match="learning rate"):
         common.finite_or_raise(float("nan"), "loss", 3)
+
+
+@pytest.mark.parametrize("stage", ["rgb", "fusion"])
+def test_max_steps_zero_is_refused_in_one_line(stage, tmp_path, capsys):
+    from difffusr_cli.cli import main
+
+    data = ["--data-dir", str(tmp_path)]
+    if stage == "rgb":
+        data = ["--data", "folder", *data]
+    code = main(
+        [
+            "train",
+            stage,
+            *data,
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            "small",
+            "--max-steps",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "max_steps must be an integer >= 1" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_with_a_wrong_type_names_the_key_and_the_type(tmp_path, capsys):
+    from difffusr_cli.cli import main
+
+    code = main(
+        [
+            "train",
+            "rgb",
+            "--data",
+            "folder",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            "small",
+            "--set",
+            "train.lr=abc",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "train.lr must be a number" in err and "'abc'" in err
+    with pytest.raises(InputError, match="train.milestones must be a list of integers"):
+        rgb.resolve_config("small", {"train.milestones": ["a"]})
