@@ -246,3 +246,23 @@ def test_set_with_a_wrong_type_names_the_key_and_the_type(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "train.lr must be a number" in err and "'abc'" in err
     with pytest.raises(InputError, match="train.milestones must be a list of integers"):
         rgb.resolve_config("small", {"train.milestones": ["a"]})
+
+
+def test_checkpoint_is_one_atomic_file_and_old_folders_must_agree(tmp_path):
+    from difffusr_cli.models.fusion import FusionNetwork
+
+    net = FusionNetwork(FusionConfig("rrdb", 8, 1, 4))
+    run = common.RunDir(tmp_path / "run", resume=False)
+    run.create()
+    run.save_state({"step": 3, "weights": net.state_dict()})
+    assert [p.name for p in run.path.iterdir()] == ["last.state.pt"]  # no partial file left
+    state = common.RunDir(run.path, resume=True).load_state()
+    assert state["step"] == 3 and state["weights"].keys() == net.state_dict().keys()
+    # an earlier version's two files: weights from last.safetensors only when the steps agree
+    run.save_weights("last", net, "fusion", net.config, {"step": 2})
+    run.save_state({"step": 2})
+    legacy = common.RunDir(run.path, resume=True).load_state()
+    assert legacy["weights"].keys() == state["weights"].keys()
+    run.save_state({"step": 5})
+    with pytest.raises(OutputError, match="different steps"):
+        common.RunDir(run.path, resume=True).load_state()
