@@ -1,4 +1,4 @@
-"""``difffusr train fusion``: train the three per-group fusion nets on Sentinel-2 data (Wald protocol).
+"""``difffusr train fusion``: train the three per-group fusion nets on Sentinel-2 (Wald protocol).
 
 At inference a group's branch sees the SR RGB on the 2.5 m grid and the bands of its input groups
 (RRDB: the finer groups too) ``OUTPUT_RATIO`` = 4, 8, 24 times coarser, and returns the group's
@@ -103,11 +103,20 @@ class FusionTrainConfig(common.ModelTrainConfig):
 
     def __post_init__(self) -> None:
         self._check_counts(
-            ("batch_size", "patch_size", "epochs", "patches_per_epoch", "val_patches", "val_every", "log_every")
+            (
+                "batch_size",
+                "patch_size",
+                "epochs",
+                "patches_per_epoch",
+                "val_patches",
+                "val_every",
+                "log_every",
+            )
         )
         require(
             self.patch_size % PATCH_MULTIPLE == 0,
-            f"patch_size must be a multiple of {PATCH_MULTIPLE} 10 m pixels (the 60 m branch degrades "
+            f"patch_size must be a multiple of {PATCH_MULTIPLE} 10 m pixels "
+            "(the 60 m branch degrades "
             f"60 m bands by 24), got {self.patch_size}",
         )
         require(self.lr > 0 and 0 < self.lr_gamma <= 1, "lr must be > 0 and lr_gamma in (0, 1]")
@@ -135,14 +144,15 @@ def _preset(arch: str, size: str) -> dict[str, Any]:
 
 
 def presets(arch: str) -> dict[str, Any]:
-    """``--config`` presets for ``arch``: ``large`` (the authors' sizes) and ``small`` (CPU-sized)."""
+    """``--config`` presets for ``arch``: ``large`` (the authors' sizes), ``small`` (CPU-sized)."""
     return {"large": lambda: _preset(arch, "large"), "small": lambda: _preset(arch, "small")}
 
 
 def resolve_config(
     spec: str, overrides: Mapping[str, Any], arch: str | None = None, run: RunDir | None = None
 ) -> FusionTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then overrides.
+    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then
+    overrides.
 
     ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
     """
@@ -209,7 +219,8 @@ def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorl
 
 
 def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
-    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor builds them."""
+    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor
+    builds them."""
     mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
     guidance = (world.guidance - mean) / std
     size = world.guidance.shape[-2:]
@@ -312,7 +323,8 @@ def build_net(
         raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not a fusion model")
     if loaded.config != config.model:
         report(
-            f"--init {init}: using its architecture ({loaded.config.arch}) instead of the config's [model]"
+            f"--init {init}: using its architecture ({loaded.config.arch}) "
+            "instead of the config's [model]"
         )
         config = replace(config, model=loaded.config)  # type: ignore[arg-type]
     net = load_network(loaded, origin=str(path))
