@@ -403,7 +403,7 @@ def train_rgb_command(
     """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
     from difffusr_cli.train import rgb
     from difffusr_cli.train.run_dir import RunDir
-    from difffusr_cli.train.data import open_hr_dataset
+    from difffusr_cli.train.hr_data import open_hr_dataset
 
     overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                                  patch_size=patch_size, seed=seed, harmonize=harmonize)

@@ -44,7 +44,7 @@ from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import common
 from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult
-from difffusr_cli.train.data import HRDataset
+from difffusr_cli.train.hr_data import HRDataset
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
 
