@@ -304,7 +304,7 @@ def eval_fusion(
     import json
 
     from difffusr_cli.errors import InputError
-    from difffusr_cli.evaluate import fusion, fusion_product, fusion_report
+    from difffusr_cli.evaluate import fusion, fusion_product, fusion_report, fusion_wald
     from difffusr_cli.io.writer import check_output_path
 
     if bool(data) == (product is not None or source is not None):
@@ -321,7 +321,7 @@ def eval_fusion(
         check_output_path(csv_path, overwrite=overwrite)
     with fusion_report.block_progress(not quiet) as progress:
         if data:
-            report = fusion.evaluate_wald(data, options, progress=progress, quicklooks=plot is not None)
+            report = fusion_wald.evaluate_wald(data, options, progress=progress, quicklooks=plot is not None)
         else:
             assert product is not None and source is not None
             report = fusion_product.evaluate_product(product, source, options, progress=progress, quicklooks=plot is not None)

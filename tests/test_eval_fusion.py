@@ -24,14 +24,14 @@ from difffusr_cli.evaluate.fusion import (
     PRODUCT,
     FusionEvalOptions,
     NetChoice,
-    evaluate_wald,
 )
 from difffusr_cli.evaluate.fusion_blocks import plan_blocks, read_native
 from difffusr_cli.evaluate.fusion_product import evaluate_product
-from difffusr_cli.metrics import METRIC_NAMES, aggregate_scores, band_scores
+from difffusr_cli.evaluate.fusion_wald import evaluate_wald
 from difffusr_cli.evaluate.running_scores import RunningBandScores, aggregate_band_scores
 from difffusr_cli.io.scene import open_scene
 from difffusr_cli.io.writer import ProductWriter, output_grid
+from difffusr_cli.metrics import METRIC_NAMES, aggregate_scores, band_scores
 from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import FusionNetwork
 

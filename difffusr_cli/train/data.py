@@ -1,4 +1,4 @@
-"""Training data for ``train fusion``: Sentinel-2 patches (the RGB tiles are in :mod:`~difffusr_cli.train.hr_data`).
+"""Training data for ``train fusion``: Sentinel-2 patches (RGB tiles: :mod:`.hr_data`).
 
 **Fusion** (:func:`open_s2_products`, :class:`S2PatchSampler`): Sentinel-2 products read through
 :func:`difffusr_cli.io.open_scene`, cut into patches of ``patch`` 10 m pixels (1440 m by default:
@@ -170,7 +170,7 @@ class S2PatchSampler:
         self.patch = patch
         self.max_nodata = max_nodata
         self._cache: dict[int, dict[GroupName, tuple[np.ndarray, np.ndarray]]] = {}
-        for name, scene in zip(self.names, self.scenes):
+        for name, scene in zip(self.names, self.scenes, strict=False):
             side = min(scene.width, scene.height)  # type: ignore[attr-defined]
             if side < MIN_PATCH:
                 raise InputError(
@@ -210,7 +210,7 @@ class S2PatchSampler:
                 f"({self.patch * 10} m) with at most {self.max_nodata:.0%} nodata:"
             )
         ]
-        for i, (name, scene) in enumerate(zip(self.names, self.scenes)):
+        for i, (name, scene) in enumerate(zip(self.names, self.scenes, strict=False)):
             uses = {
                 role: region
                 for role, regions in (
@@ -325,7 +325,7 @@ def open_s2_products(
     if not paths:
         raise InputError("train fusion needs Sentinel-2 products: --data-dir PATH (repeatable)")
     opened = _expand_products(Path(p).expanduser() for p in paths)
-    for path, scene in opened:
+    for _path, scene in opened:
         scene.require_bands()  # type: ignore[attr-defined]
     names = [str(path) for path, _ in opened]
     return S2PatchSampler([s for _, s in opened], names, patch, max_nodata, val_fraction)
