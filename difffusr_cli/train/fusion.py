@@ -416,7 +416,7 @@ class FusionStage:
     ) -> None:
         self.network, self.config, self.data = net, config, data
         self.precision, self.device = precision, device
-        self.optimizers = {
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
             g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
         }
 

@@ -65,10 +65,25 @@ class Validation:
 class TrainingStage(Protocol):
     """What :func:`fit` needs from a stage (network on its device, optimizers built)."""
 
-    kind: Stage
-    network: nn.Module
-    optimizers: Mapping[str, torch.optim.Optimizer]
-    higher_is_better: bool
+    @property
+    def kind(self) -> Stage:
+        """``rgb`` or ``fusion`` (the kind of the weights exports)."""
+        ...
+
+    @property
+    def network(self) -> nn.Module:
+        """The trained network (its state dict is what the checkpoints hold)."""
+        ...
+
+    @property
+    def optimizers(self) -> Mapping[str, torch.optim.Optimizer]:
+        """Name → optimizer; the loop builds one ``MultiStepLR`` per entry."""
+        ...
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger :attr:`Validation.metric` is better."""
+        ...
 
     def train_step(self, step: int) -> StepResult:
         """Run step ``step`` (0-based): a function of the seed and ``step`` only."""

@@ -391,7 +391,9 @@ class RGBStage:
         self.config, self.data, self.train_idx = config, data, train_idx
         self.harmonized, self.precision, self.device = harmonized, precision, device
         self.parameters = trainable_parameters(model)
-        self.optimizers = {"main": torch.optim.Adam(self.parameters, lr=config.lr)}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "main": torch.optim.Adam(self.parameters, lr=config.lr)
+        }
 
     def set_validation(self, run: RunDir, hr: Tensor, lr: Tensor) -> None:
         """The fixed validation pairs (CPU) and where their quicklooks go."""
