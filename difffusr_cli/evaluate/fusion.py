@@ -32,8 +32,8 @@ the block size. The statistics of Gram–Schmidt (and the nets' global pooling, 
 block, as in ``superres``; in Wald mode each group's Gram–Schmidt statistics use the pixels
 where that group is scorable, or, where a block has none (a small area, blocks beside a nodata
 wedge), where its native data and the guidance are valid, so Gram–Schmidt stays Gram–Schmidt
-there instead of falling back to bilinear. Scores are accumulated over blocks (:mod:`.running_scores`): one
-product is one image; several products are averaged.
+there instead of falling back to bilinear. Scores are accumulated over blocks
+(:mod:`.running_scores`): one product is one image; several products are averaged.
 
 **Validity.** A pixel is scored where its reference is valid and every input it depends on is
 clean: the 10 m guidance is valid and, for its own group and every finer one (the RRDB nets of
@@ -145,15 +145,18 @@ class FusionEvalOptions:
             self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]
         ):
             raise InputError(
-                f"--bbox {' '.join(f'{v:g}' for v in self.bbox)}: expected XMIN < XMAX and YMIN < YMAX"
+                f"--bbox {' '.join(f'{v:g}' for v in self.bbox)}: expected XMIN < XMAX and YMIN < "
+                "YMAX"
             )
         if self.block is not None and (self.block < align or self.block % align):
             raise InputError(
-                f"--block {self.block}: expected a positive multiple of {align} (10 m pixels, {mode} mode)"
+                f"--block {self.block}: expected a positive multiple of {align} (10 m pixels, "
+                f"{mode} mode)"
             )
         if self.halo is not None and (self.halo < 0 or self.halo % align):
             raise InputError(
-                f"--halo {self.halo}: expected a non-negative multiple of {align} (10 m pixels, {mode} mode)"
+                f"--halo {self.halo}: expected a non-negative multiple of {align} (10 m pixels, "
+                f"{mode} mode)"
             )
         if self.gs_pan not in ("regression", "mean"):
             raise InputError(f"--gs-pan {self.gs_pan!r}: expected regression or mean")

@@ -179,14 +179,17 @@ def _wald_settings(
         "degradation": {
             "factor": WALD_FACTOR,
             "blur": f"Gaussian, gain {WALD_NYQUIST_GAIN} at the degraded grid's Nyquist frequency "
-            f"(sigma {wald_sigma(WALD_FACTOR):.3f} native pixels), then {WALD_FACTOR}x{WALD_FACTOR} box average",
+            f"(sigma {wald_sigma(WALD_FACTOR):.3f} native pixels), then "
+            f"{WALD_FACTOR}x{WALD_FACTOR} box average",
             "inputs": {
                 g: f"{int(GROUP_RATIO[g] * 10)} m -> {int(GROUP_RATIO[g] * 10 * WALD_FACTOR)} m"
                 for g in GROUPS
             },
         },
         "guidance": "native 10 m B04, B03, B02 (not degraded)",
-        "reference": "each band on its native grid; 20 m and 60 m reconstructions area-averaged onto it",
+        "reference": (
+            "each band on its native grid; 20 m and 60 m reconstructions area-averaged onto it"
+        ),
         "ergas_ratio": {g: WALD_FACTOR for g in GROUPS},
         "data_range": DATA_RANGE,
         "block": block,

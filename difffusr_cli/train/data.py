@@ -181,7 +181,8 @@ class S2PatchSampler:
                 largest = side // MIN_PATCH * MIN_PATCH
                 raise InputError(
                     f"{name}: {scene.width}×{scene.height} px at 10 m is smaller than one "  # type: ignore[attr-defined]
-                    f"{patch} px patch; use --patch-size {largest} or less (a multiple of {MIN_PATCH})"
+                    f"{patch} px patch; use --patch-size {largest} or less (a multiple of "
+                    f"{MIN_PATCH})"
                 )
         self.train_regions, self.val_regions = self._split(val_fraction)
 
@@ -194,7 +195,8 @@ class S2PatchSampler:
         strip = max(self.patch, 6 * math.ceil(val_fraction * region.row1 / 6))
         if region.row1 - strip < self.patch:
             raise InputError(
-                f"{self.names[0]}: {region.row1} rows cannot hold a {self.patch} px training patch and "
+                f"{self.names[0]}: {region.row1} rows cannot hold a {self.patch} px training "
+                "patch and "
                 f"a {strip} px validation strip; give two or more products or a larger one"
             )
         return (
@@ -286,7 +288,8 @@ class S2PatchSampler:
             if tries >= 200:
                 names = ", ".join(sorted({self.names[r.scene_index] for r in regions}))
                 raise InputError(
-                    f"{names}: no patch with at most {self.max_nodata:.0%} nodata found in 200 draws; "
+                    f"{names}: no patch with at most {self.max_nodata:.0%} nodata found in 200 "
+                    "draws; "
                     "the products are mostly nodata"
                 )
         result = {g: fill_invalid(data, valid) for g, (data, valid) in patch.items()}

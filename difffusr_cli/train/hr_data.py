@@ -117,7 +117,8 @@ class HRDataset:
             (
                 f"{self.kind} data in {self.root}: {len(self.images)} image(s), "
                 f"{sum(sizes) / 1e6:.2f} Mpx at {OUTPUT_GSD} m "
-                f"(smallest {min(sizes, default=0)} px, source pixel size {', '.join(f'{g:g}' for g in gsds)} m)"
+                f"(smallest {min(sizes, default=0)} px, source pixel size "
+                f"{', '.join(f'{g:g}' for g in gsds)} m)"
             )
         ]
         lines += [f"  skipped {line}" for line in self.skipped]
@@ -182,7 +183,8 @@ def open_hr_dataset(
         images.append(image)
     if not images:
         raise InputError(
-            f"{root}: none of the {len(files)} image(s) is at least {min_size} px at {OUTPUT_GSD} m "
+            f"{root}: none of the {len(files)} image(s) is at least {min_size} px at {OUTPUT_GSD} "
+            "m "
             f"(first: {skipped[0]}); use a smaller --patch-size or a finer --gsd"
         )
     return HRDataset(kind=kind, root=root, images=tuple(images), skipped=tuple(skipped))
@@ -219,7 +221,8 @@ def _find_image_files(kind: str, root: Path) -> list[Path]:
 def _rgb_band_indexes(
     path: Path, descriptions: Sequence[str | None], colorinterp: Sequence[object]
 ) -> tuple[int, int, int]:
-    """1-based indexes of R, G, B: from band descriptions, else colour interpretation, else 1, 2, 3."""
+    """1-based indexes of R, G, B: from band descriptions, else colour interpretation, else
+    1, 2, 3."""
     names = [(d or "").strip().lower() for d in descriptions]
     by_name = {n: i + 1 for i, n in enumerate(names) if n}
     aliases = {
@@ -275,7 +278,8 @@ def _probe_hr(path: Path, kind: str, gsd: float | None, value_scale: float | Non
         )
     if pixel > OUTPUT_GSD * (1 + _GSD_RTOL):
         raise InputError(
-            f"{path}: pixel size {pixel:g} m is coarser than the {OUTPUT_GSD} m the model learns to "
+            f"{path}: pixel size {pixel:g} m is coarser than the {OUTPUT_GSD} m the model learns "
+            "to "
             "produce; high-resolution training data must be at least that fine"
         )
     if value_scale is None:
@@ -343,7 +347,8 @@ def download_hub_dataset(
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
         raise InputError(
-            f"--hub-repo {repo}: {why} and the dataset is not in the local cache; go online once, or "
+            f"--hub-repo {repo}: {why} and the dataset is not in the local cache; go online once, "
+            "or "
             "download it yourself and pass --data-dir"
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
