@@ -326,7 +326,7 @@ def eval_fusion(
     import json
 
     from difffusr_cli.errors import InputError
-    from difffusr_cli.evaluate import fusion, fusion_product, fusion_report
+    from difffusr_cli.evaluate import fusion, fusion_product, fusion_report, fusion_wald
     from difffusr_cli.io.writer import check_output_path
 
     if bool(data) == (product is not None or source is not None):
@@ -343,7 +343,7 @@ def eval_fusion(
         check_output_path(csv_path, overwrite=overwrite)
     with fusion_report.block_progress(not quiet) as progress:
         if data:
-            report = fusion.evaluate_wald(data, options, progress=progress, quicklooks=plot is not None)
+            report = fusion_wald.evaluate_wald(data, options, progress=progress, quicklooks=plot is not None)
         else:
             assert product is not None and source is not None
             report = fusion_product.evaluate_product(product, source, options, progress=progress, quicklooks=plot is not None)
@@ -377,7 +377,7 @@ app.add_typer(train_app, name="train")
 _ConfigOpt = Annotated[str, typer.Option("--config", help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.")]
 _SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).")]
 _OutOpt = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (last/best/epoch-N), log.csv, quicklook/, train_config.json.")]
-_MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps in total.")]
+_MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N >= 1 steps in total (0 is refused; leave it out to train every epoch).")]
 _EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train.")]
 _BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step.")]
 _SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw.")]
@@ -388,7 +388,7 @@ _ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Pr
 
 
 def _train_overrides(sets: Optional[list[str]], **flags: object) -> dict[str, object]:
-    from difffusr_cli.train.common import parse_override
+    from difffusr_cli.train.config import parse_override
 
     overrides: dict[str, object] = dict(parse_override(text) for text in sets or [])
     overrides.update({f"train.{key}": value for key, value in flags.items() if value is not None})
@@ -424,8 +424,8 @@ def train_rgb_command(
 ) -> None:
     """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
     from difffusr_cli.train import rgb
-    from difffusr_cli.train.common import RunDir
-    from difffusr_cli.train.data import open_hr_dataset
+    from difffusr_cli.train.run_dir import RunDir
+    from difffusr_cli.train.hr_data import open_hr_dataset
 
     overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                                  patch_size=patch_size, seed=seed, harmonize=harmonize)
@@ -456,7 +456,7 @@ def train_fusion_command(
 ) -> None:
     """Train the three fusion nets on Sentinel-2 products (Wald protocol)."""
     from difffusr_cli.train import fusion
-    from difffusr_cli.train.common import RunDir
+    from difffusr_cli.train.run_dir import RunDir
     from difffusr_cli.train.data import open_s2_products
 
     overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
@@ -478,7 +478,7 @@ def train_export_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Write a compact copy of a checkpoint for shipping; it loads wherever the original does."""
-    from difffusr_cli.train.common import export_weights
+    from difffusr_cli.train.export import export_weights
 
     typer.echo(str(export_weights(src, output, inference_only=inference_only, half=half, overwrite=overwrite)))
 

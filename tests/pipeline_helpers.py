@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, SCALE, indices
-from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
+from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
 from difffusr_cli.superres import ModelInfo, Models
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from difffusr_cli.train.degrade import (
+from difffusr_cli.degrade import (
     DEFAULT_GAMMA,
     GAMMA_COV,
     GAMMA_MEAN,

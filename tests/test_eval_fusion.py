@@ -24,14 +24,14 @@ from difffusr_cli.evaluate.fusion import (
     PRODUCT,
     FusionEvalOptions,
     NetChoice,
-    evaluate_wald,
 )
-from difffusr_cli.evaluate.fusion_blocks import plan_blocks, read_native
+from difffusr_cli.evaluate.fusion_blocks import plan_blocks
 from difffusr_cli.evaluate.fusion_product import evaluate_product
-from difffusr_cli.evaluate.metrics import METRIC_NAMES, aggregate_scores, band_scores
+from difffusr_cli.evaluate.fusion_wald import evaluate_wald
 from difffusr_cli.evaluate.running_scores import RunningBandScores, aggregate_band_scores
 from difffusr_cli.io.scene import open_scene
 from difffusr_cli.io.writer import ProductWriter, output_grid
+from difffusr_cli.metrics import METRIC_NAMES, aggregate_scores, band_scores
 from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import FusionNetwork
 
@@ -53,7 +53,7 @@ def _native_on_fine_grid(scene, window: Window, factor: int) -> tuple[np.ndarray
     out = np.zeros((12, height, width), dtype=np.float32)
     valid = np.ones((height, width), dtype=bool)
     for group, ratio in GROUP_RATIO.items():
-        data, ok = read_native(scene, group, window)
+        data, ok = scene.read_native(group, window)
         reps = ratio * factor
         out[indices(GROUPS[group])] = data.repeat(reps, axis=1).repeat(reps, axis=2)
         valid &= ok.repeat(reps, axis=0).repeat(reps, axis=1)

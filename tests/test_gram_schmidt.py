@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, SCALE, indices
-from difffusr_cli.evaluate.gram_schmidt import (
+from difffusr_cli.fusion_baselines import (
     bilinear_fuse,
     gram_schmidt_fuse,
     gram_schmidt_sharpen,
@@ -166,8 +166,8 @@ def _read_dsen2(folder, size: int) -> dict[str, torch.Tensor]:
 def test_wald_on_real_bands_regression_gs_beats_mean_gs_and_bilinear_on_10m(
     shared_data, scene
 ) -> None:
-    from difffusr_cli.evaluate.metrics import score_groups
-    from difffusr_cli.train.degrade import wald_degrade
+    from difffusr_cli.degrade import wald_degrade
+    from difffusr_cli.metrics import score_groups
 
     native = _read_dsen2(shared_data / scene, 144)
     # Wald protocol ×4: the native 10 m grid plays the 2.5 m grid, the true RGB the SR RGB.

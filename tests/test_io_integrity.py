@@ -233,8 +233,6 @@ def test_non_utf8_path(capsys, cogs, tmp_path):
 
 
 def test_read_native_matches_read_bands(example_safe):
-    from difffusr_cli.evaluate.fusion_blocks import read_native
-
     window = Window(12, 24, 36, 60)
     with open_scene(example_safe) as scene:
         for group, ratio in (("10m", 1), ("20m", 2), ("60m", 6)):
@@ -243,8 +241,6 @@ def test_read_native_matches_read_bands(example_safe):
             assert data.shape == (len(GROUPS[group]), 60 // ratio, 36 // ratio)
             assert data.dtype == np.float32 and valid.shape == data.shape[1:]
             np.testing.assert_array_equal(data, block.data)
-            delegated = read_native(scene, group, window)
-            np.testing.assert_array_equal(delegated[0], data)
         data, _ = scene.read_native(["B11", "B05"], window)
         np.testing.assert_array_equal(data, scene.read_bands(["B11", "B05"], window).data)
         with pytest.raises(ValueError, match="native resolution"):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import error_relative_global_dimensionless_synthesis
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS
-from difffusr_cli.evaluate.metrics import (
+from difffusr_cli.metrics import (
     METRIC_NAMES,
     Scores,
     aggregate_scores,

@@ -11,6 +11,7 @@ import torch
 from difffusr_cli.errors import InputError, OutputError
 from difffusr_cli.models.config import FusionConfig, SRConfig
 from difffusr_cli.train import common, fusion, rgb
+from difffusr_cli.train.loop import make_schedulers
 
 
 def test_parse_override_reads_toml_values_and_defaults_to_train():
@@ -102,17 +103,15 @@ def test_step_rngs_depend_only_on_seed_stream_and_step():
     assert all(not torch.equal(draws[0], other) for other in draws[1:])
 
 
-def test_lr_factor_halves_after_each_completed_milestone():
-    factors = [common.lr_factor(epoch, (2, 4), 0.5) for epoch in range(6)]
-    assert factors == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
-    scheduler_rates = []
+def test_schedule_halves_after_each_completed_milestone():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 4], gamma=0.5)
+    (scheduler,) = make_schedulers({"main": optimizer}, (2, 4), 0.5).values()
+    rates = []
     for _ in range(6):
-        scheduler_rates.append(optimizer.param_groups[0]["lr"])
+        rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert factors == scheduler_rates
+    assert rates == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
 
 
 def test_ema_update_moves_toward_the_model_by_one_minus_decay():
@@ -195,3 +194,75 @@ def test_finite_or_raise_names_the_fix():
     assert common.finite_or_raise(1.5, "loss", 3) == 1.5
     with pytest.raises(InputError, match="learning rate"):
         common.finite_or_raise(float("nan"), "loss", 3)
+
+
+@pytest.mark.parametrize("stage", ["rgb", "fusion"])
+def test_max_steps_zero_is_refused_in_one_line(stage, tmp_path, capsys):
+    from difffusr_cli.cli import main
+
+    data = ["--data-dir", str(tmp_path)]
+    if stage == "rgb":
+        data = ["--data", "folder", *data]
+    code = main(
+        [
+            "train",
+            stage,
+            *data,
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            "small",
+            "--max-steps",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "max_steps must be an integer >= 1" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_with_a_wrong_type_names_the_key_and_the_type(tmp_path, capsys):
+    from difffusr_cli.cli import main
+
+    code = main(
+        [
+            "train",
+            "rgb",
+            "--data",
+            "folder",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            "small",
+            "--set",
+            "train.lr=abc",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "train.lr must be a number" in err and "'abc'" in err
+    with pytest.raises(InputError, match="train.milestones must be a list of integers"):
+        rgb.resolve_config("small", {"train.milestones": ["a"]})
+
+
+def test_checkpoint_is_one_atomic_file_and_old_folders_must_agree(tmp_path):
+    from difffusr_cli.models.fusion import FusionNetwork
+
+    net = FusionNetwork(FusionConfig("rrdb", 8, 1, 4))
+    run = common.RunDir(tmp_path / "run", resume=False)
+    run.create()
+    run.save_state({"step": 3, "weights": net.state_dict()})
+    assert [p.name for p in run.path.iterdir()] == ["last.state.pt"]  # no partial file left
+    state = common.RunDir(run.path, resume=True).load_state()
+    assert state["step"] == 3 and state["weights"].keys() == net.state_dict().keys()
+    # an earlier version's two files: weights from last.safetensors only when the steps agree
+    run.save_weights("last", net, "fusion", net.config, {"step": 2})
+    run.save_state({"step": 2})
+    legacy = common.RunDir(run.path, resume=True).load_state()
+    assert legacy["weights"].keys() == state["weights"].keys()
+    run.save_state({"step": 5})
+    with pytest.raises(OutputError, match="different steps"):
+        common.RunDir(run.path, resume=True).load_state()

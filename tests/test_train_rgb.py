@@ -11,11 +11,11 @@ import rasterio
 import torch
 
 from difffusr_cli.cli import main
+from difffusr_cli.degrade import degrade, sample_degradation
 from difffusr_cli.models.config import SRConfig
 from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import rgb
-from difffusr_cli.train.data import open_hr_dataset
-from difffusr_cli.train.degrade import degrade, sample_degradation
+from difffusr_cli.train.hr_data import open_hr_dataset
 
 # The smallest run the CLI accepts: 16 px HR crops (4 px LR), 2-step validation sampling.
 FAST = [

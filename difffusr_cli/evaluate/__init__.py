@@ -1,5 +1,7 @@
-"""Evaluation: the Gram–Schmidt and bilinear fusion baselines and the fusion quality metrics.
+"""Evaluation commands (``eval fusion``, ``eval opensr``): scoring, reports and quicklooks.
 
-Submodules are imported explicitly (``from difffusr_cli.evaluate.gram_schmidt import ...``) so
-that the pipeline, which needs only the baselines, does not pay for importing torchmetrics.
+Degradations, fusion baselines and metrics are shared with training and live outside this
+package (:mod:`difffusr_cli.degrade`, :mod:`difffusr_cli.fusion_baselines`,
+:mod:`difffusr_cli.metrics`); nothing here imports :mod:`difffusr_cli.train`. Submodules are
+imported explicitly so that the pipeline does not pay for importing torchmetrics.
 """

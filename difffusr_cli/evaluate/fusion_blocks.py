@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from torch import Tensor
 
-from difffusr_cli.bands import GroupName
 from difffusr_cli.errors import InputError
 
 
@@ -129,16 +128,6 @@ def clean_cells(valid: Tensor, factor: int, reach: int) -> Tensor:
     invalid = F.max_pool2d(invalid, factor)
     invalid = F.max_pool2d(invalid, 3, stride=1, padding=1)
     return invalid[0, 0] == 0
-
-
-def read_native(scene: object, group: GroupName, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """A group on its native grid for a window of the 10 m grid (whole native pixels).
-
-    Returns ``(data (C, h/r, w/r) float32 reflectance, valid (h/r, w/r) bool)``. Bands delivered
-    resampled to 10 m (a stacked GeoTIFF) are area-averaged back to their native pixel size; such
-    a pixel is valid when all its 10 m pixels are.
-    """
-    return scene.read_native(group, window)  # type: ignore[attr-defined]
 
 
 def crop_core(x: Tensor, block: Block, factor: int) -> Tensor:

@@ -46,11 +46,10 @@ from difffusr_cli.evaluate.fusion_blocks import (
     centre_block,
     crop_core,
     plan_blocks,
-    read_native,
     repeat_cells,
     to_device,
 )
-from difffusr_cli.evaluate.metrics import DATA_RANGE
+from difffusr_cli.metrics import DATA_RANGE
 from difffusr_cli.evaluate.quicklook import QUICKLOOK_BANDS, Quicklook
 from difffusr_cli.tiling import fill_invalid, round_up
 
@@ -196,7 +195,7 @@ def _product_block(
     inputs: dict[str, Tensor] = {}
     inputs_valid = product_valid.clone()
     for group, ratio in GROUP_RATIO.items():
-        g_data, g_valid = read_native(scene, group, window)
+        g_data, g_valid = scene.read_native(group, window)
         native[group] = (torch.from_numpy(g_data), torch.from_numpy(g_valid))
         inputs[group] = to_device(fill_invalid(g_data, g_valid)[None], device)
         inputs_valid &= repeat_cells(native[group][1], ratio * SCALE)

@@ -29,7 +29,7 @@ from typing import Any
 from difffusr_cli.bands import GROUPS
 from difffusr_cli.errors import OutputError
 from difffusr_cli.evaluate.fusion import FusionReport, MethodResult, ProgressFn
-from difffusr_cli.evaluate.metrics import METRIC_NAMES, Scores, ScoreTable
+from difffusr_cli.metrics import METRIC_NAMES, Scores, ScoreTable
 
 #: CSV columns, in order.
 CSV_COLUMNS: tuple[str, ...] = (

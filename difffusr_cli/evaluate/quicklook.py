@@ -9,17 +9,14 @@ Invalid pixels are black. Files are written with rasterio's PNG driver (no imagi
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
-import rasterio.shutil
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from difffusr_cli.errors import OutputError
+from difffusr_cli.png import write_png
 
 #: Composites: name → (red, green, blue) bands. "swir" is the SWIR-2 / narrow-NIR / red composite
 #: (B12, B8A, B04): vegetation green, bare soil and built-up areas brown-pink, water black.
@@ -69,33 +66,6 @@ def to_rgb8(
     out = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
     out[:, ~valid] = 0
     return out
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write ``(3, H, W)`` uint8 as an RGB PNG (GDAL's PNG driver copies from a memory GeoTIFF)."""
-    staging = f"/vsimem/difffusr-quicklook-{id(rgb)}.tif"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(
-                staging,
-                "w",
-                driver="GTiff",
-                width=rgb.shape[2],
-                height=rgb.shape[1],
-                count=3,
-                dtype="uint8",
-                photometric="RGB",
-            ) as dst:
-                dst.write(rgb)
-            rasterio.shutil.copy(staging, path, driver="PNG")
-    except (RasterioError, OSError) as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from None
-    finally:
-        try:
-            rasterio.shutil.delete(staging)
-        except (RasterioError, OSError):
-            pass
 
 
 def _safe_name(text: str) -> str:

@@ -1,7 +1,7 @@
-"""Streaming full-reference scores: the metrics of :mod:`difffusr_cli.evaluate.metrics`, accumulated
+"""Streaming full-reference scores: the metrics of :mod:`difffusr_cli.metrics`, accumulated
 block by block so that an area larger than memory (a whole tile) is scored as one image.
 
-:func:`~difffusr_cli.evaluate.metrics.band_scores` needs the whole image in one tensor. Here each
+:func:`~difffusr_cli.metrics.band_scores` needs the whole image in one tensor. Here each
 band keeps the sums its metrics are made of (pixel count, Σx, Σy, Σx², Σy², Σxy, Σ(x − y)² and the
 sum of the SSIM map), in float64, over the pixels a block *scores*; a block may carry context
 pixels around its scored core (the SSIM window reaches 5 pixels) that are read but not counted.
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from difffusr_cli.evaluate.metrics import DATA_RANGE, Scores, ScoreTable
+from difffusr_cli.metrics import DATA_RANGE, Scores, ScoreTable
 
 #: Smallest image side the SSIM window accepts (torchmetrics pads it by reflection, 5 pixels).
 SSIM_MIN_SIDE = 6

@@ -94,7 +94,7 @@ def build_models(
     fusion_info: ModelInfo | None = None,
 ) -> Models:
     """Bundle loaded networks for the pipeline (``fusion`` is used only with ``method="net"``)."""
-    from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
+    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
 
     unet = rgb.config.unet
     # The U-Net folds the image by `fold`, then halves it once per level below the first.

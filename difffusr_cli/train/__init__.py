@@ -1,4 +1,6 @@
-"""Training: data degradations (``degrade``) and the training loops of both stages.
+"""Training of both stages: configuration (``config``), the shared loop (``loop``), the run folder
+and its checkpoint (``run_dir``), and the stages (``rgb``, ``fusion``).
 
-Submodules are imported explicitly (``from difffusr_cli.train.degrade import ...``).
+Degradations come from :mod:`difffusr_cli.degrade`, metrics from :mod:`difffusr_cli.metrics`;
+nothing here imports :mod:`difffusr_cli.evaluate`. Submodules are imported explicitly.
 """

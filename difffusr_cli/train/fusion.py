@@ -1,4 +1,4 @@
-"""``difffusr train fusion``: train the three per-group fusion nets on Sentinel-2 data (Wald protocol).
+"""``difffusr train fusion``: train the three per-group fusion nets on Sentinel-2 (Wald protocol).
 
 At inference a group's branch sees the SR RGB on the 2.5 m grid and the bands of its input groups
 (RRDB: the finer groups too) ``OUTPUT_RATIO`` = 4, 8, 24 times coarser, and returns the group's
@@ -6,21 +6,19 @@ bands on the 2.5 m grid. Native Sentinel-2 data have no 2.5 m truth, so each bra
 copy of that situation shrunk by ``4·r`` (``r`` = 1, 2, 6 the group's ratio to 10 m, Wald's
 protocol): the target is the group's native band (10·r m), the guidance the native RGB degraded
 to the target grid (×r), and every input group degraded by ``4·r`` from its native grid
-(:func:`~difffusr_cli.train.degrade.wald_degrade`: MTF-matched Gaussian then box average), then
+(:func:`~difffusr_cli.degrade.wald_degrade`: MTF-matched Gaussian then box average), then
 z-scored and bilinearly upsampled to the target grid exactly as
 :class:`~difffusr_cli.models.predictors.FusionPredictor` does at inference. A 1440 m patch (144 px
 at 10 m) thus gives the 10 m branch a 144 px target, the 20 m branch 72 px, the 60 m branch 24 px.
 
 Each branch has its own Adam optimizer and an L1 loss in the z-scored space it predicts.
 Validation, on held-aside patches: ERGAS per group (ratio 4, 8, 24) of the nets, of Gram–Schmidt
-(:func:`~difffusr_cli.evaluate.gram_schmidt.gram_schmidt_fuse`) and of bilinear upsampling given
+(:func:`~difffusr_cli.fusion_baselines.gram_schmidt_fuse`) and of bilinear upsampling given
 the same degraded inputs, logged to the CSV; ``best`` has the lowest mean ERGAS of the nets.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,13 +31,14 @@ from torch import Tensor
 
 from difffusr_cli import bands
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
-from difffusr_cli.errors import InputError, OutputError, WeightsError
+from difffusr_cli.degrade import upsample_bilinear, wald_degrade
+from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
+from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult, require
 from difffusr_cli.train.data import S2PatchSampler
-from difffusr_cli.train.degrade import upsample_bilinear, wald_degrade
+from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 
 #: Patch sides (10 m pixels) must be multiples of this: the 60 m branch degrades 60 m bands by 24.
 PATCH_MULTIPLE = 6 * OUTPUT_RATIO["60m"]
@@ -104,11 +103,20 @@ class FusionTrainConfig(common.ModelTrainConfig):
 
     def __post_init__(self) -> None:
         self._check_counts(
-            ("batch_size", "patch_size", "epochs", "patches_per_epoch", "val_patches", "val_every", "log_every")
+            (
+                "batch_size",
+                "patch_size",
+                "epochs",
+                "patches_per_epoch",
+                "val_patches",
+                "val_every",
+                "log_every",
+            )
         )
         require(
             self.patch_size % PATCH_MULTIPLE == 0,
-            f"patch_size must be a multiple of {PATCH_MULTIPLE} 10 m pixels (the 60 m branch degrades "
+            f"patch_size must be a multiple of {PATCH_MULTIPLE} 10 m pixels "
+            "(the 60 m branch degrades "
             f"60 m bands by 24), got {self.patch_size}",
         )
         require(self.lr > 0 and 0 < self.lr_gamma <= 1, "lr must be > 0 and lr_gamma in (0, 1]")
@@ -136,14 +144,15 @@ def _preset(arch: str, size: str) -> dict[str, Any]:
 
 
 def presets(arch: str) -> dict[str, Any]:
-    """``--config`` presets for ``arch``: ``large`` (the authors' sizes) and ``small`` (CPU-sized)."""
+    """``--config`` presets for ``arch``: ``large`` (the authors' sizes), ``small`` (CPU-sized)."""
     return {"large": lambda: _preset(arch, "large"), "small": lambda: _preset(arch, "small")}
 
 
 def resolve_config(
     spec: str, overrides: Mapping[str, Any], arch: str | None = None, run: RunDir | None = None
 ) -> FusionTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then overrides.
+    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then
+    overrides.
 
     ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
     """
@@ -210,7 +219,8 @@ def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorl
 
 
 def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
-    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor builds them."""
+    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor
+    builds them."""
     mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
     guidance = (world.guidance - mean) / std
     size = world.guidance.shape[-2:]
@@ -236,8 +246,8 @@ def validate(
         ``ergas_mean_<method>`` to values; ``previews[group]`` holds the first patch's
         ``bilinear``, ``net`` and ``target`` reflectance (CPU) for the quicklook.
     """
-    from difffusr_cli.evaluate.gram_schmidt import bilinear_fuse, gram_schmidt_fuse
-    from difffusr_cli.evaluate.metrics import aggregate_scores
+    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
+    from difffusr_cli.metrics import aggregate_scores
 
     was_training = net.training
     net.eval()
@@ -313,7 +323,8 @@ def build_net(
         raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not a fusion model")
     if loaded.config != config.model:
         report(
-            f"--init {init}: using its architecture ({loaded.config.arch}) instead of the config's [model]"
+            f"--init {init}: using its architecture ({loaded.config.arch}) "
+            "instead of the config's [model]"
         )
         config = replace(config, model=loaded.config)  # type: ignore[arg-type]
     net = load_network(loaded, origin=str(path))
@@ -351,141 +362,97 @@ def train_fusion(
         )
     for line in data.summary():
         report(line)
+    state = run.load_state() if resume else None
     net, config = build_net(config, None if resume else init, report)
-    start_step, best_metric = 0, None
-    state: dict[str, Any] = {}
-    if resume:
-        from difffusr_cli.weights import load_weights
-
-        loaded = load_weights(run.checkpoint("last"))
-        if loaded.config != config.model:
-            raise OutputError(
-                f"{run.checkpoint('last')}: its architecture differs from {run.config_file}"
-            )
-        net.load_state_dict(loaded.state_dict, strict=True)
-        state = run.load_state()
-        start_step, best_metric = int(state["step"]), state.get("best_metric")
     net.to(target).train()
     precision = common.Precision(target, config.amp)
-    optimizers = {
-        g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
-    }
-    if state:
-        for g in _GROUP_ORDER:
-            optimizers[g].load_state_dict(state["optimizers"][g])
-        precision.load_state_dict(state.get("scaler", {}))
+    stage = FusionStage(net, config, data, precision, target)
 
     steps_per_epoch = max(1, config.patches_per_epoch // config.batch_size)
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    start_step = 0 if state is None else int(state["step"])
     n_params = sum(p.numel() for p in net.parameters())
     report(
         f"device {describe(target)}, precision {precision.name}; fusion-{config.model.arch}, "
-        f"{n_params / 1e6:.2f} M parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
+        f"{n_params / 1e6:.2f} M parameters; {steps_per_epoch} step(s) per epoch, "
+        f"steps {start_step}–{total}"
     )
     _, val_rng = common.step_rngs(config.seed, _STREAM_VAL, 0)
-    val_native = _to_tensors(data.batch(val_rng, config.val_patches, "val"), target)
+    stage.set_validation(run, _to_tensors(data.batch(val_rng, config.val_patches, "val"), target))
     # the run folder appears only now that data, options and weights have been checked
     run.create()
     run.write_config(config.to_dict())
-    log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
-    source = {"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)}
-
-    losses: list[float] = []
-    window: list[dict[GroupName, float]] = []
-    tick = time.perf_counter()
-    started = tick
-    with common.progress_bar(total, start_step, "train fusion", progress) as advance:
-        for step in range(start_step, total):
-            epoch = step // steps_per_epoch
-            factor = common.lr_factor(epoch, config.milestones, config.lr_gamma)
-            rate = next(common.set_lr(o, config.lr, factor) for o in optimizers.values())
-            common.seed_global(config.seed, step)
-            _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
-            native = _to_tensors(data.batch(rng, config.batch_size, "train"), target)
-            step_losses: dict[GroupName, float] = {}
-            for group in _GROUP_ORDER:
-                world = wald_world(native, group)
-                optimizer = optimizers[group]
-                optimizer.zero_grad(set_to_none=True)
-                with precision.autocast():
-                    guidance, ms = branch_inputs(net, world)
-                    predicted = net.branch(group)(guidance, ms)
-                    loss = F.l1_loss(predicted.float(), to_branch_space(world.target, group))
-                precision.step(
-                    loss, optimizer, config.grad_clip or None, list(net.branch(group).parameters())
-                )
-                step_losses[group] = common.finite_or_raise(
-                    float(loss.detach()), f"the {group} loss", step
-                )
-            value = float(np.mean(list(step_losses.values())))
-            losses.append(value)
-            window.append(step_losses)
-            done = step + 1
-            advance(loss=value, epoch=epoch)
-            if done % config.log_every == 0 or done == total:
-                now = time.perf_counter()
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="train",
-                    lr=rate,
-                    **{f"loss_{g}": float(np.mean([w[g] for w in window])) for g in _GROUP_ORDER},
-                    steps_per_s=len(window) / max(now - tick, 1e-9),
-                    seconds=now - started,
-                )
-                window, tick = [], now
-            end_of_epoch = done % steps_per_epoch == 0
-            if not (end_of_epoch or done == total):
-                continue
-            epochs_done = math.ceil(done / steps_per_epoch)
-            if epochs_done % config.val_every == 0 or done == total:
-                scores, previews = validate(net, val_native, config.batch_size)
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="val",
-                    seconds=time.perf_counter() - started,
-                    **scores,
-                )
-                _quicklook(run, done, previews)
-                metric = scores["ergas_mean_net"]
-                if best_metric is None or metric < best_metric:
-                    best_metric = metric
-                    run.save_weights(
-                        "best", net, "fusion", config.model, {**source, "step": done, **scores}
-                    )
-            run.save_weights("last", net, "fusion", config.model, {**source, "step": done})
-            run.save_state(
-                {
-                    "step": done,
-                    "best_metric": best_metric,
-                    "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
-                    "scaler": precision.state_dict(),
-                }
-            )
-            if (
-                config.checkpoint_every
-                and end_of_epoch
-                and epochs_done % config.checkpoint_every == 0
-            ):
-                run.save_weights(
-                    f"epoch-{epochs_done:04d}",
-                    net,
-                    "fusion",
-                    config.model,
-                    {**source, "step": done},
-                )
-
-    best = run.checkpoint("best")
-    done = max(total, start_step)
-    return TrainResult(
-        out=run.path,
-        step=done,
-        epoch=math.ceil(done / steps_per_epoch),
-        last=run.checkpoint("last"),
-        best=best if best.is_file() else None,
-        best_metric=best_metric,
-        losses=tuple(losses),
+    plan = FitPlan(
+        title="train fusion",
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        milestones=config.milestones,
+        lr_gamma=config.lr_gamma,
+        val_every=config.val_every,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        log_columns=LOG_COLUMNS,
+        model_config=config.model,
+        source={"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)},
     )
+    return fit(stage, plan, run, precision, state=state, progress=progress)
+
+
+class FusionStage:
+    """The fusion stage's hooks for :func:`~difffusr_cli.train.loop.fit` (one Adam per branch)."""
+
+    kind: Stage = "fusion"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        net: FusionNetwork,
+        config: FusionTrainConfig,
+        data: S2PatchSampler,
+        precision: common.Precision,
+        device: torch.device,
+    ) -> None:
+        self.network, self.config, self.data = net, config, data
+        self.precision, self.device = precision, device
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
+        }
+
+    def set_validation(self, run: RunDir, native: Mapping[GroupName, Tensor]) -> None:
+        """The fixed validation patches (on the device) and where their quicklooks go."""
+        self.run, self.val_native = run, native
+
+    def train_step(self, step: int) -> StepResult:
+        config, net = self.config, self.network
+        common.seed_global(config.seed, step)
+        _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
+        native = _to_tensors(self.data.batch(rng, config.batch_size, "train"), self.device)
+        step_losses: dict[str, float] = {}
+        for group in _GROUP_ORDER:
+            world = wald_world(native, group)
+            optimizer = self.optimizers[group]
+            optimizer.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                guidance, ms = branch_inputs(net, world)
+                predicted = net.branch(group)(guidance, ms)
+                loss = F.l1_loss(predicted.float(), to_branch_space(world.target, group))
+            parameters = list(net.branch(group).parameters())
+            self.precision.step(loss, optimizer, config.grad_clip or None, parameters)
+            step_losses[f"loss_{group}"] = common.finite_or_raise(
+                float(loss.detach()), f"the {group} loss", step
+            )
+        return StepResult(float(np.mean(list(step_losses.values()))), step_losses)
+
+    def validate(self, done: int) -> Validation:
+        scores, previews = validate(self.network, self.val_native, self.config.batch_size)
+        _quicklook(self.run, done, previews)
+        return Validation(scores["ergas_mean_net"], scores, scores)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {"optimizers": {g: o.state_dict() for g, o in self.optimizers.items()}}
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        for g, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][g])

@@ -4,7 +4,7 @@ One step, for a batch of high-resolution images (2.5 m, reflectance):
 
 1. Two random crops per image (``patch_size`` px, independent flips/rotations) — MoCo's positive
    pair; optional harmonisation (γ drawn per image) and one degradation per image
-   (:func:`~difffusr_cli.train.degrade.sample_degradation`: 21×21 anisotropic Gaussian blur with
+   (:func:`~difffusr_cli.degrade.sample_degradation`: 21×21 anisotropic Gaussian blur with
    θ over [0, π), antialiased bicubic ×4, Gaussian noise) shared by both crops.
 2. Everything in the networks' [−1, 1] space. ``L1(encoder ×4 head(lr₁), hr₁)`` +
    ``MSE(U-Net x0 prediction, hr₁)`` + ``infonce_weight · InfoNCE(MoCo(lr₁, lr₂))``, the U-Net
@@ -23,34 +23,33 @@ PSNR against the HR crop decides ``best``. Checkpoints hold the full official la
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difffusr_cli.errors import InputError, OutputError, WeightsError
-from difffusr_cli.models.config import SRConfig
-from difffusr_cli.models.sr import DiffusionSR
-from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, TrainResult, require
-from difffusr_cli.train.data import HRDataset
-from difffusr_cli.train.degrade import (
+from difffusr_cli.degrade import (
     DEFAULT_GAMMA,
-    DegradationSettings,
     degrade,
     harmonize,
     sample_degradation,
     sample_gamma,
 )
+from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.models.sr import DiffusionSR
+from difffusr_cli.train import common
+from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult
+from difffusr_cli.train.hr_data import HRDataset
+from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
+from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
 
-#: Super-resolution factor.
-SCALE = 4
+__all__ = ["PRESETS", "SCALE", "RGBTrainConfig", "resolve_config", "train_rgb"]
+
 # Independent random streams of a run (see common.step_rngs).
 _STREAM_BATCH, _STREAM_ORDER, _STREAM_VAL = 1, 2, 3
 
@@ -68,140 +67,6 @@ LOG_COLUMNS = (
     "val_psnr_bicubic",
     "seconds",
 )
-
-
-@dataclass(frozen=True)
-class RGBTrainConfig(common.ModelTrainConfig):
-    """Hyperparameters of ``train rgb`` (the ``[train]`` table) and the architecture (``[model]``).
-
-    Attributes:
-        model: the network architecture.
-        batch_size: images per step (each gives two crops).
-        patch_size: HR crop side, 2.5 m pixels (multiple of 4·fold; LR crops are a quarter).
-        lr: Adam learning rate.
-        milestones: epochs after which the rate is multiplied by ``lr_gamma``.
-        lr_gamma: the multiplier (0.5: halving).
-        epochs: epochs to train (an epoch draws ``repeat`` crop pairs from every training image).
-        max_steps: stop after this many steps in total (None: after ``epochs``).
-        repeat: crop pairs per training image per epoch.
-        ema_decay: EMA decay of the U-Net weights.
-        infonce_weight: weight of MoCo's InfoNCE loss.
-        harmonize: NAIP → Sentinel-2 harmonisation; None: the dataset's default.
-        kernel_size, blur_sigma, noise_max: degradation ranges (SPEC §2 defaults).
-        val_every: validate every N epochs (and at the end).
-        val_images: at most this many held-aside validation images.
-        val_fraction: share of the images held aside (at least one when there are two or more).
-        val_steps: DDIM steps of the validation sampling.
-        checkpoint_every: keep ``epoch-NNNN`` checkpoints every N epochs (0: never).
-        log_every: write a training row to the CSV every N steps.
-        grad_clip: clip the gradient norm to this value (0: no clipping).
-        amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
-        seed: seed of every random draw.
-    """
-
-    model_config: ClassVar[type[SRConfig]] = SRConfig
-
-    model: SRConfig = field(default_factory=SRConfig)
-    batch_size: int = 8
-    patch_size: int = 256
-    lr: float = 1e-4
-    milestones: tuple[int, ...] = (200, 400, 600, 800)
-    lr_gamma: float = 0.5
-    epochs: int = 1000
-    max_steps: int | None = None
-    repeat: int = 1
-    ema_decay: float = 0.999
-    infonce_weight: float = 0.05
-    harmonize: bool | None = None
-    kernel_size: int = 21
-    blur_sigma: tuple[float, float] = (0.2, 4.0)
-    noise_max: float = 25.0 / 255.0
-    val_every: int = 1
-    val_images: int = 4
-    val_fraction: float = 0.1
-    val_steps: int = 20
-    checkpoint_every: int = 50
-    log_every: int = 10
-    grad_clip: float = 0.0
-    amp: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self._check_counts(
-            ("batch_size", "patch_size", "epochs", "repeat", "val_every", "val_steps", "log_every"),
-            non_negative=("val_images",),
-        )
-        multiple = SCALE * self.model.unet.fold * 2 ** (self.model.unet.levels - 1)
-        require(
-            self.patch_size % multiple == 0,
-            f"patch_size must be a multiple of {multiple} (×4 SR, U-Net fold and depth), got {self.patch_size}",
-        )
-        require(self.lr > 0 and 0 < self.lr_gamma <= 1, "lr must be > 0 and lr_gamma in (0, 1]")
-        require(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        require(
-            0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"
-        )
-        require(
-            self.infonce_weight >= 0 and self.grad_clip >= 0,
-            "infonce_weight and grad_clip must be >= 0",
-        )
-        require(
-            2 <= self.val_steps <= self.model.diffusion.n_timestep,
-            "val_steps must be in [2, n_timestep]",
-        )
-        DegradationSettings(
-            kernel_size=self.kernel_size,
-            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
-            noise_max=self.noise_max,
-        )
-
-    def degradation(self, isotropic: bool = False) -> DegradationSettings:
-        """The degradation ranges (isotropic for validation)."""
-        return DegradationSettings(
-            kernel_size=self.kernel_size,
-            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
-            noise_max=self.noise_max,
-            scale=SCALE,
-            isotropic=isotropic,
-        )
-
-
-def _preset_large() -> dict[str, Any]:
-    return RGBTrainConfig(model=SRConfig.large()).to_dict()
-
-
-def _preset_small() -> dict[str, Any]:
-    return RGBTrainConfig(
-        model=SRConfig.small(),
-        batch_size=4,
-        patch_size=64,
-        epochs=200,
-        milestones=(100, 150),
-        val_images=2,
-        val_steps=10,
-        checkpoint_every=0,
-        log_every=1,
-    ).to_dict()
-
-
-#: ``--config`` presets: ``large`` is the official protocol (SPEC §2), ``small`` a CPU-sized one.
-PRESETS = {"large": _preset_large, "small": _preset_small}
-
-
-def resolve_config(
-    spec: str, overrides: Mapping[str, Any], run: RunDir | None = None
-) -> RGBTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then overrides.
-
-    Raises:
-        InputError / OutputError: see :func:`~difffusr_cli.train.common.load_config`.
-    """
-    if run is not None:
-        base = run.read_config()
-        return RGBTrainConfig.from_mapping(
-            common.apply_overrides(base, overrides), str(run.config_file)
-        )
-    return common.load_config(spec, PRESETS, overrides, RGBTrainConfig.from_mapping)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +217,7 @@ def validate(
     Returns:
         ``(psnr_sr, psnr_bicubic, sr)`` with ``sr`` ``(V, 3, P, P)`` reflectance (CPU).
     """
-    from difffusr_cli.evaluate.metrics import aggregate_scores
+    from difffusr_cli.metrics import aggregate_scores
     from difffusr_cli.models.predictors import RGBSuperResolver
 
     resolver = RGBSuperResolver(model)
@@ -463,153 +328,111 @@ def train_rgb(
         + f"; harmonisation {'on' if harmonized else 'off'}"
     )
 
+    state = run.load_state() if resume else None
     model, config = build_model(config, None if resume else init, report)
-    start_step, best_metric = 0, None
-    state: dict[str, Any] = {}
-    if resume:
-        from difffusr_cli.weights import load_weights
-
-        loaded = load_weights(run.checkpoint("last"))
-        if loaded.config != config.model:
-            raise OutputError(
-                f"{run.checkpoint('last')}: its architecture differs from {run.config_file}"
-            )
-        model.load_state_dict(loaded.state_dict, strict=True)
-        state = run.load_state()
-        start_step, best_metric = int(state["step"]), state.get("best_metric")
     for p in model.ema.parameters():
         p.requires_grad_(False)
     model.to(target).train()
     precision = common.Precision(target, config.amp)
-    parameters = trainable_parameters(model)
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        precision.load_state_dict(state.get("scaler", {}))
+    stage = RGBStage(model, config, data, train_idx, harmonized, precision, target)
+    val_hr, val_lr = make_validation_set(data, val_idx or train_idx[:1], config, harmonized)
+    stage.set_validation(run, val_hr, val_lr)
 
     steps_per_epoch = math.ceil(len(train_idx) * config.repeat / config.batch_size)
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    start_step = 0 if state is None else int(state["step"])
+    n_params = sum(p.numel() for p in stage.parameters) / 1e6
     report(
-        f"device {describe(target)}, precision {precision.name}; {sum(p.numel() for p in parameters) / 1e6:.2f} M "
-        f"trained parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
+        f"device {describe(target)}, precision {precision.name}; {n_params:.2f} M trained "
+        f"parameters; {steps_per_epoch} step(s) per epoch, steps {start_step}–{total}"
     )
-    val_hr, val_lr = make_validation_set(data, val_idx or train_idx[:1], config, harmonized)
     # the run folder appears only now that data, options and weights have been checked
     run.create()
     run.write_config(config.to_dict())
-    log = common.CsvLog(run.log_file, LOG_COLUMNS, resume_step=start_step if resume else None)
-    source = {
-        "trained_by": "difffusr train rgb",
-        "data": f"{data.kind}:{data.root}",
-        "out": str(run.path),
-    }
-
-    losses: list[float] = []
-    window: list[RGBLosses] = []
-    tick = time.perf_counter()
-    started = tick
-    with common.progress_bar(total, start_step, "train rgb", progress) as advance:
-        for step in range(start_step, total):
-            epoch = step // steps_per_epoch
-            rate = common.set_lr(
-                optimizer, config.lr, common.lr_factor(epoch, config.milestones, config.lr_gamma)
-            )
-            common.seed_global(config.seed, step)
-            batch = make_batch(data, train_idx, config, harmonized, step)
-            generator, _ = common.step_rngs(config.seed, _STREAM_BATCH + 100, step)
-            level = draw_noise_levels(model, config.batch_size, generator)
-            noise = torch.randn(batch.hr.shape, generator=generator)
-            on_device = RGBBatch(
-                *(t.to(target, non_blocking=True) for t in (batch.hr, batch.lr, batch.lr_key))
-            )
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                terms = rgb_losses(
-                    model, on_device, level.to(target), noise.to(target), config.infonce_weight
-                )
-            precision.step(terms.total, optimizer, config.grad_clip or None, parameters)
-            common.ema_update(model.ema, model.model, config.ema_decay)
-            value = common.finite_or_raise(float(terms.total.detach()), "the training loss", step)
-            losses.append(value)
-            window.append(
-                RGBLosses(
-                    *(
-                        t.detach().float().cpu()
-                        for t in (terms.total, terms.l1, terms.mse, terms.infonce)
-                    )
-                )
-            )
-            done = step + 1
-            advance(loss=value, epoch=epoch)
-            if done % config.log_every == 0 or done == total:
-                now = time.perf_counter()
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="train",
-                    lr=rate,
-                    loss=float(torch.stack([w.total for w in window]).mean()),
-                    l1=float(torch.stack([w.l1 for w in window]).mean()),
-                    mse=float(torch.stack([w.mse for w in window]).mean()),
-                    infonce=float(torch.stack([w.infonce for w in window]).mean()),
-                    steps_per_s=len(window) / max(now - tick, 1e-9),
-                    seconds=now - started,
-                )
-                window, tick = [], now
-            end_of_epoch = done % steps_per_epoch == 0
-            if not (end_of_epoch or done == total):
-                continue
-            epochs_done = math.ceil(done / steps_per_epoch)
-            if epochs_done % config.val_every == 0 or done == total:
-                psnr, psnr_bicubic, sr = validate(
-                    model, val_hr.to(target), val_lr.to(target), config
-                )
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="val",
-                    val_psnr=psnr,
-                    val_psnr_bicubic=psnr_bicubic,
-                    seconds=time.perf_counter() - started,
-                )
-                _quicklook(run, done, val_hr, val_lr, sr)
-                if best_metric is None or psnr > best_metric:
-                    best_metric = psnr
-                    run.save_weights(
-                        "best",
-                        model,
-                        "rgb",
-                        config.model,
-                        {**source, "step": done, "val_psnr": psnr},
-                    )
-            run.save_weights("last", model, "rgb", config.model, {**source, "step": done})
-            run.save_state(
-                {
-                    "step": done,
-                    "best_metric": best_metric,
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": precision.state_dict(),
-                }
-            )
-            if (
-                config.checkpoint_every
-                and end_of_epoch
-                and epochs_done % config.checkpoint_every == 0
-            ):
-                run.save_weights(
-                    f"epoch-{epochs_done:04d}", model, "rgb", config.model, {**source, "step": done}
-                )
-
-    best = run.checkpoint("best")
-    done = max(total, start_step)
-    return TrainResult(
-        out=run.path,
-        step=done,
-        epoch=math.ceil(done / steps_per_epoch),
-        last=run.checkpoint("last"),
-        best=best if best.is_file() else None,
-        best_metric=best_metric,
-        losses=tuple(losses),
+    plan = FitPlan(
+        title="train rgb",
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        milestones=config.milestones,
+        lr_gamma=config.lr_gamma,
+        val_every=config.val_every,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        log_columns=LOG_COLUMNS,
+        model_config=config.model,
+        source={
+            "trained_by": "difffusr train rgb",
+            "data": f"{data.kind}:{data.root}",
+            "out": str(run.path),
+        },
     )
+    return fit(stage, plan, run, precision, state=state, progress=progress)
+
+
+class RGBStage:
+    """The RGB stage's hooks for :func:`~difffusr_cli.train.loop.fit`."""
+
+    kind: Stage = "rgb"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        model: DiffusionSR,
+        config: RGBTrainConfig,
+        data: HRDataset,
+        train_idx: tuple[int, ...],
+        harmonized: bool,
+        precision: common.Precision,
+        device: torch.device,
+    ) -> None:
+        self.network = model
+        self.config, self.data, self.train_idx = config, data, train_idx
+        self.harmonized, self.precision, self.device = harmonized, precision, device
+        self.parameters = trainable_parameters(model)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "main": torch.optim.Adam(self.parameters, lr=config.lr)
+        }
+
+    def set_validation(self, run: RunDir, hr: Tensor, lr: Tensor) -> None:
+        """The fixed validation pairs (CPU) and where their quicklooks go."""
+        self.run, self.val_hr, self.val_lr = run, hr, lr
+
+    def train_step(self, step: int) -> StepResult:
+        config, model, target = self.config, self.network, self.device
+        common.seed_global(config.seed, step)
+        batch = make_batch(self.data, self.train_idx, config, self.harmonized, step)
+        generator, _ = common.step_rngs(config.seed, _STREAM_BATCH + 100, step)
+        level = draw_noise_levels(model, config.batch_size, generator)
+        noise = torch.randn(batch.hr.shape, generator=generator)
+        on_device = RGBBatch(
+            *(t.to(target, non_blocking=True) for t in (batch.hr, batch.lr, batch.lr_key))
+        )
+        optimizer = self.optimizers["main"]
+        optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            terms = rgb_losses(
+                model, on_device, level.to(target), noise.to(target), config.infonce_weight
+            )
+        self.precision.step(terms.total, optimizer, config.grad_clip or None, self.parameters)
+        common.ema_update(model.ema, model.model, config.ema_decay)
+        value = common.finite_or_raise(float(terms.total.detach()), "the training loss", step)
+        parts = (terms.total, terms.l1, terms.mse, terms.infonce)
+        values = [float(t.detach().float().cpu()) for t in parts]
+        return StepResult(value, dict(zip(("loss", "l1", "mse", "infonce"), values, strict=True)))
+
+    def validate(self, done: int) -> Validation:
+        target = self.device
+        psnr, psnr_bicubic, sr = validate(
+            self.network, self.val_hr.to(target), self.val_lr.to(target), self.config
+        )
+        _quicklook(self.run, done, self.val_hr, self.val_lr, sr)
+        row = {"val_psnr": psnr, "val_psnr_bicubic": psnr_bicubic}
+        return Validation(psnr, row, {"val_psnr": psnr})
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizers["main"].state_dict()}
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        self.optimizers["main"].load_state_dict(state["optimizer"])

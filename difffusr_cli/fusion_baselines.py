@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, SCALE, indices
+from difffusr_cli.degrade.resample import upsample_to
 
 #: How the synthetic pan is formed from a group's bands (see the module docstring).
 SyntheticPan = Literal["regression", "mean"]
@@ -61,13 +62,6 @@ _VAR_EPS = 1e-12
 #: Singular values of the bands' covariance below this fraction of the largest are ignored, so
 #: collinear or constant bands get a minimum-norm fit instead of a blow-up.
 _FIT_RTOL = 1e-6
-
-
-def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize on pixel centres: ``(B, C, h, w)`` → ``(B, C, *size)``."""
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _check_inputs(rgb_sr: Tensor, groups: Mapping[str, Tensor]) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Training degradations: RGB blind-SR degradations (SPEC §2) and the fusion nets' Wald protocol.
+"""The RGB blind-SR degradation of ``train rgb`` (SPEC §2) and NAIP → Sentinel-2 harmonisation.
 
 All functions are pure torch on NCHW float32 reflectance; every random draw comes from an
 explicit :class:`torch.Generator` so a training run is reproducible from its seed.
@@ -16,9 +16,8 @@ code: the rotation θ covers the whole half-turn [0, π) (the research code drew
 between 0 and 1), and the harmonisation exponent is the multivariate normal's median rather than
 a hard-coded draw.
 
-Fusion training (``train fusion``) follows Wald's protocol: :func:`wald_degrade` degrades a band
-group by its ratio, :func:`upsample_bilinear` brings it back to the original grid, and the net
-learns to restore the original.
+Wald's protocol lives in :mod:`difffusr_cli.degrade.wald`, the kernels in
+:mod:`difffusr_cli.degrade.kernels`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difffusr_cli.evaluate.gram_schmidt import upsample_to
+from difffusr_cli.degrade.kernels import anisotropic_gaussian_kernel, blur
 
 #: Harmonisation exponents γ (R, G, B): the mean, hence the median, of the multivariate normal
 #: fitted to NAIP → Sentinel-2 reflectance (SPEC §2).
@@ -46,10 +45,6 @@ DEFAULT_GAMMA: tuple[float, float, float] = GAMMA_MEAN
 #: Lower bound applied to sampled γ, far in the tail (≈ 4 standard deviations below the mean),
 #: so that x^(1/γ) stays finite.
 _GAMMA_MIN = 0.05
-
-#: Nyquist gain of the MTF-matched Gaussian used by the Wald degradation.
-WALD_NYQUIST_GAIN = 0.3
-
 
 @dataclass(frozen=True)
 class DegradationSettings:
@@ -107,7 +102,7 @@ class DegradationParams:
         return torch.stack(
             [
                 anisotropic_gaussian_kernel(float(sx), float(sy), float(th), size=self.kernel_size)
-                for sx, sy, th in zip(self.sigma_x, self.sigma_y, self.theta)
+                for sx, sy, th in zip(self.sigma_x, self.sigma_y, self.theta, strict=True)
             ]
         )
 
@@ -148,43 +143,6 @@ def sample_gamma(generator: torch.Generator, n: int = 1) -> Tensor:
 
 
 # --- blur kernels ---------------------------------------------------------------------------
-
-
-def anisotropic_gaussian_kernel(
-    sigma_x: float, sigma_y: float, theta: float, size: int = 21
-) -> Tensor:
-    """A rotated 2-D Gaussian kernel, normalised to sum 1.
-
-    The covariance is ``R(θ) diag(σx², σy²) R(θ)ᵀ``: the kernel's own x axis (σx) is the column
-    axis turned by ``theta`` radians towards the row axis. θ and θ + π give the same kernel, and
-    θ + π/2 swaps the roles of σx and σy, so θ ~ U(0, π) covers every orientation.
-
-    Args:
-        sigma_x, sigma_y: standard deviations in pixels (> 0).
-        theta: rotation in radians.
-        size: kernel side in pixels (odd), centred on the middle pixel.
-
-    Returns:
-        ``(size, size)`` float32, indexed ``[row, column]``.
-    """
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be a positive odd number, got {size}")
-    if sigma_x <= 0 or sigma_y <= 0:
-        raise ValueError(f"sigmas must be positive, got {sigma_x}, {sigma_y}")
-    half = size // 2
-    coords = torch.arange(-half, half + 1, dtype=torch.float64)
-    row, col = torch.meshgrid(coords, coords, indexing="ij")
-    cos, sin = math.cos(theta), math.sin(theta)
-    # Coordinates in the kernel's own (rotated) frame.
-    u = cos * col + sin * row
-    v = -sin * col + cos * row
-    kernel = torch.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
-    return (kernel / kernel.sum()).to(torch.float32)
-
-
-def isotropic_kernel(sigma: float, size: int = 21) -> Tensor:
-    """An isotropic Gaussian kernel ``(size, size)`` float32 summing to 1 (validation blur)."""
-    return anisotropic_gaussian_kernel(sigma, sigma, 0.0, size=size)
 
 
 def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> Tensor:
@@ -234,35 +192,6 @@ def sample_degradation(
 
 
 # --- the degradation chain ------------------------------------------------------------------
-
-
-def _pad_mode(x: Tensor, pad: int) -> str:
-    """Reflect padding where the image is large enough for it, replicate otherwise."""
-    return "reflect" if min(x.shape[-2:]) > pad else "replicate"
-
-
-def blur(x: Tensor, kernels: Tensor) -> Tensor:
-    """Convolve each image with its own kernel (same kernel for all its channels).
-
-    Args:
-        x: ``(B, C, H, W)`` float.
-        kernels: ``(B, k, k)`` or ``(k, k)`` (shared) kernels, k odd.
-
-    Returns:
-        ``(B, C, H, W)``, borders handled by reflection.
-    """
-    batch, channels, height, width = x.shape
-    if kernels.ndim == 2:
-        kernels = kernels.expand(batch, *kernels.shape)
-    size = kernels.shape[-1]
-    pad = size // 2
-    padded = F.pad(x, (pad, pad, pad, pad), mode=_pad_mode(x, pad))
-    # One grouped convolution: every (image, channel) pair is its own group.
-    weight = kernels.to(x.dtype).repeat_interleave(channels, dim=0).unsqueeze(1)
-    out = F.conv2d(
-        padded.reshape(1, batch * channels, *padded.shape[-2:]), weight, groups=batch * channels
-    )
-    return out.reshape(batch, channels, height, width)
 
 
 def downsample_bicubic(x: Tensor, scale: int = 4) -> Tensor:
@@ -317,51 +246,3 @@ def degrade(hr: Tensor, params: DegradationParams, generator: torch.Generator) -
     blurred = blur(hr, params.kernels().to(hr.device))
     low = downsample_bicubic(blurred, params.scale)
     return add_noise(low, params.noise_sigma.to(hr.device), generator)
-
-
-# --- Wald protocol (fusion training and evaluation) -----------------------------------------
-
-
-def wald_sigma(ratio: int, nyquist_gain: float = WALD_NYQUIST_GAIN) -> float:
-    """Standard deviation (input pixels) of the Gaussian whose response at the Nyquist
-    frequency of the ×``ratio`` coarser grid equals ``nyquist_gain``.
-
-    A Gaussian of σ pixels has frequency response ``exp(−2π²σ²f²)``; at ``f = 1/(2·ratio)``
-    cycles/pixel this gives ``σ = ratio · sqrt(−2 ln g) / π`` (≈ 0.49 · ratio for g = 0.3, the
-    usual Sentinel-2-like MTF gain at Nyquist).
-    """
-    if not 0 < nyquist_gain < 1:
-        raise ValueError(f"nyquist_gain must be in (0, 1), got {nyquist_gain}")
-    return ratio * math.sqrt(-2.0 * math.log(nyquist_gain)) / math.pi
-
-
-def wald_degrade(x: Tensor, ratio: int, nyquist_gain: float = WALD_NYQUIST_GAIN) -> Tensor:
-    """Degrade by ``ratio`` for Wald's protocol: MTF-matched Gaussian blur, then box average.
-
-    The Gaussian (σ from :func:`wald_sigma`, kernel side ``2·ceil(3σ) + 1``) models the sensor
-    MTF at the coarser grid; the ``ratio × ratio`` box average models the coarser pixel's area
-    integration and decimates.
-
-    Args:
-        x: ``(B, C, H, W)`` float reflectance, ``H`` and ``W`` multiples of ``ratio``.
-        ratio: integer degradation factor (≥ 1; 1 returns ``x``).
-        nyquist_gain: Gaussian response at the coarse grid's Nyquist frequency.
-
-    Returns:
-        ``(B, C, H/ratio, W/ratio)`` float reflectance.
-    """
-    if ratio == 1:
-        return x
-    height, width = x.shape[-2:]
-    if ratio < 1 or height % ratio or width % ratio:
-        raise ValueError(f"image size {height}×{width} is not a multiple of ratio {ratio}")
-    sigma = wald_sigma(ratio, nyquist_gain)
-    size = 2 * math.ceil(3 * sigma) + 1
-    blurred = blur(x, isotropic_kernel(sigma, size=size).to(x.device))
-    return F.avg_pool2d(blurred, ratio)
-
-
-def upsample_bilinear(x: Tensor, ratio: int) -> Tensor:
-    """Bilinear upsampling on pixel centres ``(B, C, h, w)`` → ``(B, C, h·ratio, w·ratio)``."""
-    height, width = x.shape[-2:]
-    return upsample_to(x, (height * ratio, width * ratio))
