@@ -267,7 +267,7 @@ def test_non_utf8_paths_are_refused_up_front(tmp_path, capsys, safe):
 
 
 def test_unwritable_log_folder_gives_one_line(tmp_path, capsys, monkeypatch):
-    import difffusr_cli.cli as cli
+    import difffusr_cli.cli.app as cli
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")

@@ -2,7 +2,7 @@
 
 :func:`collect_info` opens a product and returns the JSON-ready info dict (schema in
 docs/inputs.md); :func:`summary_lines`, :func:`band_rows` and :func:`footer_lines` turn it into
-plain text a front end lays out. The rich table lives in :mod:`difffusr_cli.cli_info`.
+plain text a front end lays out. The rich table lives in :mod:`difffusr_cli.cli.info_table`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How the library reports a run's progress: a small callback protocol, no UI.
 
 The library never draws a progress bar nor prints: it calls a :class:`ProgressSink`. The CLI
-passes one that renders with rich (:mod:`difffusr_cli.cli_progress`); library callers pass their
+passes one that renders with rich (:mod:`difffusr_cli.cli.progress`); library callers pass their
 own or get :class:`LoggingProgress` (messages to the ``difffusr`` logger, nothing else).
 """
 

@@ -1,5 +1,5 @@
 """How the weights library reports progress: a Protocol the caller implements, and a plain
-stderr default. Rendering (rich bars) lives in :mod:`difffusr_cli.cli_console`."""
+stderr default. Rendering (rich bars) lives in :mod:`difffusr_cli.cli.console`."""
 
 from __future__ import annotations
 
