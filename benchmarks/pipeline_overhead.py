@@ -76,19 +76,31 @@ def random_models(config: str, device: torch.device) -> Models:
     """Randomly initialised networks of the ``small`` or ``large`` (official) size."""
     torch.manual_seed(0)
     sr = SRConfig.large() if config == "large" else SRConfig.small()
-    fusion = FusionConfig.large_rrdb() if config == "large" else FusionConfig("rrdb", nf=8, nb=1, gc=4)
+    fusion = (
+        FusionConfig.large_rrdb() if config == "large" else FusionConfig("rrdb", nf=8, nb=1, gc=4)
+    )
     rgb = RGBSuperResolver(DiffusionSR(sr)).to(device)
     net = FusionPredictor(FusionNetwork(fusion)).to(device)
-    return build_models(rgb, net, "net", ModelInfo(f"random-{config}", "-"), ModelInfo(f"random-{config}-fusion", "-"))
+    return build_models(
+        rgb,
+        net,
+        "net",
+        ModelInfo(f"random-{config}", "-"),
+        ModelInfo(f"random-{config}-fusion", "-"),
+    )
 
 
-def run_once(safe: Path, out: Path, options: SuperresOptions, models: Models, device: torch.device) -> dict:
+def run_once(
+    safe: Path, out: Path, options: SuperresOptions, models: Models, device: torch.device
+) -> dict:
     """One pipeline run with preloaded models: wall time, network time, patches."""
     clock = NetworkClock(models, device)
     with open_scene(safe) as scene:
         _sync(device)
         start = time.perf_counter()
-        summary = superres_scene(scene, out, replace(options, overwrite=True), clock.models, device, torch.float32)
+        summary = superres_scene(
+            scene, out, replace(options, overwrite=True), clock.models, device, torch.float32
+        )
         _sync(device)
         seconds = time.perf_counter() - start
     return {
@@ -110,8 +122,16 @@ def child(size: int, args: argparse.Namespace) -> None:
         safe = make_example_safe(tmp, size=size)
         models = random_models("small", device)
         # Warm-up (kernel selection, first-call allocations) outside the measured run.
-        run_once(safe, Path(tmp) / "warmup.tif", _options(args, args.device, window=(0, 0, 12, 12)), models, device)
-        result = run_once(safe, Path(tmp) / "out.tif", _options(args, args.device, window=window), models, device)
+        run_once(
+            safe,
+            Path(tmp) / "warmup.tif",
+            _options(args, args.device, window=(0, 0, 12, 12)),
+            models,
+            device,
+        )
+        result = run_once(
+            safe, Path(tmp) / "out.tif", _options(args, args.device, window=window), models, device
+        )
     result["rss_mib"] = peak_memory(torch.device("cpu"))[0] / 2**20
     print(json.dumps(result))
 
@@ -120,14 +140,32 @@ def _options(args: argparse.Namespace, device: str, **changes: object) -> Superr
     # Blocks and fusion tiles scaled down with the scenes (128 rows, 144 px) so that even the
     # small benchmark scenes span several of each, as a real scene does.
     base = SuperresOptions(
-        steps=args.steps, patch_size=64, overlap=16, batch_size=4, device=device, quiet=True,
-        fusion_tile=144, fusion_overlap=48, block_rows=128,
+        steps=args.steps,
+        patch_size=64,
+        overlap=16,
+        batch_size=4,
+        device=device,
+        quiet=True,
+        fusion_tile=144,
+        fusion_overlap=48,
+        block_rows=128,
     )
     return replace(base, **changes)
 
 
-def _in_fresh_process(size: int, args: argparse.Namespace, window: tuple[int, int] | None = None) -> dict:
-    command = [sys.executable, __file__, "--child", str(size), "--steps", str(args.steps), "--device", args.device]
+def _in_fresh_process(
+    size: int, args: argparse.Namespace, window: tuple[int, int] | None = None
+) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(size),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+    ]
     if window:
         command += ["--child-window", *map(str, window)]
     if args.threads:
@@ -148,12 +186,17 @@ def _ratios(small: dict, large: dict) -> dict:
 def measure(device_name: str, args: argparse.Namespace, safe: Path, tmp: Path) -> dict:
     device = torch.device(device_name)
     models = random_models("small", device)
-    run_once(safe, tmp / "warmup.tif", _options(args, device_name, window=(0, 0, 12, 12)), models, device)
+    run_once(
+        safe, tmp / "warmup.tif", _options(args, device_name, window=(0, 0, 12, 12)), models, device
+    )
     a = run_once(safe, tmp / "a.tif", _options(args, device_name), models, device)
     # (c) measures the diffusion: bilinear fusion keeps the fusion nets out of patches/s.
     bilinear = build_models(models.rgb, None, "bilinear", models.rgb_info)  # type: ignore[arg-type]
     options = {b: _options(args, device_name, batch_size=b, fusion="bilinear") for b in (1, 8)}
-    rates = {b: run_once(safe, tmp / f"b{b}.tif", options[b], bilinear, device)["patches_per_s"] for b in (1, 8)}
+    rates = {
+        b: run_once(safe, tmp / f"b{b}.tif", options[b], bilinear, device)["patches_per_s"]
+        for b in (1, 8)
+    }
     return {"overhead": a, "patches_per_s": rates, "batch8_over_batch1": rates[8] / rates[1]}
 
 
@@ -182,11 +225,15 @@ def seconds_per_km2(args: argparse.Namespace, tmp: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=96, help="scene side in 10 m pixels (multiple of 6)")
+    parser.add_argument(
+        "--size", type=int, default=96, help="scene side in 10 m pixels (multiple of 6)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (small config)")
     parser.add_argument("--device", default="cpu", help="device of parts (a)-(c)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--large-batch", type=int, default=8, help="batch size of the official-size CUDA run")
+    parser.add_argument(
+        "--large-batch", type=int, default=8, help="batch size of the official-size CUDA run"
+    )
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-window", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -196,17 +243,25 @@ def main(argv: list[str] | None = None) -> dict:
         child(args.child, args)
         return {}
 
-    result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size, "steps": args.steps}
+    result: dict = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "size": args.size,
+        "steps": args.steps,
+    }
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         safe = make_example_safe(tmp, size=args.size)
         result[args.device] = measure(args.device, args, safe, tmp)
-        result["area_x4"] = _ratios(_in_fresh_process(args.size, args), _in_fresh_process(2 * args.size, args))
+        result["area_x4"] = _ratios(
+            _in_fresh_process(args.size, args), _in_fresh_process(2 * args.size, args)
+        )
         # Memory grows with the region's width (docs/superres.md), not its height: the same
         # width, 4× the height, both taller than a block and its tiles.
         tall = 4 * args.size
         result["height_x4"] = _ratios(
-            _in_fresh_process(tall, args, (args.size, args.size)), _in_fresh_process(tall, args, (args.size, tall))
+            _in_fresh_process(tall, args, (args.size, args.size)),
+            _in_fresh_process(tall, args, (args.size, tall)),
         )
         if torch.cuda.is_available() and args.device != "cuda":
             result["cuda"] = measure("cuda", args, safe, tmp)
@@ -215,8 +270,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     part = result[args.device]
     a = part["overhead"]
-    print(f"{args.device}, {result['threads']} threads, scene {args.size}² at 10 m, small config, {args.steps} steps")
-    print(f"(a) pipeline {a['seconds']:.2f} s, networks {a['network_seconds']:.2f} s: overhead {a['overhead']:.1%} (target ≤ 10 %)")
+    print(
+        f"{args.device}, {result['threads']} threads, scene {args.size}² at 10 m, small config, {args.steps} steps"
+    )
+    print(
+        f"(a) pipeline {a['seconds']:.2f} s, networks {a['network_seconds']:.2f} s: overhead {a['overhead']:.1%} (target ≤ 10 %)"
+    )
     area = result["area_x4"]
     print(
         f"(b) 4× area: time ratio {area['time_ratio']:.2f} (target 4 ± 0.4), peak RSS "
@@ -228,10 +287,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"{tall['rss_mib'][0]:.0f} → {tall['rss_mib'][1]:.0f} MiB, ratio {tall['rss_ratio']:.2f}"
     )
     rates = part["patches_per_s"]
-    print(f"(c) diffusion patches/s: batch 1 {rates[1]:.2f}, batch 8 {rates[8]:.2f} (×{part['batch8_over_batch1']:.2f})")
+    print(
+        f"(c) diffusion patches/s: batch 1 {rates[1]:.2f}, batch 8 {rates[8]:.2f} (×{part['batch8_over_batch1']:.2f})"
+    )
     if "cuda" in result:
         c = result["cuda"]
-        print(f"CUDA: overhead {c['overhead']['overhead']:.1%}, patches/s batch 1 {c['patches_per_s'][1]:.1f}, batch 8 {c['patches_per_s'][8]:.1f}")
+        print(
+            f"CUDA: overhead {c['overhead']['overhead']:.1%}, patches/s batch 1 {c['patches_per_s'][1]:.1f}, batch 8 {c['patches_per_s'][8]:.1f}"
+        )
     if "cuda_large" in result:
         g = result["cuda_large"]
         print(

@@ -111,7 +111,8 @@ def _as_int_tuple(value: Any, what: str) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class _StorageRef:
     """A tensor storage the pickle refers to: the archive entry ``data/<key>`` holding ``numel``
-    elements of ``dtype``. Read only if a tensor that is kept needs it."""
+    elements of ``dtype``. Read only if a tensor that is kept needs it.
+    """
 
     key: str
     dtype: torch.dtype
@@ -178,7 +179,8 @@ def _rebuild_parameter(
 
 def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any = None) -> _TensorRef:
     """Stand-in for ``torch._tensor._rebuild_from_type_v2``: rebuild with an allowed function,
-    keep the plain tensor (subclass and attribute state are not data we need)."""
+    keep the plain tensor (subclass and attribute state are not data we need).
+    """
     if func not in (_rebuild_tensor, _rebuild_parameter) or not isinstance(
         new_type, _TensorClassMarker
     ):
@@ -199,7 +201,8 @@ _BYTEARRAY_BUDGET: list[int] = [0]
 
 def _bounded_bytearray(*args: Any) -> bytearray:
     """``bytearray`` for the unpickler: a length argument larger than the file is refused before
-    anything is allocated (``bytearray(2**31)`` in a 61-byte pickle)."""
+    anything is allocated (``bytearray(2**31)`` in a 61-byte pickle).
+    """
     size = args[0] if args else 0
     if type(size) is int and size > _BYTEARRAY_BUDGET[0]:
         raise WeightsError(
@@ -291,7 +294,8 @@ MAX_INFLATION = 8
 
 def _inflated_limit(info: zipfile.ZipInfo, source: Path) -> int:
     """Bytes an archive entry may yield: its stored size, or (compressed) ``MAX_INFLATION`` times
-    it, never more than ``MAX_INFLATION`` times the whole file (bytes)."""
+    it, never more than ``MAX_INFLATION`` times the whole file (bytes).
+    """
     if info.compress_type == zipfile.ZIP_STORED:
         return min(info.compress_size, source.stat().st_size)
     return MAX_INFLATION * min(info.compress_size, source.stat().st_size) + (1 << 20)
@@ -299,7 +303,8 @@ def _inflated_limit(info: zipfile.ZipInfo, source: Path) -> int:
 
 def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
     """The bytes of archive entry ``name``, refusing (before they pile up) more than
-    :func:`_inflated_limit` allows: a deflate-bombed ``data.pkl`` stops at the cap."""
+    :func:`_inflated_limit` allows: a deflate-bombed ``data.pkl`` stops at the cap.
+    """
     info = archive.getinfo(name)
     limit = _inflated_limit(info, source)
     if info.file_size > limit:
@@ -324,7 +329,8 @@ def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
 
 def _load_build(unpickler: RestrictedUnpickler) -> None:
     """BUILD opcode: only :class:`ConfigDict` takes the state; for every other object (tensors,
-    OrderedDicts) the state is dropped, so no ``__setstate__`` of a library class ever runs."""
+    OrderedDicts) the state is dropped, so no ``__setstate__`` of a library class ever runs.
+    """
     state = unpickler.stack.pop()
     target = unpickler.stack[-1]
     if isinstance(target, ConfigDict):
@@ -458,7 +464,8 @@ def _materialize(
 
 def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
     """The folder of ``data.pkl`` inside a torch zip (``archive/`` today, the file stem in old
-    ones)."""
+    ones).
+    """
     candidates = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(candidates) != 1:
         raise WeightsError(
@@ -480,7 +487,8 @@ def _unpickle(data: bytes, source: Path, *, legacy_ok: bool = False) -> Any:
     """Restricted unpickling of ``data`` with the bytearray budget set to its length.
 
     A legacy (pre-zip) torch file holds several pickles; only its first object (the magic number)
-    is read when ``legacy_ok``."""
+    is read when ``legacy_ok``.
+    """
     _BYTEARRAY_BUDGET[0] = max(len(data), source.stat().st_size)
     try:
         return RestrictedUnpickler(io.BytesIO(data), source=source).load()
@@ -702,7 +710,8 @@ def _detach_for_saving(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
 def _honour_umask(path: str) -> None:
     """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 less the umask,
-    so converted files in a shared cache are readable by the group."""
+    so converted files in a shared cache are readable by the group.
+    """
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)

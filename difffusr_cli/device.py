@@ -36,17 +36,23 @@ def select_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise InputError("--device mps: Apple Metal (MPS) is not available on this machine; use --device cpu")
+            raise InputError(
+                "--device mps: Apple Metal (MPS) is not available on this machine; use --device cpu"
+            )
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         index_text = spec.partition(":")[2]
         if index_text and not index_text.isdigit():
             raise InputError(f"--device {spec}: expected cuda or cuda:N with N a GPU number")
         if not torch.cuda.is_available():
-            raise InputError(f"--device {spec}: no CUDA GPU is available (torch {torch.__version__}); use --device cpu")
+            raise InputError(
+                f"--device {spec}: no CUDA GPU is available (torch {torch.__version__}); use --device cpu"
+            )
         index = int(index_text) if index_text else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
-            raise InputError(f"--device {spec}: only {torch.cuda.device_count()} CUDA GPU(s) found (cuda:0…)")
+            raise InputError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA GPU(s) found (cuda:0…)"
+            )
         return torch.device("cuda", index)
     raise InputError(f"--device {spec!r}: expected auto, cpu, cuda, cuda:N or mps")
 
@@ -65,7 +71,9 @@ def select_precision(spec: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16 or fp32")
+        raise InputError(
+            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16 or fp32"
+        )
     if spec == "fp16" and device.type == "cpu":
         raise InputError("--precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 or bf16")
     return _DTYPES[spec]

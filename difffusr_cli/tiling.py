@@ -103,6 +103,7 @@ def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     Args:
         data: ``(C, h, w)`` float32.
         valid: ``(h, w)`` bool.
+
     Returns:
         A new ``(C, h, w)`` float32 array (0 where nothing is valid).
     """
@@ -291,8 +292,11 @@ class RowStage:
         The next window row computed is the first one that reaches below ``row``; every later one
         contributes to those rows too, so they come out exactly as in an uninterrupted run.
         """
-        self.next_row = next((i for i, top in enumerate(self.starts) if top + self.size > row), len(self.starts))
+        self.next_row = next(
+            (i for i, top in enumerate(self.starts) if top + self.size > row), len(self.starts)
+        )
         self.buffer.reset(row)
+
 
 class BlendBuffer:
     """A rolling, row-wise accumulator of weighted patches: Σ w·patch and Σ w.
@@ -357,7 +361,9 @@ class BlendBuffer:
         Pixels no window covered (skipped nodata patches) are 0 and False.
         """
         if rows.start < self.first_row or rows.stop > self.first_row + self.rows:
-            raise ValueError(f"rows {rows} not in buffer [{self.first_row}, {self.first_row + self.rows})")
+            raise ValueError(
+                f"rows {rows} not in buffer [{self.first_row}, {self.first_row + self.rows})"
+            )
         cols = cols or Span(0, self.width)
         if cols.start < 0 or cols.stop > self.width:
             raise ValueError(f"columns {cols} not in [0, {self.width})")

@@ -24,7 +24,9 @@ class StandInSR:
         self.noise_amp = noise_amp
         self.batches: list[torch.Tensor] = []
 
-    def super_resolve(self, lr: torch.Tensor, steps: int = 20, *, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def super_resolve(
+        self, lr: torch.Tensor, steps: int = 20, *, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.batches.append(lr.detach().clone())
         up = F.interpolate(lr, scale_factor=SCALE, mode="nearest")
         out = up + 0.25 * up * up
@@ -42,14 +44,22 @@ class StandInFusion:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, rgb_sr: torch.Tensor, groups: Mapping[str, torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, rgb_sr: torch.Tensor, groups: Mapping[str, torch.Tensor], valid: torch.Tensor
+    ) -> torch.Tensor:
         self.calls += 1
         size = tuple(rgb_sr.shape[-2:])
         out = rgb_sr.new_zeros((rgb_sr.shape[0], 12, *size))
         for group, data in groups.items():
-            out[:, indices(GROUPS[group])] = F.interpolate(data, size=size, mode="bilinear", align_corners=False)
-        pan = F.avg_pool2d(rgb_sr.mean(dim=1, keepdim=True), 5, stride=1, padding=2, count_include_pad=True)
-        return out + 0.1 * pan * torch.linspace(0.5, 1.5, 12, device=rgb_sr.device).view(1, 12, 1, 1)
+            out[:, indices(GROUPS[group])] = F.interpolate(
+                data, size=size, mode="bilinear", align_corners=False
+            )
+        pan = F.avg_pool2d(
+            rgb_sr.mean(dim=1, keepdim=True), 5, stride=1, padding=2, count_include_pad=True
+        )
+        return out + 0.1 * pan * torch.linspace(0.5, 1.5, 12, device=rgb_sr.device).view(
+            1, 12, 1, 1
+        )
 
 
 def stand_in_models(noise_amp: float = 0.0, method: str = "net") -> Models:
@@ -57,7 +67,14 @@ def stand_in_models(noise_amp: float = 0.0, method: str = "net") -> Models:
     :class:`StandInFusion` (the real Gram–Schmidt / bilinear fusions otherwise)."""
     if method != "net":
         baseline = gram_schmidt_fuse if method == "gs" else bilinear_fuse
-        return Models(StandInSR(noise_amp), method, baseline, GROUP_RATIO["60m"], 4, ModelInfo("stand-in", "0" * 64))  # type: ignore[arg-type]
+        return Models(
+            StandInSR(noise_amp),
+            method,
+            baseline,
+            GROUP_RATIO["60m"],
+            4,
+            ModelInfo("stand-in", "0" * 64),
+        )  # type: ignore[arg-type]
     return Models(
         rgb=StandInSR(noise_amp),
         method="net",

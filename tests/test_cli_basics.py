@@ -4,7 +4,20 @@ from difffusr_cli.cli import main
 
 
 def test_band_table_order_and_groups():
-    assert BAND_NAMES == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+    assert BAND_NAMES == (
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B09",
+        "B11",
+        "B12",
+    )
     assert [b.index for b in BANDS] == list(range(12))
     assert GROUPS["10m"] == ("B02", "B03", "B04", "B08")
     assert GROUPS["20m"] == ("B05", "B06", "B07", "B8A", "B11", "B12")

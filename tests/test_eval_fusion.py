@@ -270,7 +270,7 @@ def test_wald_small_scene_keeps_gram_schmidt_and_explains_unscored_groups(
     report = evaluate_wald([small_example_safe], FusionEvalOptions(device="cpu", use_net=False))
     product = report.products[0]
     assert product.pixels["10m"] > 0 and product.pixels["20m"] > 0 and product.pixels["60m"] == 0
-    assert 96 < fusion.wald_min_clean_side("60m")
+    assert fusion.wald_min_clean_side("60m") > 96
     # Gram–Schmidt statistics come from each group's own clean pixels, not the (empty) 60 m mask.
     gs, bl = _methods(report)[GRAM_SCHMIDT].table, _methods(report)[BILINEAR].table
     for group in ("10m", "20m"):

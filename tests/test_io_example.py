@@ -90,4 +90,4 @@ def test_content_is_textured_coherent_and_has_a_nodata_corner(example_safe):
     both = twenty.valid
     assert np.corrcoef(b08[both], b8a[both])[0, 1] > 0.95
     # Reflectance in a plausible range.
-    assert 0.0 <= ten.data[:, ten.valid].min() and ten.data.max() < 1.0
+    assert ten.data[:, ten.valid].min() >= 0.0 and ten.data.max() < 1.0

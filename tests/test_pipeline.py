@@ -30,7 +30,15 @@ from difffusr_cli.tiling import axis_starts
 
 SIZE = 48  # 10 m pixels: a 192 × 192 product
 SMALL = SuperresOptions(
-    steps=2, patch_size=32, overlap=8, batch_size=4, device="cpu", fusion_tile=48, fusion_overlap=24, block_rows=48, quiet=True
+    steps=2,
+    patch_size=32,
+    overlap=8,
+    batch_size=4,
+    device="cpu",
+    fusion_tile=48,
+    fusion_overlap=24,
+    block_rows=48,
+    quiet=True,
 )
 
 
@@ -65,7 +73,12 @@ def test_product_grid_bands_tags_and_nodata(safe, tmp_path):
     assert 0 < (~valid).sum() < valid.size  # the example has a nodata corner
     assert np.all(data[:, ~valid] == 0) and np.all(data[:, valid] > 0)
     tags = meta["tags"]
-    assert tags["steps"] == "2" and tags["seed"] == "0" and tags["patch_size"] == "32" and tags["overlap"] == "8"
+    assert (
+        tags["steps"] == "2"
+        and tags["seed"] == "0"
+        and tags["patch_size"] == "32"
+        and tags["overlap"] == "8"
+    )
     assert tags["fusion_method"] == "net" and tags["rgb_model_sha256"] == "0" * 64
     assert json.loads(tags["radiometric_offsets_applied_dn"])["B04"] == -1000
     assert tags["source_product"] == scene.product_id
@@ -73,7 +86,9 @@ def test_product_grid_bands_tags_and_nodata(safe, tmp_path):
     reflectance, _ = read_product(run(safe, tmp_path / "f32.tif", dtype="float32"))
     assert np.all(np.isnan(reflectance[:, ~valid])) and np.all(np.isfinite(reflectance[:, valid]))
     # uint16 keeps the input convention: DN = (reflectance - offset) / scale
-    np.testing.assert_allclose(data[:, valid], np.clip(np.rint(reflectance[:, valid] / 1e-4 + 1000), 1, 65535), atol=1)
+    np.testing.assert_allclose(
+        data[:, valid], np.clip(np.rint(reflectance[:, valid] / 1e-4 + 1000), 1, 65535), atol=1
+    )
 
 
 def test_tiled_output_equals_whole_image_output(safe, tmp_path):
@@ -81,9 +96,20 @@ def test_tiled_output_equals_whole_image_output(safe, tmp_path):
     # mean over a read strip) is the one thing that depends on the tiling.
     window = (0, 0, 24, 24)
     whole, _ = read_product(
-        run(safe, tmp_path / "whole.tif", window=window, dtype="float32", patch_size=96, overlap=0, fusion_tile=96, fusion_overlap=0)
+        run(
+            safe,
+            tmp_path / "whole.tif",
+            window=window,
+            dtype="float32",
+            patch_size=96,
+            overlap=0,
+            fusion_tile=96,
+            fusion_overlap=0,
+        )
     )
-    tiled, _ = read_product(run(safe, tmp_path / "tiled.tif", window=window, dtype="float32", block_rows=40))
+    tiled, _ = read_product(
+        run(safe, tmp_path / "tiled.tif", window=window, dtype="float32", block_rows=40)
+    )
     assert np.isfinite(whole).all()
     border = 8
     inner = np.s_[:, border:-border, border:-border]
@@ -103,8 +129,13 @@ def test_nodata_patches_are_skipped_and_holes_filled(safe, tmp_path):
     [summary] = superres_many([safe], tmp_path / "o.tif", SMALL, models=models)
     sr: StandInSR = models.rgb  # type: ignore[assignment]
     seen = sum(len(b) for b in sr.batches)
-    grid = len(axis_starts(SIZE * 4, 32, 8)) ** 2  # 192 px, patch 32, stride 24, last snapped: 8 × 8
-    assert summary.patches_skipped > 0 and seen == summary.patches_run == grid - summary.patches_skipped
+    grid = (
+        len(axis_starts(SIZE * 4, 32, 8)) ** 2
+    )  # 192 px, patch 32, stride 24, last snapped: 8 × 8
+    assert (
+        summary.patches_skipped > 0
+        and seen == summary.patches_run == grid - summary.patches_skipped
+    )
     assert all(len(b) <= SMALL.batch_size for b in sr.batches)
     # Nodata (0) never reaches the model: partly invalid patches were filled.
     assert all(float(b.min()) > 0 for b in sr.batches)
@@ -112,13 +143,22 @@ def test_nodata_patches_are_skipped_and_holes_filled(safe, tmp_path):
 
 @pytest.mark.parametrize("method", ["bilinear", "gs"])
 def test_baseline_fusions_keep_the_diffusion_rgb(safe, tmp_path, method):
-    out = run(safe, tmp_path / f"{method}.tif", stand_in_models(method=method), fusion=method, dtype="float32", window=(0, 0, 24, 24))
+    out = run(
+        safe,
+        tmp_path / f"{method}.tif",
+        stand_in_models(method=method),
+        fusion=method,
+        dtype="float32",
+        window=(0, 0, 24, 24),
+    )
     data, meta = read_product(out)
     assert meta["tags"]["fusion_method"] == method and np.isfinite(data).all()
     scene = open_scene(safe)
     lr = scene.read_bands(RGB, Window(0, 0, 24, 24)).data
     up = np.kron(lr, np.ones((1, 4, 4), np.float32))
-    np.testing.assert_allclose(data[indices(RGB)], up + 0.25 * up * up, atol=1e-6)  # StandInSR's curve
+    np.testing.assert_allclose(
+        data[indices(RGB)], up + 0.25 * up * up, atol=1e-6
+    )  # StandInSR's curve
     net, _ = read_product(run(safe, tmp_path / "net.tif", dtype="float32", window=(0, 0, 24, 24)))
     assert np.abs(net[indices(RGB)] - data[indices(RGB)]).max() > 1e-3
 
@@ -133,7 +173,9 @@ def test_resume_after_interruption_is_bitwise_identical(safe, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        superres_many([safe], out, SMALL, models=stand_in_models(0.05), on_block_done=stop_after_three)
+        superres_many(
+            [safe], out, SMALL, models=stand_in_models(0.05), on_block_done=stop_after_three
+        )
     assert not out.exists() and partial_path_for(out).exists()
     record = json.loads(progress_path_for(out).read_text())
     assert record["blocks_done"] == [0, 1, 2]
@@ -186,14 +228,18 @@ def test_existing_outputs_are_never_touched(safe, tmp_path):
 def test_several_inputs_write_one_product_each_and_skip_complete_ones(safe, tmp_path):
     cogs = write_example_cogs(safe, tmp_path / "T32TMT_cogs")
     folder = tmp_path / "products"
-    first = superres_many([safe, cogs], folder, replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models())
+    first = superres_many(
+        [safe, cogs], folder, replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models()
+    )
     assert [s.status for s in first] == ["written", "written"]
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted([f"{product_stem(safe)}_difffusr.tif", "T32TMT_cogs_difffusr.tif"])
     a, _ = read_product(folder / names[0])
     b, _ = read_product(folder / names[1])
     assert np.array_equal(a, b)  # same pixels from the SAFE and from its COG copy
-    again = superres_many([safe, cogs], folder, replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models())
+    again = superres_many(
+        [safe, cogs], folder, replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models()
+    )
     assert [s.status for s in again] == ["skipped", "skipped"]
     with pytest.raises(InputError, match="folder"):
         output_paths([safe, cogs], tmp_path / "x.tif")
@@ -212,7 +258,11 @@ def test_failure_before_the_first_block_leaves_nothing_behind(safe, tmp_path):
     out = tmp_path / "o.tif"
     with pytest.raises(RuntimeError, match="exploded"):
         superres_many([safe], out, SMALL, models=replace(stand_in_models(), rgb=_BrokenSR()))
-    assert not out.exists() and not partial_path_for(out).exists() and not progress_path_for(out).exists()
+    assert (
+        not out.exists()
+        and not partial_path_for(out).exists()
+        and not progress_path_for(out).exists()
+    )
     # So the next run starts without --resume/--overwrite.
     run(safe, out)
     data, meta = read_product(out)
@@ -235,7 +285,13 @@ def test_failure_after_a_recorded_block_keeps_the_partial_file(safe, tmp_path):
             return real.super_resolve(lr, steps, noise=noise)
 
     with pytest.raises(RuntimeError, match="exploded"):
-        superres_many([safe], out, SMALL, models=replace(models, rgb=FailsLater()), on_block_done=recorded.append)
+        superres_many(
+            [safe],
+            out,
+            SMALL,
+            models=replace(models, rgb=FailsLater()),
+            on_block_done=recorded.append,
+        )
     assert recorded, "the stand-in failed before any block was recorded"
     assert partial_path_for(out).exists()
     assert json.loads(progress_path_for(out).read_text())["blocks_done"] == recorded
@@ -244,8 +300,12 @@ def test_failure_after_a_recorded_block_keeps_the_partial_file(safe, tmp_path):
 def test_output_folder_by_trailing_slash_and_tif_suffix_required(safe, tmp_path):
     folder = tmp_path / "outs"
     [target], is_dir = output_paths([safe], f"{folder}/")
-    assert is_dir and target.parent == folder and target.name == f"{product_stem(safe)}_difffusr.tif"
-    [summary] = superres_many([safe], f"{folder}/", replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models())
+    assert (
+        is_dir and target.parent == folder and target.name == f"{product_stem(safe)}_difffusr.tif"
+    )
+    [summary] = superres_many(
+        [safe], f"{folder}/", replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models()
+    )
     assert folder.is_dir() and summary.output == target and target.is_file()
     for bad in ("x.jp2", "x.png", "x"):
         with pytest.raises(InputError, match=r"\.tif"):

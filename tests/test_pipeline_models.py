@@ -31,8 +31,16 @@ def fast(scene_and_models) -> SuperresOptions:
     """Two sampler steps, bilinear fusion, a 96 × 96 window: seconds per run."""
     _, rgb, _ = scene_and_models
     return SuperresOptions(
-        rgb_model=str(rgb), fusion="bilinear", steps=2, patch_size=32, overlap=8, batch_size=4,
-        device="cpu", window=(0, 0, 24, 24), block_rows=48, quiet=True,
+        rgb_model=str(rgb),
+        fusion="bilinear",
+        steps=2,
+        patch_size=32,
+        overlap=8,
+        batch_size=4,
+        device="cpu",
+        window=(0, 0, 24, 24),
+        block_rows=48,
+        quiet=True,
     )
 
 
@@ -44,13 +52,23 @@ def run(safe: Path, out: Path, options: SuperresOptions, **changes) -> np.ndarra
 def test_end_to_end_with_learned_fusion(scene_and_models, tmp_path):
     safe, rgb, fusion = scene_and_models
     options = SuperresOptions(
-        rgb_model=str(rgb), fusion_model=str(fusion), steps=2, patch_size=64, overlap=16, device="cpu", quiet=True
+        rgb_model=str(rgb),
+        fusion_model=str(fusion),
+        steps=2,
+        patch_size=64,
+        overlap=16,
+        device="cpu",
+        quiet=True,
     )
     [summary] = superres_many([safe], tmp_path / "o.tif", options)
     data, meta = read_product(tmp_path / "o.tif")
     scene = open_scene(safe)
     assert meta["descriptions"] == BAND_NAMES and meta["crs"] == scene.crs
-    assert (meta["transform"].c, meta["transform"].f, meta["transform"].a) == (scene.transform.c, scene.transform.f, 2.5)
+    assert (meta["transform"].c, meta["transform"].f, meta["transform"].a) == (
+        scene.transform.c,
+        scene.transform.f,
+        2.5,
+    )
     assert data.shape == (12, 4 * scene.height, 4 * scene.width)
     nodata = np.kron(~scene.read_group("60m", scene.full_window).valid, np.ones((24, 24), bool))
     assert nodata.any() and np.all(data[:, nodata.astype(bool)] == 0)
@@ -62,7 +80,9 @@ def test_end_to_end_with_learned_fusion(scene_and_models, tmp_path):
     assert "patches/s" in summary.paragraph()
 
 
-def test_same_seed_same_pixels_and_different_seed_different_pixels(scene_and_models, fast, tmp_path):
+def test_same_seed_same_pixels_and_different_seed_different_pixels(
+    scene_and_models, fast, tmp_path
+):
     safe = scene_and_models[0]
     a = run(safe, tmp_path / "a.tif", fast)
     assert np.array_equal(a, run(safe, tmp_path / "b.tif", fast))
@@ -83,7 +103,14 @@ def test_diffusion_patches_leave_no_seam(scene_and_models, fast, tmp_path):
     safe = scene_and_models[0]
     patch, overlap = 48, 16
     data = run(
-        safe, tmp_path / "s.tif", fast, steps=20, patch_size=patch, overlap=overlap, window=None, dtype="float32"
+        safe,
+        tmp_path / "s.tif",
+        fast,
+        steps=20,
+        patch_size=patch,
+        overlap=overlap,
+        window=None,
+        dtype="float32",
     )
     rgb = data[indices(RGB)]
     starts = axis_starts(rgb.shape[-1], patch, overlap)

@@ -26,8 +26,23 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 def fast_args(rgb: Path) -> list[str]:
     return [
-        "--rgb-model", str(rgb), "--fusion", "bilinear", "--steps", "2", "--patch-size", "32",
-        "--overlap", "8", "--device", "cpu", "--window", "0", "0", "24", "24",
+        "--rgb-model",
+        str(rgb),
+        "--fusion",
+        "bilinear",
+        "--steps",
+        "2",
+        "--patch-size",
+        "32",
+        "--overlap",
+        "8",
+        "--device",
+        "cpu",
+        "--window",
+        "0",
+        "0",
+        "24",
+        "24",
     ]
 
 
@@ -40,20 +55,55 @@ def error_line(capsys) -> str:
 def test_superres_writes_a_product_and_a_summary(setup, tmp_path, capsys):
     safe, rgb = setup
     out = tmp_path / "out.tif"
-    assert main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--dtype", "float32", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "superres",
+                str(safe),
+                "-o",
+                str(out),
+                *fast_args(rgb),
+                "--dtype",
+                "float32",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "patches/s" in err and "peak memory" in err and str(out) in err.replace("\n", "")
     data, meta = read_product(out)
-    assert data.shape == (12, 96, 96) and meta["dtype"] == "float32" and meta["descriptions"] == BAND_NAMES
+    assert (
+        data.shape == (12, 96, 96)
+        and meta["dtype"] == "float32"
+        and meta["descriptions"] == BAND_NAMES
+    )
     assert meta["tags"]["seed"] == "3" and np.isfinite(data).all()
 
     # An existing output is never touched without --overwrite (and --resume finds it complete).
     before = out.read_bytes()
     assert main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--quiet"]) == 2
     assert "already exists" in error_line(capsys) and out.read_bytes() == before
-    assert main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--quiet", "--resume"]) == 0
+    assert (
+        main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--quiet", "--resume"]) == 0
+    )
     assert out.read_bytes() == before
-    assert main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--quiet", "--overwrite", "--cog"]) == 0
+    assert (
+        main(
+            [
+                "superres",
+                str(safe),
+                "-o",
+                str(out),
+                *fast_args(rgb),
+                "--quiet",
+                "--overwrite",
+                "--cog",
+            ]
+        )
+        == 0
+    )
     assert read_product(out)[0].dtype == np.uint16
     with rasterio.open(out) as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -101,31 +151,79 @@ def test_shared_safe_without_10m_bands_is_refused(shared_data, tmp_path, capsys)
 )
 def test_bad_options_exit_2_with_one_line(setup, tmp_path, capsys, extra, match):
     safe, rgb = setup
-    assert main(["superres", str(safe), "-o", str(tmp_path / "o.tif"), *fast_args(rgb), *extra]) == 2
+    assert (
+        main(["superres", str(safe), "-o", str(tmp_path / "o.tif"), *fast_args(rgb), *extra]) == 2
+    )
     assert match in capsys.readouterr().err
     assert not (tmp_path / "o.tif").exists()
 
 
 def test_bad_places_exit_2(setup, tmp_path, capsys):
     safe, rgb = setup
-    assert main(["superres", str(safe), "-o", str(tmp_path / "no" / "dir" / "o.tif"), *fast_args(rgb)]) == 2
+    assert (
+        main(["superres", str(safe), "-o", str(tmp_path / "no" / "dir" / "o.tif"), *fast_args(rgb)])
+        == 2
+    )
     assert "does not exist" in error_line(capsys)
-    assert main(["superres", str(safe), str(safe), "-o", str(tmp_path / "x.tif"), *fast_args(rgb)]) == 2
+    assert (
+        main(["superres", str(safe), str(safe), "-o", str(tmp_path / "x.tif"), *fast_args(rgb)])
+        == 2
+    )
     assert "folder" in error_line(capsys)
     assert main(["superres", str(safe), "-o", str(tmp_path / "x.jp2"), *fast_args(rgb)]) == 2
     line = error_line(capsys)
     assert line.startswith("error: ") and ".tif" in line and not (tmp_path / "x.jp2").exists()
     args = [a for a in fast_args(rgb) if a not in ("--window",)][:-4]  # drop the window
-    assert main(["superres", str(safe), "-o", str(tmp_path / "w.tif"), *args, "--window", "500", "500", "10", "10"]) == 2
+    assert (
+        main(
+            [
+                "superres",
+                str(safe),
+                "-o",
+                str(tmp_path / "w.tif"),
+                *args,
+                "--window",
+                "500",
+                "500",
+                "10",
+                "10",
+            ]
+        )
+        == 2
+    )
     assert "does not overlap" in error_line(capsys)
-    assert main(["superres", str(tmp_path / "nothing.SAFE"), "-o", str(tmp_path / "n.tif"), *fast_args(rgb)]) == 2
+    assert (
+        main(
+            [
+                "superres",
+                str(tmp_path / "nothing.SAFE"),
+                "-o",
+                str(tmp_path / "n.tif"),
+                *fast_args(rgb),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in error_line(capsys)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_unavailable_gpu_is_a_clear_error(setup, tmp_path, capsys):
     safe, rgb = setup
-    assert main(["superres", str(safe), "-o", str(tmp_path / "o.tif"), *fast_args(rgb)[:-5], "--device", "cuda"]) == 2
+    assert (
+        main(
+            [
+                "superres",
+                str(safe),
+                "-o",
+                str(tmp_path / "o.tif"),
+                *fast_args(rgb)[:-5],
+                "--device",
+                "cuda",
+            ]
+        )
+        == 2
+    )
     assert "no CUDA GPU" in error_line(capsys)
 
 
@@ -134,16 +232,39 @@ def test_shared_dsen2_scene_with_compat_weights(shared_data, compat, tmp_path, c
     scene_dir = shared_data / "dsen2_T33UUB"
     out = tmp_path / "dsen2.tif"
     args = [
-        "superres", str(scene_dir), "-o", str(out), "--rgb-model", str(compat / "sr_small.safetensors"),
-        "--fusion-model", str(compat / "fusion_rrdb_small.safetensors"), "--steps", "2", "--patch-size", "64",
-        "--overlap", "16", "--device", "cpu", "--window", "0", "0", "36", "36", "--quiet",
+        "superres",
+        str(scene_dir),
+        "-o",
+        str(out),
+        "--rgb-model",
+        str(compat / "sr_small.safetensors"),
+        "--fusion-model",
+        str(compat / "fusion_rrdb_small.safetensors"),
+        "--steps",
+        "2",
+        "--patch-size",
+        "64",
+        "--overlap",
+        "16",
+        "--device",
+        "cpu",
+        "--window",
+        "0",
+        "0",
+        "36",
+        "36",
+        "--quiet",
     ]
     assert main(args) == 0
     assert "Level-1C" in capsys.readouterr().err  # processed, but never silently
     data, meta = read_product(out)
     scene = open_scene(scene_dir)
     assert data.shape == (12, 144, 144) and meta["crs"] == scene.crs
-    assert (meta["transform"].c, meta["transform"].f, meta["transform"].a) == (scene.transform.c, scene.transform.f, 2.5)
+    assert (meta["transform"].c, meta["transform"].f, meta["transform"].a) == (
+        scene.transform.c,
+        scene.transform.f,
+        2.5,
+    )
     assert np.all(data > 0)  # no nodata in this scene
     assert meta["tags"]["fusion_model"].endswith("fusion_rrdb_small.safetensors")
 
@@ -151,5 +272,8 @@ def test_shared_dsen2_scene_with_compat_weights(shared_data, compat, tmp_path, c
     assert main([*args[:6], "--fusion", "bilinear", *args[8:], "--overwrite"]) == 0
     data, _ = read_product(out)
     b8a = scene.read_bands(["B8A"], scene.full_window).data[0][:18, :18]
-    fused = data[BAND_NAMES.index("B8A")].astype(np.float64).reshape(18, 8, 18, 8).mean(axis=(1, 3)) * 1e-4
+    fused = (
+        data[BAND_NAMES.index("B8A")].astype(np.float64).reshape(18, 8, 18, 8).mean(axis=(1, 3))
+        * 1e-4
+    )
     assert np.abs(fused - b8a)[1:-1, 1:-1].mean() < 0.01

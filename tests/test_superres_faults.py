@@ -29,8 +29,15 @@ from difffusr_cli.superres.resume import FINGERPRINT_TAG
 from difffusr_cli.superres.run import _warn_about_radiometry
 
 SMALL = SuperresOptions(
-    steps=2, patch_size=32, overlap=8, batch_size=4, device="cpu", fusion_tile=48,
-    fusion_overlap=24, block_rows=48, quiet=True,
+    steps=2,
+    patch_size=32,
+    overlap=8,
+    batch_size=4,
+    device="cpu",
+    fusion_tile=48,
+    fusion_overlap=24,
+    block_rows=48,
+    quiet=True,
 )
 
 
@@ -45,7 +52,9 @@ def interrupted_after(safe: Path, out: Path, block: int, **changes) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        superres_many([safe], out, replace(SMALL, **changes), models=stand_in_models(0.05), on_block_done=stop)
+        superres_many(
+            [safe], out, replace(SMALL, **changes), models=stand_in_models(0.05), on_block_done=stop
+        )
 
 
 # -- a full disk ------------------------------------------------------------------------------
@@ -54,7 +63,9 @@ def small_fs(tmp_path):
     """A 4 MiB tmpfs (root only); skipped where it cannot be mounted."""
     mount = tmp_path / "small"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs: {result.stderr.decode().strip()}")
     try:
@@ -74,12 +85,29 @@ def fill(folder: Path, leave: int) -> None:
 def test_disk_full_during_the_final_copy_keeps_the_partial_and_no_product(small_fs):
     out = small_fs / "p.tif"
     rng = np.random.default_rng(0)
-    writer = ProductWriter(out, crs="EPSG:32632", transform=rasterio.Affine(2.5, 0, 0, 0, -2.5, 0),
-                           width=160, height=160, dtype="float32")
-    writer.write(Window(0, 0, 160, 160), rng.random((12, 160, 160), dtype=np.float32), np.ones((160, 160), bool))
+    writer = ProductWriter(
+        out,
+        crs="EPSG:32632",
+        transform=rasterio.Affine(2.5, 0, 0, 0, -2.5, 0),
+        width=160,
+        height=160,
+        dtype="float32",
+    )
+    writer.write(
+        Window(0, 0, 160, 160),
+        rng.random((12, 160, 160), dtype=np.float32),
+        np.ones((160, 160), bool),
+    )
     writer.abort()  # the partial is complete on disk
-    writer = ProductWriter(out, crs="EPSG:32632", transform=rasterio.Affine(2.5, 0, 0, 0, -2.5, 0),
-                           width=160, height=160, dtype="float32", resume=True)
+    writer = ProductWriter(
+        out,
+        crs="EPSG:32632",
+        transform=rasterio.Affine(2.5, 0, 0, 0, -2.5, 0),
+        width=160,
+        height=160,
+        dtype="float32",
+        resume=True,
+    )
     fill(small_fs, leave=64 * 1024)  # the compact copy (~1 MiB of noise) cannot fit
     with pytest.raises(OutputError, match="no space left") as err:
         writer.commit()
@@ -88,8 +116,15 @@ def test_disk_full_during_the_final_copy_keeps_the_partial_and_no_product(small_
     assert partial_path_for(out).exists()
     assert not (small_fs / ".p.tif.final.tif").exists()
     (small_fs / "filler").unlink()  # space freed: the same partial commits
-    ProductWriter(out, crs="EPSG:32632", transform=rasterio.Affine(2.5, 0, 0, 0, -2.5, 0),
-                  width=160, height=160, dtype="float32", resume=True).commit()
+    ProductWriter(
+        out,
+        crs="EPSG:32632",
+        transform=rasterio.Affine(2.5, 0, 0, 0, -2.5, 0),
+        width=160,
+        height=160,
+        dtype="float32",
+        resume=True,
+    ).commit()
     with rasterio.open(out) as ds:
         assert ds.read().shape == (12, 160, 160)
 
@@ -153,7 +188,9 @@ def test_a_forged_progress_record_never_leaves_a_block_empty(safe, tmp_path):
     assert list(record["block_digests"]) == ["0"]
     record["blocks_done"] = [0, 1, 2]  # listed, never written
     progress_path_for(out).write_text(json.dumps(record))
-    [summary] = superres_many([safe], out, replace(SMALL, resume=True), models=stand_in_models(0.05))
+    [summary] = superres_many(
+        [safe], out, replace(SMALL, resume=True), models=stand_in_models(0.05)
+    )
     assert summary.blocks_resumed == 1 and summary.blocks_written == 3
     assert out.read_bytes() == reference.read_bytes()
 
@@ -165,7 +202,9 @@ def test_a_tampered_block_is_recomputed(safe, tmp_path):
     interrupted_after(safe, out, 1)
     with rasterio.open(partial_path_for(out), "r+") as ds:
         ds.write(np.zeros((12, 48, 192), np.uint16), window=Window(0, 0, 192, 48))
-    [summary] = superres_many([safe], out, replace(SMALL, resume=True), models=stand_in_models(0.05))
+    [summary] = superres_many(
+        [safe], out, replace(SMALL, resume=True), models=stand_in_models(0.05)
+    )
     assert summary.blocks_resumed == 1
     assert out.read_bytes() == reference.read_bytes()
 
@@ -205,7 +244,9 @@ def test_folder_rerun_with_changed_options_names_what_changed(safe, tmp_path):
     with pytest.raises(OutputError, match="other settings.*steps 2 → 3.*--overwrite"):
         superres_many([safe], f"{folder}/", replace(options, steps=3), models=stand_in_models())
     with pytest.raises(OutputError, match="fusion"):
-        superres_many([safe], f"{folder}/", replace(options, fusion="gs"), models=stand_in_models(method="gs"))
+        superres_many(
+            [safe], f"{folder}/", replace(options, fusion="gs"), models=stand_in_models(method="gs")
+        )
 
 
 def test_the_fingerprint_tag_is_stable_across_resume(safe, tmp_path):
@@ -236,14 +277,39 @@ def test_nan_weights_through_the_cli(tmp_path, capsys, safe):
 
     (tmp_path / "models").mkdir()
     rgb, _ = write_random_models(tmp_path / "models")
-    tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in load_file(rgb).items()}
+    tensors = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in load_file(rgb).items()
+    }
     save_file(tensors, rgb)
     sidecar = rgb.with_suffix(".json")
     if sidecar.is_file():
         sidecar.unlink()
     out = tmp_path / "o.tif"
-    args = ["superres", str(safe), "-o", str(out), "--rgb-model", str(rgb), "--fusion", "bilinear", "--steps", "2",
-            "--patch-size", "32", "--overlap", "8", "--device", "cpu", "--window", "0", "0", "12", "12", "-q"]
+    args = [
+        "superres",
+        str(safe),
+        "-o",
+        str(out),
+        "--rgb-model",
+        str(rgb),
+        "--fusion",
+        "bilinear",
+        "--steps",
+        "2",
+        "--patch-size",
+        "32",
+        "--overlap",
+        "8",
+        "--device",
+        "cpu",
+        "--window",
+        "0",
+        "0",
+        "12",
+        "12",
+        "-q",
+    ]
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     if code == 1 and err and "weights" in err[-1].lower():
@@ -253,7 +319,12 @@ def test_nan_weights_through_the_cli(tmp_path, capsys, safe):
 
 # -- bad paths and options --------------------------------------------------------------------
 def test_huge_patch_size_is_refused(tmp_path, capsys, safe):
-    assert main(["superres", str(safe), "-o", str(tmp_path / "o.tif"), "--patch-size", "1048576", "-q"]) == 2
+    assert (
+        main(
+            ["superres", str(safe), "-o", str(tmp_path / "o.tif"), "--patch-size", "1048576", "-q"]
+        )
+        == 2
+    )
     assert "--patch-size 1048576" in capsys.readouterr().err
 
 
@@ -267,7 +338,7 @@ def test_non_utf8_paths_are_refused_up_front(tmp_path, capsys, safe):
 
 
 def test_unwritable_log_folder_gives_one_line(tmp_path, capsys, monkeypatch):
-    import difffusr_cli.cli.app as cli
+    import difffusr_cli.cli.root as cli
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
@@ -304,7 +375,9 @@ def test_a_resume_refusal_is_one_line_without_a_progress_bar(safe, tmp_path, cap
     (tmp_path / "models").mkdir()
     rgb, _ = write_random_models(tmp_path / "models")
     out = tmp_path / "o.tif"
-    options = replace(SMALL, rgb_model=str(rgb), fusion="bilinear", window=(0, 0, 24, 24), block_rows=24)
+    options = replace(
+        SMALL, rgb_model=str(rgb), fusion="bilinear", window=(0, 0, 24, 24), block_rows=24
+    )
 
     def stop(index: int) -> None:
         raise KeyboardInterrupt
@@ -312,9 +385,32 @@ def test_a_resume_refusal_is_one_line_without_a_progress_bar(safe, tmp_path, cap
     with pytest.raises(KeyboardInterrupt):
         superres_many([safe], out, options, on_block_done=stop)
     capsys.readouterr()
-    args = ["superres", str(safe), "-o", str(out), "--rgb-model", str(rgb), "--fusion", "bilinear", "--steps", "2",
-            "--patch-size", "32", "--overlap", "8", "--device", "cpu", "--window", "0", "0", "24", "24",
-            "--resume", "--seed", "5"]
+    args = [
+        "superres",
+        str(safe),
+        "-o",
+        str(out),
+        "--rgb-model",
+        str(rgb),
+        "--fusion",
+        "bilinear",
+        "--steps",
+        "2",
+        "--patch-size",
+        "32",
+        "--overlap",
+        "8",
+        "--device",
+        "cpu",
+        "--window",
+        "0",
+        "0",
+        "24",
+        "24",
+        "--resume",
+        "--seed",
+        "5",
+    ]
     assert main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: cannot resume") and "seed" in err[0]
@@ -324,10 +420,31 @@ def test_disk_full_while_writing_the_partial_through_the_cli(small_fs, safe, tmp
     (tmp_path / "models").mkdir()
     rgb, _ = write_random_models(tmp_path / "models")
     fill(small_fs, leave=60_000)  # the lock and the partial's header fit, its first block does not
-    args = ["superres", str(safe), "-o", str(small_fs / "o.tif"), "--rgb-model", str(rgb), "--fusion", "bilinear",
-            "--steps", "2", "--patch-size", "32", "--overlap", "8", "--device", "cpu", "--dtype", "float32", "-q"]
+    args = [
+        "superres",
+        str(safe),
+        "-o",
+        str(small_fs / "o.tif"),
+        "--rgb-model",
+        str(rgb),
+        "--fusion",
+        "bilinear",
+        "--steps",
+        "2",
+        "--patch-size",
+        "32",
+        "--overlap",
+        "8",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "-q",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "no space left" in err[-1] and ".o.tif.partial.tif" in err[-1]
     assert not any("progress.json" in line for line in err)
-    assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]  # nothing kept: nothing to resume
+    assert sorted(p.name for p in small_fs.iterdir()) == [
+        "filler"
+    ]  # nothing kept: nothing to resume

@@ -20,7 +20,10 @@ from difffusr_cli.tiling import (
 )
 
 
-@pytest.mark.parametrize("length,size,overlap", [(192, 64, 16), (200, 64, 0), (64, 64, 16), (40, 64, 16), (1000, 256, 32)])
+@pytest.mark.parametrize(
+    "length,size,overlap",
+    [(192, 64, 16), (200, 64, 0), (64, 64, 16), (40, 64, 16), (1000, 256, 32)],
+)
 def test_axis_starts_cover_with_overlap_and_snap_last_to_edge(length, size, overlap):
     starts = axis_starts(length, size, overlap)
     assert starts[0] == 0
@@ -52,7 +55,7 @@ def test_blend_weights_are_positive_and_sum_to_one_across_a_nominal_overlap():
     total = np.zeros(2 * patch - overlap)
     total[:patch] += ramp
     total[patch - overlap :] += ramp
-    np.testing.assert_allclose(total[overlap : -overlap], 1.0, atol=1e-6)
+    np.testing.assert_allclose(total[overlap:-overlap], 1.0, atol=1e-6)
     assert blend_weights((48, 96), (24, 0)).shape == (48, 96)
     assert np.all(blend_weights(32, 0) == 1.0)
 
@@ -75,20 +78,44 @@ def test_fill_invalid_uses_the_mean_of_valid_pixels():
     valid[0, :2] = False
     out = fill_invalid(data, valid)
     assert np.array_equal(out[:, valid], data[:, valid])
-    np.testing.assert_allclose(out[:, ~valid], np.repeat(data[:, valid].mean(axis=1)[:, None], 2, axis=1))
+    np.testing.assert_allclose(
+        out[:, ~valid], np.repeat(data[:, valid].mean(axis=1)[:, None], 2, axis=1)
+    )
     assert np.all(fill_invalid(data, np.zeros((4, 4), bool)) == 0)
 
 
 def test_layout_tiles_start_on_60m_pixels_and_shrink_to_small_regions():
-    layout = Layout(height=200, width=1000, patch=256, overlap=32, tile=480, tile_overlap=48, halo=48, block_rows=512)
+    layout = Layout(
+        height=200,
+        width=1000,
+        patch=256,
+        overlap=32,
+        tile=480,
+        tile_overlap=48,
+        halo=48,
+        block_rows=512,
+    )
     assert layout.patch_rows == [0] and layout.patch_cols[-1] == 1000 - 256
     assert layout.tile_shape == (216, 480)  # 200 rounded up to whole 60 m pixels
     assert all(c % ALIGN == 0 for c in layout.tile_cols) and layout.tile_cols[-1] + 480 >= 1000
     assert layout.block_count == 1 and layout.block(0) == Span(0, 200)
     with pytest.raises(ValueError):
-        Layout(height=200, width=200, patch=64, overlap=16, tile=100, tile_overlap=24, halo=24, block_rows=64)
+        Layout(
+            height=200,
+            width=200,
+            patch=64,
+            overlap=16,
+            tile=100,
+            tile_overlap=24,
+            halo=24,
+            block_rows=64,
+        )
     blocks = Layout(192, 192, 64, 16, 96, 24, 24, 80)
-    assert [blocks.block(i) for i in range(blocks.block_count)] == [Span(0, 80), Span(80, 160), Span(160, 192)]
+    assert [blocks.block(i) for i in range(blocks.block_count)] == [
+        Span(0, 80),
+        Span(80, 160),
+        Span(160, 192),
+    ]
 
 
 def test_blend_buffer_normalises_drops_and_grows():
@@ -128,7 +155,9 @@ def test_row_stage_computes_each_row_once_and_restarts_exactly():
     starts = axis_starts(height, size, 4)
     log: list[int] = []
     stage = _position_stage(starts, size, height, width, log)
-    expected = (np.mgrid[0:height, 0:width][0] * 1000 + np.mgrid[0:height, 0:width][1]).astype(np.float32)
+    expected = (np.mgrid[0:height, 0:width][0] * 1000 + np.mgrid[0:height, 0:width][1]).astype(
+        np.float32
+    )
     pieces = []
     for rows in (Span(0, 20), Span(20, 41), Span(41, 60)):
         values, covered = stage.read(rows)

@@ -167,7 +167,7 @@ def test_shared_hr_rgb_folder(shared_data):
     data = open_hr_dataset("folder", shared_data / "hr_rgb" / "deepforest", min_size=64, gsd=0.5)
     assert len(data) >= 3
     image = data.read(0)
-    assert image.shape[0] == 3 and 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape[0] == 3 and image.min() >= 0.0 and image.max() <= 1.0
     solaris = open_hr_dataset("folder", shared_data / "hr_rgb" / "solaris", min_size=64)
     assert all(im.rgb_bands == (3, 2, 1) for im in solaris.images)  # blue, green, red, nir
 

@@ -502,5 +502,7 @@ def test_copied_hub_cache_keeps_its_conversions(env, cached_fusion, monkeypatch,
     monkeypatch.setenv("HF_HUB_CACHE", str(copy))
     assert main(["weights", "pull", "tiny"]) == 0
     out, err = capsys.readouterr()
-    assert out.strip() == f"tiny: {copy / 'difffusr-converted' / 'tiny' / COMMIT / 'tiny.safetensors'}"
+    assert (
+        out.strip() == f"tiny: {copy / 'difffusr-converted' / 'tiny' / COMMIT / 'tiny.safetensors'}"
+    )
     assert "sha256" not in err  # recognised without hashing or converting again

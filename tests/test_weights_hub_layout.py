@@ -103,8 +103,12 @@ def test_choice_rule() -> None:
     assert choose_file(["logs/GSD/**/*.ckpt"], files, "x") == FUSION_64.replace("latest-", "best-")
     assert choose_file(["logs/GSD/**/*.ckpt"], files[:3], "x") == FUSION_64
     assert choose_file(["logs/GSD/**/*.ckpt"], ["logs/GSD/best.ckpt"], "x") == "logs/GSD/best.ckpt"
-    assert choose_file(["a/checkpoint/last.ckpt", "a/checkpoints/last.ckpt"],
-                       ["a/checkpoints/last.ckpt"], "x") == "a/checkpoints/last.ckpt"
+    assert (
+        choose_file(
+            ["a/checkpoint/last.ckpt", "a/checkpoints/last.ckpt"], ["a/checkpoints/last.ckpt"], "x"
+        )
+        == "a/checkpoints/last.ckpt"
+    )
     with pytest.raises(WeightsError, match="x: no file matches"):
         choose_file(["logs/GSD/*.ckpt"], [FUSION_64], "x")
 
@@ -117,7 +121,9 @@ def test_pull_all_against_the_real_layout(real_layout, capsys) -> None:
     assert fusion["source"]["file"] == FUSION_64 and fusion["architecture"] == "fusion-mtf"
     assert fusion["source"]["commit"] == COMMIT
     assert fusion["source"]["sha256"] == _sha256(real_layout["mtf"])
-    harm = json.loads(next((real_layout["converted"] / "rgb-naip-harm").rglob("*.json")).read_text())
+    harm = json.loads(
+        next((real_layout["converted"] / "rgb-naip-harm").rglob("*.json")).read_text()
+    )
     assert harm["source"]["file"] == f"{HARM}/checkpoint/last.ckpt"
     assert harm["config_source"].startswith("hparams.yaml")
     assert FUSION_64 in err  # the chosen file is said
@@ -143,8 +149,22 @@ def test_default_superres_against_the_real_layout(real_layout, tmp_path, capsys)
 
     safe = make_example_safe(tmp_path / "scene", size=48)
     out = tmp_path / "out.tif"
-    args = ["--steps", "2", "--patch-size", "32", "--overlap", "8", "--device", "cpu",
-            "--window", "0", "0", "24", "24", "--quiet"]
+    args = [
+        "--steps",
+        "2",
+        "--patch-size",
+        "32",
+        "--overlap",
+        "8",
+        "--device",
+        "cpu",
+        "--window",
+        "0",
+        "0",
+        "24",
+        "24",
+        "--quiet",
+    ]
     assert main(["superres", str(safe), "-o", str(out), *args]) == 0, capsys.readouterr().err
     with rasterio.open(out) as product:
         tags = product.tags()
@@ -198,9 +218,7 @@ def test_pinned_sha256_is_checked_on_every_pull(real_layout, tmp_path, monkeypat
 
 def _bytearray_bomb(path: Path) -> Path:
     """A 44-byte pickle asking for bytearray(2 GiB - 1)."""
-    path.write_bytes(
-        b"\x80\x02cbuiltins\nbytearray\nq\x00J\xff\xff\xff\x7f\x85q\x01Rq\x02."
-    )
+    path.write_bytes(b"\x80\x02cbuiltins\nbytearray\nq\x00J\xff\xff\xff\x7f\x85q\x01Rq\x02.")
     return path
 
 
@@ -240,8 +258,9 @@ def _bombs(tmp: Path) -> list[Path]:
     return [
         _bytearray_bomb(tmp / "bytearray.ckpt"),
         # data.pkl deflate bomb: a huge string of zeros wrapped in a pickle
-        _zip_ckpt(tmp / "pkl-bomb.ckpt", b"\x80\x02" + b"(" * 0 + b"N." + bytes(big), {},
-                  deflate=True),
+        _zip_ckpt(
+            tmp / "pkl-bomb.ckpt", b"\x80\x02" + b"(" * 0 + b"N." + bytes(big), {}, deflate=True
+        ),
         # a storage that claims far more than the archive could hold (declared size honest,
         # deflated)
         _zip_ckpt(tmp / "storage-bomb.ckpt", _tensor_pickle(big // 4), {"0": big}, deflate=True),
@@ -266,7 +285,10 @@ def test_allocation_bombs_are_refused_within_1_gb(tmp_path: Path) -> None:
     for bomb in bombs:
         done = subprocess.run(
             [sys.executable, "-c", script, str(bomb), str(tmp_path / f"{bomb.stem}.safetensors")],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2, (bomb, done.stderr[-2000:])
@@ -357,9 +379,15 @@ def test_silent_endpoint_fails_within_30_s(tmp_path: Path, command: str) -> None
     try:
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-c",
-             f"from difffusr_cli.cli import main; raise SystemExit(main({args!r}))"],
-            capture_output=True, text=True, env=env, timeout=60,
+            [
+                sys.executable,
+                "-c",
+                f"from difffusr_cli.cli import main; raise SystemExit(main({args!r}))",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         elapsed = time.monotonic() - started
     finally:
@@ -401,10 +429,14 @@ def test_malicious_opensr_data_file_runs_nothing(tmp_path: Path) -> None:
     # A well-formed file (arrays and a pandas metadata table) still loads, without opensr_test.
     good = tmp_path / "spot.pkl"
     meta = pd.DataFrame({"hr_file": ["a"], "crs": ["EPSG:32633"], "affine": ["2.5,0,1,0,-2.5,2"]})
-    good.write_bytes(pickle.dumps({
-        "L2A": np.full((1, 4, 8, 8), 1000, np.uint16),
-        "HRharm": np.full((1, 4, 32, 32), 1000, np.uint16),
-        "metadata": meta,
-    }))
+    good.write_bytes(
+        pickle.dumps(
+            {
+                "L2A": np.full((1, 4, 8, 8), 1000, np.uint16),
+                "HRharm": np.full((1, 4, 32, 32), 1000, np.uint16),
+                "metadata": meta,
+            }
+        )
+    )
     bench = load_dataset("spot", good, "v2", opensr_test=None)
     assert bench.crs == ("EPSG:32633",) and bench.lr.shape == (1, 3, 8, 8)

@@ -129,9 +129,8 @@ def test_float32_stores_reflectance_and_nan(product, tmp_path):
 def test_interrupted_write_leaves_no_output_and_resumes(product, tmp_path):
     scene, data, valid, _ = product
     path = tmp_path / "out.tif"
-    with pytest.raises(KeyboardInterrupt):
-        with _writer(scene, path) as writer:
-            _write_in_blocks(writer, data, valid, stop_after=4)
+    with pytest.raises(KeyboardInterrupt), _writer(scene, path) as writer:
+        _write_in_blocks(writer, data, valid, stop_after=4)
     assert not path.exists() and partial_path_for(path).exists()
     with _writer(scene, path, resume=True) as writer:
         assert writer.resumed

@@ -1,5 +1,5 @@
 """``python -m difffusr_cli.cli``: the ``difffusr`` console script."""
 
-from difffusr_cli.cli.app import run
+from difffusr_cli.cli.root import run
 
 run()

@@ -1,5 +1,6 @@
 """Console rendering for the CLI: rich progress bars and notes on stderr (the library only
-reports through :class:`difffusr_cli.weights.Reporter`)."""
+reports through :class:`difffusr_cli.weights.Reporter`).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +15,15 @@ else:  # pragma: no cover - Python 3.10
     pass
 
 if TYPE_CHECKING:
-
     pass
-
 
 
 class _RichDownloadBar:
     """The tqdm-shaped object huggingface_hub drives during a download, drawn as a task of a rich
     progress display. It implements the part of tqdm's interface that huggingface_hub's HTTP and
     Xet downloaders use (``update``, ``n``, ``total``, ``set_postfix_str``, ``refresh``, ``close``,
-    context manager); everything else of tqdm is deliberately absent."""
+    context manager); everything else of tqdm is deliberately absent.
+    """
 
     def __init__(
         self,
@@ -74,7 +74,8 @@ class _RichDownloadBar:
 
 class ConsoleReporter:
     """Rich progress bars (download, checksum) and notes on stderr: what ``difffusr weights``
-    uses."""
+    uses.
+    """
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -129,4 +130,3 @@ class ConsoleReporter:
     def close(self) -> None:
         if self._progress.live.is_started:  # stopping a display never shown prints a blank line
             self._progress.stop()
-

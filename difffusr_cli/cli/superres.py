@@ -11,28 +11,118 @@ import typer
 
 def superres(
     # str, not Path: a trailing slash ("products/") means a folder and Path would drop it.
-    output: Annotated[str, typer.Option("-o", "--output", help="Output GeoTIFF (.tif), or a folder (several inputs, or a path ending in /): one <input stem>_difffusr.tif per input.", show_default=False)],
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.", show_default=False)] = None,
-    example: Annotated[bool, typer.Option("--example", help="Instead of INPUTS, run on a small generated (synthetic) L2A product with the shipped demo models rgb-tiny/fusion-tiny: works offline.")] = False,
-    rgb_model: Annotated[Optional[str], typer.Option("--rgb-model", help="RGB diffusion weights: a name of `difffusr weights list` or a file (default: the manifest's default).")] = None,
-    fusion_model: Annotated[Optional[str], typer.Option("--fusion-model", help="Fusion weights: a name or a file (default: the manifest's default); --fusion net only.")] = None,
-    fusion: Annotated[Literal["net", "gs", "bilinear"], typer.Option(help="Fusion of the other bands: net (learned), gs (Gram–Schmidt) or bilinear.")] = "net",
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Output GeoTIFF (.tif), or a folder (several inputs, or a path ending in /): one <input stem>_difffusr.tif per input.",
+            show_default=False,
+        ),
+    ],
+    inputs: Annotated[
+        Optional[list[Path]],
+        typer.Argument(
+            help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.",
+            show_default=False,
+        ),
+    ] = None,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example",
+            help="Instead of INPUTS, run on a small generated (synthetic) L2A product with the shipped demo models rgb-tiny/fusion-tiny: works offline.",
+        ),
+    ] = False,
+    rgb_model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--rgb-model",
+            help="RGB diffusion weights: a name of `difffusr weights list` or a file (default: the manifest's default).",
+        ),
+    ] = None,
+    fusion_model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--fusion-model",
+            help="Fusion weights: a name or a file (default: the manifest's default); --fusion net only.",
+        ),
+    ] = None,
+    fusion: Annotated[
+        Literal["net", "gs", "bilinear"],
+        typer.Option(
+            help="Fusion of the other bands: net (learned), gs (Gram–Schmidt) or bilinear."
+        ),
+    ] = "net",
     steps: Annotated[int, typer.Option(help="Diffusion sampler steps per patch.")] = 20,
-    seed: Annotated[int, typer.Option(help="Noise seed: the same seed gives the same file (same device and batch size).")] = 0,
-    patch_size: Annotated[int, typer.Option("--patch-size", help="Diffusion patch side in 2.5 m pixels (multiple of 32 for the published models).")] = 256,
-    overlap: Annotated[int, typer.Option(help="Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended smoothly.")] = 32,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Noise seed: the same seed gives the same file (same device and batch size)."
+        ),
+    ] = 0,
+    patch_size: Annotated[
+        int,
+        typer.Option(
+            "--patch-size",
+            help="Diffusion patch side in 2.5 m pixels (multiple of 32 for the published models).",
+        ),
+    ] = 256,
+    overlap: Annotated[
+        int,
+        typer.Option(
+            help="Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended smoothly."
+        ),
+    ] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[Literal["auto", "fp32", "bf16", "fp16"], typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.")] = "auto",
-    window: Annotated[Optional[tuple[int, int, int, int]], typer.Option(help="Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m pixels).", metavar="COL ROW WIDTH HEIGHT")] = None,
-    bbox: Annotated[Optional[tuple[float, float, float, float]], typer.Option(help="Process only XMIN YMIN XMAX YMAX, in the scene's CRS (widened to whole 60 m pixels).", metavar="XMIN YMIN XMAX YMAX")] = None,
-    dtype: Annotated[Literal["uint16", "float32"], typer.Option(help="uint16 (the input's DN convention, scale/offset in the metadata) or float32 (reflectance).")] = "uint16",
-    cog: Annotated[bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF with overviews.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run with the same options.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (and discard interrupted runs).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    scale: Annotated[Optional[float], typer.Option(help="Override the radiometric scale: reflectance = DN·scale + offset.")] = None,
-    offset: Annotated[Optional[float], typer.Option(help="Override the radiometric offset in reflectance (e.g. -0.1).")] = None,
+    precision: Annotated[
+        Literal["auto", "fp32", "bf16", "fp16"],
+        typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16."),
+    ] = "auto",
+    window: Annotated[
+        Optional[tuple[int, int, int, int]],
+        typer.Option(
+            help="Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m pixels).",
+            metavar="COL ROW WIDTH HEIGHT",
+        ),
+    ] = None,
+    bbox: Annotated[
+        Optional[tuple[float, float, float, float]],
+        typer.Option(
+            help="Process only XMIN YMIN XMAX YMAX, in the scene's CRS (widened to whole 60 m pixels).",
+            metavar="XMIN YMIN XMAX YMAX",
+        ),
+    ] = None,
+    dtype: Annotated[
+        Literal["uint16", "float32"],
+        typer.Option(
+            help="uint16 (the input's DN convention, scale/offset in the metadata) or float32 (reflectance)."
+        ),
+    ] = "uint16",
+    cog: Annotated[
+        bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF with overviews.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run with the same options.")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace existing outputs (and discard interrupted runs)."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
+    ] = False,
+    scale: Annotated[
+        Optional[float],
+        typer.Option(help="Override the radiometric scale: reflectance = DN·scale + offset."),
+    ] = None,
+    offset: Annotated[
+        Optional[float],
+        typer.Option(help="Override the radiometric offset in reflectance (e.g. -0.1)."),
+    ] = None,
 ) -> None:
     """Super-resolve scenes to 12-band GeoTIFFs at 2.5 m: diffusion RGB, fused other bands.
 
@@ -48,10 +138,25 @@ def superres(
     from difffusr_cli.superres import SuperresOptions, superres_example, superres_many
 
     options = SuperresOptions(
-        rgb_model=rgb_model, fusion_model=fusion_model, fusion=fusion,
-        steps=steps, seed=seed, patch_size=patch_size, overlap=overlap, batch_size=batch_size,
-        device=device, precision=precision, window=window, bbox=bbox, dtype=dtype,
-        cog=cog, resume=resume, overwrite=overwrite, quiet=quiet, scale=scale, offset=offset,
+        rgb_model=rgb_model,
+        fusion_model=fusion_model,
+        fusion=fusion,
+        steps=steps,
+        seed=seed,
+        patch_size=patch_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        window=window,
+        bbox=bbox,
+        dtype=dtype,
+        cog=cog,
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        scale=scale,
+        offset=offset,
     )
     if example and inputs:
         raise InputError("--example runs on a generated product: give no INPUTS with it")

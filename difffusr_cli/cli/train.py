@@ -16,17 +16,54 @@ train_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_ConfigOpt = Annotated[str, typer.Option("--config", help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.")]
-_SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).")]
-_OutOpt = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (last/best/epoch-N), log.csv, quicklook/, train_config.json.")]
-_MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N >= 1 steps in total (0 is refused; leave it out to train every epoch).")]
+_ConfigOpt = Annotated[
+    str,
+    typer.Option(
+        "--config",
+        help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.",
+    ),
+]
+_SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).",
+    ),
+]
+_OutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Run folder: checkpoints (last/best/epoch-N), log.csv, quicklook/, train_config.json.",
+    ),
+]
+_MaxStepsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-steps",
+        help="Stop after N >= 1 steps in total (0 is refused; leave it out to train every epoch).",
+    ),
+]
 _EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train.")]
 _BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step.")]
 _SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw.")]
 _DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-_ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint and optimizer state.")]
-_InitOpt = Annotated[Optional[str], typer.Option("--init", help="Fine-tune from these weights: a model NAME (see `difffusr weights list`) or a PATH.")]
-_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+_ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue the run in --out from its last checkpoint and optimizer state."
+    ),
+]
+_InitOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--init",
+        help="Fine-tune from these weights: a model NAME (see `difffusr weights list`) or a PATH.",
+    ),
+]
+_ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+]
 
 
 def _train_overrides(sets: Optional[list[str]], **flags: object) -> dict[str, object]:
@@ -45,19 +82,51 @@ def _print_result(result: object) -> None:
 
 @train_app.command("rgb")
 def train_rgb_command(
-    data: Annotated[str, typer.Option("--data", help="Dataset layout: sen2naip, worldstrat or folder.")],
+    data: Annotated[
+        str, typer.Option("--data", help="Dataset layout: sen2naip, worldstrat or folder.")
+    ],
     out: _OutOpt,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of high-resolution images (searched recursively).")] = None,
-    hub_repo: Annotated[Optional[str], typer.Option("--hub-repo", help="sen2naip: download this Hugging Face dataset repo (ORG/NAME) when online.")] = None,
-    gsd: Annotated[Optional[float], typer.Option("--gsd", help="Pixel size of the images in metres (default: their georeferencing); resampled to 2.5 m.")] = None,
-    value_scale: Annotated[Optional[float], typer.Option("--value-scale", help="Reflectance = value × this (default 1/255 for uint8, 1/10000 for uint16).")] = None,
-    harmonize: Annotated[Optional[bool], typer.Option("--harmonize/--no-harmonize", help="NAIP → Sentinel-2 harmonisation (default: on for sen2naip).")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option("--data-dir", help="Folder of high-resolution images (searched recursively)."),
+    ] = None,
+    hub_repo: Annotated[
+        Optional[str],
+        typer.Option(
+            "--hub-repo",
+            help="sen2naip: download this Hugging Face dataset repo (ORG/NAME) when online.",
+        ),
+    ] = None,
+    gsd: Annotated[
+        Optional[float],
+        typer.Option(
+            "--gsd",
+            help="Pixel size of the images in metres (default: their georeferencing); resampled to 2.5 m.",
+        ),
+    ] = None,
+    value_scale: Annotated[
+        Optional[float],
+        typer.Option(
+            "--value-scale",
+            help="Reflectance = value × this (default 1/255 for uint8, 1/10000 for uint16).",
+        ),
+    ] = None,
+    harmonize: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--harmonize/--no-harmonize",
+            help="NAIP → Sentinel-2 harmonisation (default: on for sen2naip).",
+        ),
+    ] = None,
     config: _ConfigOpt = "large",
     sets: _SetOpt = None,
     max_steps: _MaxStepsOpt = None,
     epochs: _EpochsOpt = None,
     batch_size: _BatchOpt = None,
-    patch_size: Annotated[Optional[int], typer.Option("--patch-size", help="HR crop side in 2.5 m pixels (LR = a quarter).")] = None,
+    patch_size: Annotated[
+        Optional[int],
+        typer.Option("--patch-size", help="HR crop side in 2.5 m pixels (LR = a quarter)."),
+    ] = None,
     seed: _SeedOpt = None,
     device: _DeviceOpt = "auto",
     resume: _ResumeOpt = False,
@@ -69,27 +138,67 @@ def train_rgb_command(
     from difffusr_cli.train.hr_data import open_hr_dataset
     from difffusr_cli.train.run_dir import RunDir
 
-    overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
-                                 patch_size=patch_size, seed=seed, harmonize=harmonize)
+    overrides = _train_overrides(
+        sets,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        seed=seed,
+        harmonize=harmonize,
+    )
     run = RunDir(out, resume=resume)
     settings = rgb.resolve_config(config, overrides, run if resume else None)
-    dataset = open_hr_dataset(data, data_dir, min_size=settings.patch_size, gsd=gsd,  # type: ignore[arg-type]
-                              value_scale=value_scale, hub_repo=hub_repo)
-    _print_result(rgb.train_rgb(settings, dataset, run, device=device, init=init, resume=resume,
-                                progress=progress, report=typer.echo))
+    dataset = open_hr_dataset(
+        data,
+        data_dir,
+        min_size=settings.patch_size,
+        gsd=gsd,  # type: ignore[arg-type]
+        value_scale=value_scale,
+        hub_repo=hub_repo,
+    )
+    _print_result(
+        rgb.train_rgb(
+            settings,
+            dataset,
+            run,
+            device=device,
+            init=init,
+            resume=resume,
+            progress=progress,
+            report=typer.echo,
+        )
+    )
 
 
 @train_app.command("fusion")
 def train_fusion_command(
-    data_dir: Annotated[list[Path], typer.Option("--data-dir", help="Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a .txt list (repeatable).")],
+    data_dir: Annotated[
+        list[Path],
+        typer.Option(
+            "--data-dir",
+            help="Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a .txt list (repeatable).",
+        ),
+    ],
     out: _OutOpt,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Fusion architecture: rrdb or mtf (default: the config's, rrdb for presets).")] = None,
+    arch: Annotated[
+        Optional[str],
+        typer.Option(
+            "--arch",
+            help="Fusion architecture: rrdb or mtf (default: the config's, rrdb for presets).",
+        ),
+    ] = None,
     config: _ConfigOpt = "large",
     sets: _SetOpt = None,
     max_steps: _MaxStepsOpt = None,
     epochs: _EpochsOpt = None,
     batch_size: _BatchOpt = None,
-    patch_size: Annotated[Optional[int], typer.Option("--patch-size", help="Patch side in 10 m pixels, a multiple of 144 (144 = 1440 m).")] = None,
+    patch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--patch-size", help="Patch side in 10 m pixels, a multiple of 144 (144 = 1440 m)."
+        ),
+    ] = None,
     seed: _SeedOpt = None,
     device: _DeviceOpt = "auto",
     resume: _ResumeOpt = False,
@@ -101,25 +210,64 @@ def train_fusion_command(
     from difffusr_cli.train.data import open_s2_products
     from difffusr_cli.train.run_dir import RunDir
 
-    overrides = _train_overrides(sets, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
-                                 patch_size=patch_size, seed=seed)
+    overrides = _train_overrides(
+        sets,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        seed=seed,
+    )
     run = RunDir(out, resume=resume)
     settings = fusion.resolve_config(config, overrides, arch, run if resume else None)
-    sampler = open_s2_products(data_dir, patch=settings.patch_size, max_nodata=settings.max_nodata,
-                               val_fraction=settings.val_fraction)
-    _print_result(fusion.train_fusion(settings, sampler, run, device=device, init=init, resume=resume,
-                                      progress=progress, report=typer.echo))
+    sampler = open_s2_products(
+        data_dir,
+        patch=settings.patch_size,
+        max_nodata=settings.max_nodata,
+        val_fraction=settings.val_fraction,
+    )
+    _print_result(
+        fusion.train_fusion(
+            settings,
+            sampler,
+            run,
+            device=device,
+            init=init,
+            resume=resume,
+            progress=progress,
+            report=typer.echo,
+        )
+    )
 
 
 @train_app.command("export")
 def train_export_command(
     src: Annotated[Path, typer.Argument(help="A checkpoint, e.g. RUN/best.safetensors.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors to write (its .json goes beside it).")],
-    inference_only: Annotated[bool, typer.Option("--inference-only/--full", help="Drop what only training needs (RGB: non-EMA U-Net, MoCo key encoder and queue).")] = True,
-    half: Annotated[bool, typer.Option("--half/--fp32", help="Store float16 weights (loaded back as float32).")] = True,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The .safetensors to write (its .json goes beside it)."
+        ),
+    ],
+    inference_only: Annotated[
+        bool,
+        typer.Option(
+            "--inference-only/--full",
+            help="Drop what only training needs (RGB: non-EMA U-Net, MoCo key encoder and queue).",
+        ),
+    ] = True,
+    half: Annotated[
+        bool, typer.Option("--half/--fp32", help="Store float16 weights (loaded back as float32).")
+    ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Write a compact copy of a checkpoint for shipping; it loads wherever the original does."""
     from difffusr_cli.train.export import export_weights
 
-    typer.echo(str(export_weights(src, output, inference_only=inference_only, half=half, overwrite=overwrite)))
+    typer.echo(
+        str(
+            export_weights(
+                src, output, inference_only=inference_only, half=half, overwrite=overwrite
+            )
+        )
+    )

@@ -21,7 +21,9 @@ weights_app = typer.Typer(
 
 @weights_app.command("list")
 def weights_list(
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
 ) -> None:
     """List the models of the manifest (weights.toml) and what of each is on this machine."""
     import json
@@ -30,17 +32,25 @@ def weights_list(
 
     rows = [model.as_dict() for model in weights.list_models()]
     if json_output:
-        info_out = {"manifest": str(weights.manifest_path()), "hub_cache": str(weights.hub_cache_dir()),
-                    "converted_cache": str(weights.cache_root()), "models": rows}
+        info_out = {
+            "manifest": str(weights.manifest_path()),
+            "hub_cache": str(weights.hub_cache_dir()),
+            "converted_cache": str(weights.cache_root()),
+            "models": rows,
+        }
         typer.echo(json.dumps(info_out, indent=1))
         return
     from rich.console import Console
     from rich.table import Table
 
     repos = sorted({f"{row['repo']}@{row['revision']}" for row in rows if row["source"] == "hub"})
-    table = Table(title=f"{weights.manifest_path()}", title_justify="left",
-                  caption=f"Hub: {', '.join(repos) or '-'}; cache: {weights.hub_cache_dir()}; "
-                          "* = sha256 not pinned in the manifest", caption_justify="left")
+    table = Table(
+        title=f"{weights.manifest_path()}",
+        title_justify="left",
+        caption=f"Hub: {', '.join(repos) or '-'}; cache: {weights.hub_cache_dir()}; "
+        "* = sha256 not pinned in the manifest",
+        caption_justify="left",
+    )
     for column in ("name", "kind", "default", "local", "sha256", "file"):
         table.add_column(column, overflow="fold", no_wrap=column != "file")
     for row in rows:
@@ -54,9 +64,15 @@ def weights_list(
 
 @weights_app.command("pull")
 def weights_pull(
-    name: Annotated[Optional[str], typer.Argument(help="Model name (see `difffusr weights list`).")] = None,
-    all_models: Annotated[bool, typer.Option("--all", help="Pull every model of the manifest.")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")] = None,
+    name: Annotated[
+        Optional[str], typer.Argument(help="Model name (see `difffusr weights list`).")
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Pull every model of the manifest.")
+    ] = False,
+    revision: Annotated[
+        Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")
+    ] = None,
 ) -> None:
     """Download a model through the Hugging Face cache, verify its sha256 and convert it to safetensors."""
     from difffusr_cli import weights
@@ -82,13 +98,24 @@ def weights_pull(
     finally:
         reporter.close()
     if failed:
-        raise DifffusrError(f"{len(failed)} of {len(names)} models could not be pulled: {', '.join(failed)}")
+        raise DifffusrError(
+            f"{len(failed)} of {len(names)} models could not be pulled: {', '.join(failed)}"
+        )
 
 
 @weights_app.command("convert")
 def weights_convert(
-    src: Annotated[Path, typer.Argument(help="A Lightning .ckpt, torch .pt/.pth or .safetensors file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors to write (its .json goes beside it), or a folder.")],
+    src: Annotated[
+        Path, typer.Argument(help="A Lightning .ckpt, torch .pt/.pth or .safetensors file.")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The .safetensors to write (its .json goes beside it), or a folder.",
+        ),
+    ],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a checkpoint to safetensors + JSON without running pickled code."""
@@ -105,7 +132,9 @@ def weights_convert(
 @weights_app.command("path")
 def weights_path(
     name: Annotated[str, typer.Argument(help="Model name (see `difffusr weights list`).")],
-    revision: Annotated[Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")] = None,
+    revision: Annotated[
+        Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")
+    ] = None,
 ) -> None:
     """Print the local file of a model (converted safetensors, else the download). Downloads nothing."""
     from difffusr_cli import weights

@@ -46,6 +46,7 @@ DEFAULT_GAMMA: tuple[float, float, float] = GAMMA_MEAN
 #: so that x^(1/γ) stays finite.
 _GAMMA_MIN = 0.05
 
+
 @dataclass(frozen=True)
 class DegradationSettings:
     """Ranges the RGB degradations are drawn from (SPEC §2 defaults).

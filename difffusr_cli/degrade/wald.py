@@ -1,5 +1,6 @@
 """Wald's protocol degradation: MTF-matched Gaussian blur then box average (fusion training and
-evaluation both degrade band groups with it, so their numbers describe the same situation)."""
+evaluation both degrade band groups with it, so their numbers describe the same situation).
+"""
 
 from __future__ import annotations
 

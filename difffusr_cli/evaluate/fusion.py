@@ -308,7 +308,8 @@ def default_halo(mode: EvalMode, net_reach: int) -> int:
 def wald_min_clean_side(group: str) -> int:
     """Side, in 10 m pixels, of the nodata-free area a scored pixel of ``group`` needs around it
     in Wald mode: its degraded cell and the 8 neighbouring cells (bilinear upsampling), widened
-    by the blur's reach on each side (the clean-cell test of the module docstring)."""
+    by the blur's reach on each side (the clean-cell test of the module docstring).
+    """
     ratio = GROUP_RATIO[group]
     return ratio * (3 * WALD_FACTOR + 2 * wald_blur_reach())
 

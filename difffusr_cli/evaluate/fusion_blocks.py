@@ -47,7 +47,8 @@ class Block:
 
 def plan_blocks(region: Window, block: int, halo: int) -> list[Block]:
     """Cover ``region`` with square cores of ``block`` pixels (the last row/column shorter), each
-    widened by ``halo`` and clipped to the region. All values in 10 m pixels."""
+    widened by ``halo`` and clipped to the region. All values in 10 m pixels.
+    """
     col0, row0 = int(region.col_off), int(region.row_off)
     width, height = int(region.width), int(region.height)
     blocks = []

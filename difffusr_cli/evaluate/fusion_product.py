@@ -49,8 +49,8 @@ from difffusr_cli.evaluate.fusion_blocks import (
     repeat_cells,
     to_device,
 )
-from difffusr_cli.metrics import DATA_RANGE
 from difffusr_cli.evaluate.quicklook import QUICKLOOK_BANDS, Quicklook
+from difffusr_cli.metrics import DATA_RANGE
 from difffusr_cli.tiling import fill_invalid, round_up
 
 
@@ -232,7 +232,8 @@ def _product_block(
 
 def _product_region(scene: object, product: ProductFile, options: FusionEvalOptions) -> Window:
     """The evaluated window: the product's footprint ∩ the scene ∩ ``--window``/``--bbox``,
-    shrunk to whole 60 m pixels of the scene's grid."""
+    shrunk to whole 60 m pixels of the scene's grid.
+    """
     from difffusr_cli.superres import resolve_region
 
     asked = resolve_region(scene, options.window, options.bbox)

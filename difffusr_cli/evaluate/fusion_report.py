@@ -247,7 +247,8 @@ def _table(
     not_scored: Mapping[str, str],
 ) -> Any:
     """The rich table of ``methods``; scopes in ``not_scored`` show ``—`` (the reason is printed
-    under the table by :func:`_print_not_scored`)."""
+    under the table by :func:`_print_not_scored`).
+    """
     from rich.table import Table
 
     grid = Table(title=title, title_justify="left")
@@ -295,7 +296,8 @@ def _print_not_scored(console: Any, not_scored: Mapping[str, str]) -> None:
 
 def print_report(report: FusionReport, console: Any = None) -> None:
     """The tables on the terminal: overall and per group for every product (and their mean),
-    then per band for the single product or for the mean; missing methods with their reason."""
+    then per band for the single product or for the mean; missing methods with their reason.
+    """
     console = _console(console)
     what = (
         "Wald protocol: inputs degraded ×4, scored against the native bands"
@@ -339,7 +341,8 @@ def print_report(report: FusionReport, console: Any = None) -> None:
 @contextmanager
 def block_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     """A rich progress bar on stderr over the blocks of each product; yields the callback
-    (None when disabled)."""
+    (None when disabled).
+    """
     if not enabled:
         yield None
         return

@@ -1,6 +1,7 @@
 """``eval fusion --mode wald``: score the fusion methods on Sentinel-2 products degraded by 4
 (Wald's protocol), block by block; the options, results and shared helpers are in
-:mod:`difffusr_cli.evaluate.fusion`."""
+:mod:`difffusr_cli.evaluate.fusion`.
+"""
 
 from __future__ import annotations
 

@@ -236,7 +236,8 @@ def score_image(
     metrics: Any, settings: MetricSettings, lr: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor
 ) -> dict[str, float]:
     """One ``opensr_test.Metrics.compute`` call on ``(3, h, w)``, ``(3, H, W)``, ``(3, H, W)``
-    float32 reflectance (true colour first for the perceptual distances)."""
+    float32 reflectance (true colour first for the perceptual distances).
+    """
     if settings.true_colour:
         lr, sr, hr = ((x * 3).clamp(0, 1) for x in (lr, sr, hr))
     return metrics.compute(lr=lr.float(), sr=sr.float(), hr=hr.float())

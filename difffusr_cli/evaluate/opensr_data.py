@@ -94,7 +94,8 @@ def package_cache_dir() -> Path:
 
 def candidate_files(name: str, data_dir: Path, version: str) -> tuple[Path, Path]:
     """The two layouts accepted under ``data_dir``: the package's cache layout
-    ``<dir>/<name>.pkl`` and the Hugging Face repository's ``<dir>/<folder>/<name>/<name>.pkl``."""
+    ``<dir>/<name>.pkl`` and the Hugging Face repository's ``<dir>/<folder>/<name>/<name>.pkl``.
+    """
     return data_dir / f"{name}.pkl", data_dir / VERSION_FOLDER[version] / name / f"{name}.pkl"
 
 
@@ -216,7 +217,8 @@ def _image_metadata(
     meta: Any, name: str, count: int
 ) -> tuple[tuple[str, ...], tuple[str | None, ...], tuple[Affine | None, ...]]:
     """Image ids, CRS and HR transforms from the metadata table (a pandas DataFrame in the
-    pickles: ``hr_file``, ``crs``, ``affine`` = ``"a,b,c,d,e,f"``); defaults where absent."""
+    pickles: ``hr_file``, ``crs``, ``affine`` = ``"a,b,c,d,e,f"``); defaults where absent.
+    """
 
     def column(key: str) -> list[Any] | None:
         try:

@@ -403,7 +403,8 @@ def rank_models(
     report: OpenSRReport, others: Sequence[ResultRow], datasets: Sequence[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per scored distance, every model's average rank and metric means (best first), pooling
-    each model's rows over ``datasets``. Distances where only this run has rows are left out."""
+    each model's rows over ``datasets``. Distances where only this run has rows are left out.
+    """
     ranking: dict[str, dict[str, dict[str, Any]]] = {}
     for distance in report.distances:
         means = model_means([*report.rows, *others], distance=distance, datasets=datasets)
@@ -420,7 +421,8 @@ def report_json(
     report: OpenSRReport, ranking: Mapping[str, Any], csv_path: Path | None
 ) -> dict[str, Any]:
     """The ``--json`` object: settings, per-dataset summaries, ranks and every image's scores
-    (NaN written as null)."""
+    (NaN written as null).
+    """
     summary = {
         distance: {
             ds: {
@@ -472,7 +474,8 @@ def print_report(
     report: OpenSRReport, ranking: Mapping[str, Mapping[str, Any]], console: Any = None
 ) -> None:
     """The paper-style tables on the terminal: per distance, mean ± std per dataset and over all
-    images, then the average rank when other models were compared."""
+    images, then the average rank when other models were compared.
+    """
     from rich.console import Console
     from rich.table import Table
 

@@ -208,7 +208,8 @@ def _mean_scores(items: Sequence[Scores]) -> Scores:
 
 def mean_over_images(tables: Sequence[ScoreTable]) -> ScoreTable:
     """The mean of several images' tables, entry by entry, leaving NaN out (``metrics.py``'s
-    "averaged over images": a group's score is aggregated per image, then averaged)."""
+    "averaged over images": a group's score is aggregated per image, then averaged).
+    """
     if not tables:
         raise ValueError("mean_over_images needs at least one table")
     first = tables[0]

@@ -519,7 +519,7 @@ def check_path_encoding(path: str | Path) -> None:
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{printable_path(path)}: the path is not valid UTF-8 (byte "
-            f"{os.fsencode(path)[exc.start:exc.start + 1]!r} at {exc.start}); "
+            f"{os.fsencode(path)[exc.start : exc.start + 1]!r} at {exc.start}); "
             "rename the file or folder"
         ) from None
 

@@ -366,7 +366,13 @@ class ProductWriter:
         # resumed run gives the same file as an uninterrupted one.
         staging = self.path.parent / f".{self.path.name}.final.tif"
         layout = (
-            {"driver": "COG", "BLOCKSIZE": BLOCK_SIZE, "RESAMPLING": "AVERAGE", "OVERVIEWS": "AUTO", "PREDICTOR": "YES"}
+            {
+                "driver": "COG",
+                "BLOCKSIZE": BLOCK_SIZE,
+                "RESAMPLING": "AVERAGE",
+                "OVERVIEWS": "AUTO",
+                "PREDICTOR": "YES",
+            }
             if self.cog
             else {
                 "driver": "GTiff",

@@ -135,6 +135,4 @@ def load_models(
     fusion_name = options.fusion_model or weights.default_model_name("fusion")
     fusion_path = weights.resolve(fusion_name, "fusion", reporter=reporter)
     fusion = api.load_fusion_model(fusion_path, device, reporter=reporter)
-    return build_models(
-        rgb, fusion, "net", rgb_info, model_info(str(fusion_name), fusion_path)
-    )
+    return build_models(rgb, fusion, "net", rgb_info, model_info(str(fusion_name), fusion_path))

@@ -32,7 +32,8 @@ class ProgressSink(Protocol):
 
 class LoggingProgress:
     """The default sink: no bar; warnings to ``logging.warning``, other lines to
-    ``logging.info``."""
+    ``logging.info``.
+    """
 
     def on_start(self, label: str, total: int) -> None:
         return None

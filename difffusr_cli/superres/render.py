@@ -89,7 +89,8 @@ def resolve_region(
 
 def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> Layout:
     """The tiling of ``region`` for ``options`` and a fusion step reaching ``fusion_halo`` 10 m
-    pixels."""
+    pixels.
+    """
     return Layout(
         height=int(region.height) * SCALE,
         width=int(region.width) * SCALE,
@@ -364,7 +365,8 @@ class Renderer:
     def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
         """The blended SR RGB of ``rows`` × ``cols`` (region pixels): ``(3, h, w)`` reflectance,
         nodata filled, edges replicated where the span reaches outside the region (nothing was
-        super-resolved there)."""
+        super-resolved there).
+        """
         height, width = self.layout.height, self.layout.width
         inside_rows = Span(max(rows.start, 0), min(rows.stop, height))
         inside_cols = Span(max(cols.start, 0), min(cols.stop, width))

@@ -244,7 +244,15 @@ def superres_many(
             lock.acquire()  # before anything of the output is written; a second run stops here
             locks.append(lock)
         return _run_jobs(
-            inputs, targets, folder, options, models, device, dtype, on_block_done, sink,
+            inputs,
+            targets,
+            folder,
+            options,
+            models,
+            device,
+            dtype,
+            on_block_done,
+            sink,
             weights_reporter,
         )
     finally:

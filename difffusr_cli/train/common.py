@@ -81,7 +81,8 @@ def step_rngs(seed: int, stream: int, step: int) -> tuple[torch.Generator, np.ra
 
 def seed_global(seed: int, step: int) -> None:
     """Seed torch's global RNG (dropout, weight initialisation) from ``(seed, step)``; ``step`` ≥ −1
-    (−1: before the first step, for the initial weights)."""
+    (−1: before the first step, for the initial weights).
+    """
     sequence = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 99, int(step) + 1])
     torch.manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0]) & ((1 << 63) - 1))
 

@@ -181,9 +181,7 @@ def dataclass_from_mapping(cls: type[T], values: Any, where: str) -> T:
     hints = get_type_hints(cls)
     for key, value in clean.items():
         if key in hints and not _matches(value, hints[key]):
-            raise InputError(
-                f"{where}: train.{key} must be {_describe(hints[key])}, got {value!r}"
-            )
+            raise InputError(f"{where}: train.{key} must be {_describe(hints[key])}, got {value!r}")
     try:
         return cls(**clean)
     except (TypeError, ValueError) as exc:

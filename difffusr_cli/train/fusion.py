@@ -220,7 +220,8 @@ def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorl
 
 def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
     """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor
-    builds them."""
+    builds them.
+    """
     mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
     guidance = (world.guidance - mean) / std
     size = world.guidance.shape[-2:]

@@ -222,7 +222,8 @@ def _rgb_band_indexes(
     path: Path, descriptions: Sequence[str | None], colorinterp: Sequence[object]
 ) -> tuple[int, int, int]:
     """1-based indexes of R, G, B: from band descriptions, else colour interpretation, else
-    1, 2, 3."""
+    1, 2, 3.
+    """
     names = [(d or "").strip().lower() for d in descriptions]
     by_name = {n: i + 1 for i, n in enumerate(names) if n}
     aliases = {
@@ -355,5 +356,3 @@ def download_hub_dataset(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--hub-repo {repo}: download failed ({first})") from None
     return Path(path)
-
-

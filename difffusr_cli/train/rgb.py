@@ -259,7 +259,8 @@ def build_model(
     config: RGBTrainConfig, init: str | None, report: Reporter
 ) -> tuple[DiffusionSR, RGBTrainConfig]:
     """A fresh model (EMA = copy of the trained U-Net, cosine schedule) or one initialised from
-    ``init`` (a weights name or path; its architecture replaces ``config.model``)."""
+    ``init`` (a weights name or path; its architecture replaces ``config.model``).
+    """
     if init is None:
         common.seed_global(config.seed, -1)
         model = DiffusionSR(config.model)

@@ -26,7 +26,8 @@ def is_glob(pattern: str) -> bool:
 @functools.lru_cache(maxsize=64)
 def _regex(pattern: str) -> re.Pattern[str]:
     """``pattern`` as a regex over ``/``-separated paths: ``**/`` any folders (also none),
-    ``*`` and ``?`` within one folder name, ``[...]`` a character class."""
+    ``*`` and ``?`` within one folder name, ``[...]`` a character class.
+    """
     out: list[str] = []
     i = 0
     while i < len(pattern):
@@ -61,7 +62,8 @@ def glob_matches(pattern: str, files: Iterable[str]) -> list[str]:
 def rank(path: str) -> tuple[int, int, int]:
     """Preference of a checkpoint path, larger is better: inside a ``version_N`` folder before
     outside any, then the highest ``N``, then by file name ``best*`` > ``last.ckpt`` >
-    ``latest*`` > anything else."""
+    ``latest*`` > anything else.
+    """
     versions = _VERSION.findall(path)
     name = path.rsplit("/", 1)[-1]
     if name.startswith("best"):
@@ -84,8 +86,10 @@ def choose_file(patterns: Sequence[str], files: Iterable[str], where: str) -> st
     """
     listed = list(files)
     for pattern in patterns:
-        matches = glob_matches(pattern, listed) if is_glob(pattern) else (
-            [pattern] if pattern in listed else []
+        matches = (
+            glob_matches(pattern, listed)
+            if is_glob(pattern)
+            else ([pattern] if pattern in listed else [])
         )
         if not matches:
             continue

@@ -120,7 +120,8 @@ def _config_for(
     source: Path,
 ) -> tuple[Any, str]:
     """The architecture config of a state dict: from the hparams mapping when given (SR), else
-    inferred from tensor names and shapes. Errors name ``source``."""
+    inferred from tensor names and shapes. Errors name ``source``.
+    """
     from difffusr_cli.models.config import MoCoConfig, SRConfig
     from difffusr_cli.models.infer import infer_fusion_config, infer_sr_config
 
@@ -194,7 +195,8 @@ def _load_pickled(source: Path) -> LoadedWeights:
 
 def _meta_from_json(text: str, origin: str) -> dict[str, Any] | None:
     """The converted-format JSON in ``text``, None when it is some other JSON (e.g. compat
-    files)."""
+    files).
+    """
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -323,7 +325,8 @@ def save_converted(
 
 def converted_intact(path: Path, meta: Mapping[str, Any]) -> bool:
     """True when ``path`` has the ``file_sha256`` its sidecar JSON ``meta`` recorded at conversion
-    (also when nothing was recorded: files converted before the digest existed)."""
+    (also when nothing was recorded: files converted before the digest existed).
+    """
     recorded = meta.get("file_sha256")
     return not isinstance(recorded, str) or sha256_file(path) == recorded
 
@@ -435,7 +438,8 @@ def _complete_export(
     tensors: Mapping[str, torch.Tensor], kind: str, config: Any
 ) -> dict[str, torch.Tensor]:
     """The full official state dict of a :func:`save_network` export: float32, dropped parts
-    rebuilt."""
+    rebuilt.
+    """
     import torch
 
     full = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -452,4 +456,3 @@ def _complete_export(
         full["E.queue"] = torch.nn.functional.normalize(queue, dim=0)
         full["E.queue_ptr"] = torch.zeros(1, dtype=torch.long)
     return full
-

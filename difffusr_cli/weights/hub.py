@@ -39,7 +39,8 @@ def _env_flag(name: str) -> bool:
 
 def hub_cache_dir() -> Path:
     """The huggingface_hub cache: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
-    ``$XDG_CACHE_HOME/huggingface/hub`` (``~/.cache/huggingface/hub``)."""
+    ``$XDG_CACHE_HOME/huggingface/hub`` (``~/.cache/huggingface/hub``).
+    """
     explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
         return Path(explicit).expanduser()
@@ -52,7 +53,8 @@ def hub_cache_dir() -> Path:
 
 def cache_root() -> Path:
     """Where converted weights are kept: ``$DIFFFUSR_CACHE``, else
-    ``<HF_HUB_CACHE>/difffusr-converted`` (so copying the Hub cache carries them along)."""
+    ``<HF_HUB_CACHE>/difffusr-converted`` (so copying the Hub cache carries them along).
+    """
     explicit = os.environ.get("DIFFFUSR_CACHE")
     if explicit:
         return Path(explicit).expanduser()
@@ -77,7 +79,8 @@ def _cached_commit(repo: str, revision: str) -> str | None:
 
 def cached_file(repo: str, filename: str, revision: str) -> Path | None:
     """``filename`` of ``repo@revision`` in the Hub cache, None when not cached (asks
-    huggingface_hub's ``try_to_load_from_cache``; no network)."""
+    huggingface_hub's ``try_to_load_from_cache``; no network).
+    """
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(
@@ -96,7 +99,8 @@ def _hub_token() -> str | None:
 
 def _probe_hub(timeout: float) -> str | None:
     """None when a TCP connection to the Hub (or the configured proxy) opens within
-    ``timeout`` seconds, else the reason. Runs in a thread so a stuck DNS lookup is bounded too."""
+    ``timeout`` seconds, else the reason. Runs in a thread so a stuck DNS lookup is bounded too.
+    """
     url = urllib.parse.urlsplit(_hub_endpoint())
     host = url.hostname or "huggingface.co"
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -170,7 +174,8 @@ def _hub_deadline() -> float:
 
 def _set_hub_timeouts() -> None:
     """Explicit huggingface_hub timeouts (seconds) unless the user set them: metadata requests
-    wait :func:`_hub_timeout`, downloads :data:`DEFAULT_DOWNLOAD_TIMEOUT` for bytes to arrive."""
+    wait :func:`_hub_timeout`, downloads :data:`DEFAULT_DOWNLOAD_TIMEOUT` for bytes to arrive.
+    """
     from huggingface_hub import constants
 
     if "HF_HUB_ETAG_TIMEOUT" not in os.environ:
@@ -259,7 +264,8 @@ def _choose(
 ) -> tuple[str, str | None, tuple[str, ...] | None]:
     """(file, commit, listing) of an entry at ``revision``. Online the Hub's file list decides,
     offline the cached snapshot's tree; a pinned ``file`` offline without a snapshot is passed on
-    as is (huggingface_hub then says what is missing). ``commit``/``listing`` None: unknown."""
+    as is (huggingface_hub then says what is missing). ``commit``/``listing`` None: unknown.
+    """
     where = f"model '{entry.name}': {entry.repo}@{revision}"
     if offline_reason is None:
         commit, files = _hub_listing(entry, revision)
@@ -380,7 +386,8 @@ def _hparams_path(filename: str) -> str | None:
 
 def _fetch_hparams_beside(entry: ModelEntry, hparams: str, common: Mapping[str, Any]) -> None:
     """Best effort: bring ``hparams`` (two folders above the ckpt) into the snapshot so the SR
-    config comes from it; the embedded ``hyper_parameters`` are the fallback."""
+    config comes from it; the embedded ``hyper_parameters`` are the fallback.
+    """
     from huggingface_hub import hf_hub_download
 
     with contextlib.suppress(Exception):  # optional file: any failure means "use the fallback"
@@ -389,7 +396,8 @@ def _fetch_hparams_beside(entry: ModelEntry, hparams: str, common: Mapping[str, 
 
 def _hub_error(entry: ModelEntry, exc: BaseException, what: str) -> WeightsError:
     """One line for a failed Hub call (``what``: ``"listing org/repo@main"``,
-    ``"download of …"``)."""
+    ``"download of …"``).
+    """
     from huggingface_hub.utils import (
         GatedRepoError,
         RepositoryNotFoundError,
@@ -411,4 +419,3 @@ def _hub_error(entry: ModelEntry, exc: BaseException, what: str) -> WeightsError
         f"model '{entry.name}': {what} failed ({type(exc).__name__}: {_first_line(exc)}); "
         f"{_guidance(entry)}"
     )
-

@@ -82,7 +82,8 @@ class ModelEntry:
     @property
     def patterns(self) -> tuple[str, ...]:
         """What to look for in the repository, best first: the pinned ``file`` alone, else the
-        ``candidates`` then ``discover``."""
+        ``candidates`` then ``discover``.
+        """
         if self.file:
             return (self.file,)
         return self.candidates + ((self.discover,) if self.discover else ())
@@ -90,7 +91,8 @@ class ModelEntry:
 
 def manifest_path() -> Path:
     """The manifest in use: ``$DIFFFUSR_WEIGHTS_TOML`` if set, else the packaged
-    ``weights.toml``."""
+    ``weights.toml``.
+    """
     override = os.environ.get("DIFFFUSR_WEIGHTS_TOML")
     if override:
         return Path(override).expanduser()
@@ -191,4 +193,3 @@ def default_model_name(kind: ModelKind, manifest: Mapping[str, ModelEntry] | Non
     raise WeightsError(
         f"{manifest_path()}: no default {kind} model; name one, or give {_MODEL_FLAG[kind]}"
     )
-

@@ -1,5 +1,6 @@
 """How the weights library reports progress: a Protocol the caller implements, and a plain
-stderr default. Rendering (rich bars) lives in :mod:`difffusr_cli.cli.console`."""
+stderr default. Rendering (rich bars) lives in :mod:`difffusr_cli.cli.console`.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any, Protocol
 class Reporter(Protocol):
     """Where long operations report. ``note`` is a one-line message for the user;
     ``progress`` yields an ``advance(n_bytes)`` callback; ``download_bar`` is handed to
-    huggingface_hub as its ``tqdm_class`` (None: huggingface_hub's own bars)."""
+    huggingface_hub as its ``tqdm_class`` (None: huggingface_hub's own bars).
+    """
 
     def note(self, message: str) -> None: ...
 
@@ -40,4 +42,3 @@ class StderrReporter:
     @property
     def download_bar(self) -> Callable[..., Any] | None:
         return None
-

@@ -44,7 +44,8 @@ from difffusr_cli.weights.report import Reporter, StderrReporter
 @dataclass(frozen=True)
 class PullResult:
     """What :func:`pull` did. ``sha256_pinned`` is False when the manifest had no checksum
-    (then ``sha256`` was computed now and recorded in the JSON)."""
+    (then ``sha256`` was computed now and recorded in the JSON).
+    """
 
     name: str
     source_file: Path
@@ -77,9 +78,7 @@ def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporte
         blob = resolved.relative_to(hub_cache_dir().resolve()).as_posix()
     except ValueError:
         blob = str(resolved)
-    reporter.note(
-        f"{entry.name}: {hub_file.repo}@{hub_file.commit[:12]}:{hub_file.filename}"
-    )
+    reporter.note(f"{entry.name}: {hub_file.repo}@{hub_file.commit[:12]}:{hub_file.filename}")
     record = _read_record(json_path) if converted.is_file() else None
     recorded = (record or {}).get("source", {})
     pinned_digest = ""
@@ -244,8 +243,7 @@ def resolve(
     entry = entries[text]
     if kind is not None and entry.kind != kind:
         raise WeightsError(
-            f"model '{entry.name}' is {_KIND_NAME[entry.kind]} model, "
-            f"not {_KIND_NAME[kind]} model"
+            f"model '{entry.name}' is {_KIND_NAME[entry.kind]} model, not {_KIND_NAME[kind]} model"
         )
     return pull(entry.name, revision=revision, reporter=reporter, manifest=entries).converted
 

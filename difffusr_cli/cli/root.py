@@ -48,11 +48,15 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         Optional[bool],
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ] = None,
 ) -> None:
     """Sentinel-2 L2A to a 12-band GeoTIFF at 2.5 m."""
-
 
 
 # The commands, one module per command group (each a thin layer over one library call).
@@ -126,4 +130,3 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())
-
