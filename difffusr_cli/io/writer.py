@@ -12,6 +12,7 @@ target path only ever holds a complete product.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -114,10 +115,8 @@ def best_compression() -> str:
     except (RasterioError, ValueError):
         ok = False
     finally:
-        try:
+        with contextlib.suppress(RasterioError, OSError):
             rasterio.shutil.delete(probe)
-        except (RasterioError, OSError):
-            pass
     return "ZSTD" if ok else "DEFLATE"
 
 
