@@ -254,7 +254,8 @@ class Scene:
             raise InputError(
                 f"{self.path}: bands {', '.join(names)} are not on one grid (ratios {detail})"
             )
-        ratio = int(ratios.pop())
+        ratio = ratios.pop()
+        assert ratio is not None  # require_bands: every band is found, so it has a ratio
         region = native_window(window, ratio, halo)
         h, w = int(region.height), int(region.width)
         data = np.empty((len(names), h, w), dtype=np.float32)
