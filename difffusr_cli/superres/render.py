@@ -113,8 +113,6 @@ class Counters:
 
     patches_run: int = 0
     patches_skipped: int = 0
-    tiles_run: int = 0
-    tiles_skipped: int = 0
 
 
 class Renderer:
@@ -335,9 +333,7 @@ class Renderer:
             valid &= np.repeat(np.repeat(group_valid, factor, axis=0), factor, axis=1)
         core = slice(halo, halo + th)
         for left in layout.tile_cols:
-            context = slice(
-                left, left + tw + 2 * halo
-            )  # the tile and its context, in strip columns
+            context = slice(left, left + tw + 2 * halo)  # the tile and its context, strip columns
             tile_valid = valid[core, left + halo : left + halo + tw]
             out = np.zeros((13, th, tw), dtype=np.float32)
             if tile_valid.any():
@@ -355,9 +351,6 @@ class Renderer:
                     # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
                     out[indices(RGB)] = rgb[:, core, halo : halo + tw]
                 out[12] = tile_valid
-                self.counters.tiles_run += 1
-            else:
-                self.counters.tiles_skipped += 1
             yield left, out, self._tile_weights
         if index + 1 < len(layout.tile_rows):
             self.sr.drop_before(layout.tile_rows[index + 1] - halo)
