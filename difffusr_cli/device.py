@@ -46,7 +46,8 @@ def select_device(spec: str = "auto") -> torch.device:
             raise InputError(f"--device {spec}: expected cuda or cuda:N with N a GPU number")
         if not torch.cuda.is_available():
             raise InputError(
-                f"--device {spec}: no CUDA GPU is available (torch {torch.__version__}); use --device cpu"
+                f"--device {spec}: no CUDA GPU is available (torch {torch.__version__}); "
+                "use --device cpu"
             )
         index = int(index_text) if index_text else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
@@ -72,7 +73,8 @@ def select_precision(spec: str, device: torch.device) -> torch.dtype:
         return torch.float32
     if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InputError(
-            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16 or fp32"
+            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
+            "use fp16 or fp32"
         )
     if spec == "fp16" and device.type == "cpu":
         raise InputError("--precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 or bf16")
@@ -86,7 +88,15 @@ def precision_name(dtype: torch.dtype) -> str:
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """Mixed-precision autocast for ``dtype`` (nothing for fp32), inside ``torch.inference_mode``."""
+    """Mixed-precision autocast for ``dtype`` (nothing for fp32), inside inference mode.
+
+    Args:
+        device: where the model runs (autocast is per device type).
+        dtype: ``torch.float32`` (no autocast), ``torch.bfloat16`` or ``torch.float16``.
+
+    Yields:
+        None, inside ``torch.inference_mode()`` and, unless fp32, ``torch.autocast``.
+    """
     with torch.inference_mode():
         if dtype == torch.float32:
             yield

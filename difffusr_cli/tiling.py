@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-#: Output pixels per 10 m pixel.
-SUBPIXELS = 4
+from difffusr_cli.bands import SCALE
+
 #: Output pixels per 60 m pixel: fusion tiles and halos are multiples of it so that every group
 #: (10, 20, 60 m) reads whole native pixels.
 ALIGN = 24
@@ -127,6 +127,7 @@ class Span:
 
     @property
     def size(self) -> int:
+        """Number of pixels, ``stop − start``."""
         return self.stop - self.start
 
 
@@ -157,8 +158,8 @@ class Layout:
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "patch", "overlap"):
-            if getattr(self, name) % SUBPIXELS or getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} is not a multiple of {SUBPIXELS}")
+            if getattr(self, name) % SCALE or getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} is not a multiple of {SCALE}")
         for name in ("tile", "tile_overlap", "halo"):
             if getattr(self, name) % ALIGN or getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} is not a multiple of {ALIGN}")
@@ -177,10 +178,6 @@ class Layout:
     def patch_cols(self) -> list[int]:
         """Left column of each patch column."""
         return axis_starts(self.width, self.patch, self.overlap)
-
-    @property
-    def patch_count(self) -> int:
-        return len(self.patch_rows) * len(self.patch_cols)
 
     # -- fusion tiles --------------------------------------------------------------------------
     def _tile_axis(self, length: int) -> tuple[int, int, list[int]]:
@@ -207,15 +204,18 @@ class Layout:
 
     @property
     def tile_rows(self) -> list[int]:
+        """Top row of each fusion-tile row (halo excluded)."""
         return self._tile_axis(self.height)[2]
 
     @property
     def tile_cols(self) -> list[int]:
+        """Left column of each fusion-tile column (halo excluded)."""
         return self._tile_axis(self.width)[2]
 
     # -- blocks --------------------------------------------------------------------------------
     @property
     def block_count(self) -> int:
+        """Number of blocks of ``block_rows`` output rows covering the region."""
         return math.ceil(self.height / self.block_rows)
 
     def block(self, index: int) -> Span:
@@ -313,10 +313,6 @@ class BlendBuffer:
         self._num = np.zeros((channels, capacity, width), dtype=np.float32)
         self._den = np.zeros((capacity, width), dtype=np.float32)
 
-    @property
-    def nbytes(self) -> int:
-        return self._num.nbytes + self._den.nbytes
-
     def reset(self, first_row: int) -> None:
         """Forget everything; the buffer starts at ``first_row``."""
         self.first_row, self.rows = first_row, 0
@@ -355,10 +351,12 @@ class BlendBuffer:
         self._den[dst] += weights[src]
 
     def read(self, rows: Span, cols: Span | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Blended pixels of ``rows`` × ``cols`` (default: the full width): ``(C, h, w)`` float32
-        Σ w·data / Σ w, and an ``(h, w)`` bool coverage mask.
+        """Blended pixels of ``rows`` × ``cols`` (default: the full width).
 
-        Pixels no window covered (skipped nodata patches) are 0 and False.
+        Returns:
+            ``(data, covered)``: ``data`` ``(C, h, w)`` float32 Σ w·patch / Σ w and ``covered``
+            an ``(h, w)`` bool coverage mask. Pixels no window covered (skipped nodata patches)
+            are 0 and False.
         """
         if rows.start < self.first_row or rows.stop > self.first_row + self.rows:
             raise ValueError(
@@ -370,7 +368,7 @@ class BlendBuffer:
         sl = np.s_[rows.start - self.first_row : rows.stop - self.first_row, cols.start : cols.stop]
         den = self._den[sl]
         covered = den > 0
-        num = self._num[(slice(None), *sl)]
+        num = self._num[(slice(None),) + sl]
         return np.divide(num, den, out=np.zeros_like(num), where=covered), covered
 
     def drop_before(self, row: int) -> None:

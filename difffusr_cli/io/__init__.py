@@ -1,5 +1,7 @@
-"""Everything that touches product files: readers (SAFE, COG folder, STAC item, multi-band
-GeoTIFF) behind one :class:`Scene`, and the streaming 2.5 m product writer.
+"""Everything that touches product files: readers and the streaming 2.5 m writer.
+
+Readers (SAFE, COG folder, STAC item, multi-band GeoTIFF) sit behind one :class:`Scene`; the
+writer streams the 2.5 m product.
 
 Contracts: docs/architecture.md (section I/O); formats and conventions: docs/inputs.md.
 """

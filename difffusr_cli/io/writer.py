@@ -12,6 +12,7 @@ target path only ever holds a complete product.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -26,6 +27,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
+from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 
 from difffusr_cli import __version__
@@ -114,10 +116,8 @@ def best_compression() -> str:
     except (RasterioError, ValueError):
         ok = False
     finally:
-        try:
+        with contextlib.suppress(RasterioError, OSError):
             rasterio.shutil.delete(probe)
-        except (RasterioError, OSError):
-            pass
     return "ZSTD" if ok else "DEFLATE"
 
 
@@ -246,7 +246,7 @@ class ProductWriter:
             )
         else:
             all_tags.setdefault("dn_convention", "float32 reflectance; NaN = nodata")
-        self._dataset = None
+        self._dataset: DatasetWriter | None = None
         try:
             if resume and self.partial_path.exists():
                 try:
@@ -256,7 +256,7 @@ class ProductWriter:
                         f"cannot resume: {self.partial_path} is damaged ({_first_line(exc)}); "
                         "run with --overwrite to start again"
                     ) from None
-                self._check_resumable(crs, transform)
+                self._check_resumable(self._dataset, crs, transform)
                 self.resumed = True
             else:
                 self._dataset = rasterio.open(
@@ -288,8 +288,7 @@ class ProductWriter:
             "NUM_THREADS": "ALL_CPUS",
         }
 
-    def _check_resumable(self, crs: CRS | str | None, transform: Affine) -> None:
-        ds = self._dataset
+    def _check_resumable(self, ds: DatasetWriter, crs: CRS | str | None, transform: Affine) -> None:
         expected = (
             self.width,
             self.height,
@@ -315,8 +314,7 @@ class ProductWriter:
             data: ``(bands, h, w)`` float32 reflectance.
             valid: ``(h, w)`` bool; False (or a non-finite value in any band) writes nodata.
         """
-        if self._dataset is None or self._dataset.closed:
-            raise RuntimeError("ProductWriter is closed")
+        dataset = self._open_dataset()
         h, w = int(window.height), int(window.width)
         if data.shape != (self.count, h, w) or valid.shape != (h, w):
             raise ValueError(
@@ -344,13 +342,19 @@ class ProductWriter:
             else:
                 out[i] = np.where(valid, band, np.float32(np.nan))
         try:
-            self._dataset.write(out, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
+            dataset.write(out, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
         except (RasterioError, OSError) as exc:
             raise OutputError(_write_failure(self.partial_path, exc)) from None
 
+    def _open_dataset(self) -> DatasetWriter:
+        """The partial file's open dataset; ``RuntimeError`` once the writer is closed."""
+        if self._dataset is None or self._dataset.closed:
+            raise RuntimeError("ProductWriter is closed")
+        return self._dataset
+
     def update_tags(self, tags: Mapping[str, object]) -> None:
         """Add or replace provenance tags (non-strings stored as JSON)."""
-        self._dataset.update_tags(**{str(k): _tag_text(v) for k, v in tags.items()})
+        self._open_dataset().update_tags(**{str(k): _tag_text(v) for k, v in tags.items()})
 
     # -- finishing -------------------------------------------------------------------------
     def commit(self) -> Path:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
+from difffusr_cli.bands import GROUPS
 from difffusr_cli.superres.options import WINDOW_ALIGN, FusionMethod, SuperresOptions
 
 if TYPE_CHECKING:
@@ -21,9 +22,18 @@ if TYPE_CHECKING:
 class SuperResolver(Protocol):
     """What the pipeline needs of :class:`~difffusr_cli.models.predictors.RGBSuperResolver`."""
 
-    def super_resolve(
-        self, lr: Tensor, steps: int = 20, *, noise: Tensor | None = None
-    ) -> Tensor: ...
+    def super_resolve(self, lr: Tensor, steps: int = 20, *, noise: Tensor | None = None) -> Tensor:
+        """Super-resolve a batch of LR patches ×4.
+
+        Args:
+            lr: ``(B, 3, h, w)`` float reflectance at 10 m, channels B04, B03, B02.
+            steps: DDIM network calls.
+            noise: the initial noise, ``(B, 3, 4h, 4w)`` standard normal, or None to draw it.
+
+        Returns:
+            ``(B, 3, 4h, 4w)`` float reflectance at 2.5 m.
+        """
+        ...
 
 
 #: ``(rgb_sr (B,3,H,W), groups, valid (B,H,W) bool) -> (B,12,H,W)`` reflectance in product order.
@@ -102,10 +112,16 @@ def build_models(
     if method == "net":
         if fusion is None:
             raise ValueError("fusion method 'net' needs a fusion model")
+        net = fusion
+
+        def fuse_net(rgb_sr: Tensor, groups: Mapping[str, Tensor], valid: Tensor) -> Tensor:
+            # The net takes the groups by name (GroupName keys); it needs no validity mask.
+            return net(rgb_sr, {g: groups[g] for g in GROUPS if g in groups})
+
         return Models(
             rgb=rgb,
             method="net",
-            fuse=lambda rgb_sr, groups, valid: fusion(rgb_sr, groups),
+            fuse=fuse_net,
             fusion_halo=fusion.receptive_halo,
             patch_multiple=patch_multiple,
             rgb_info=rgb_info,

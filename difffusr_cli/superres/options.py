@@ -7,10 +7,10 @@ from typing import Literal
 
 from difffusr_cli.bands import GROUP_RATIO
 from difffusr_cli.errors import InputError
+from difffusr_cli.io.writer import OutputDType
 from difffusr_cli.tiling import ALIGN
 
 FusionMethod = Literal["net", "gs", "bilinear"]
-OutputDType = Literal["uint16", "float32"]
 FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
 #: 10 m pixels per 60 m pixel: processed windows are widened to whole 60 m pixels.
 WINDOW_ALIGN = GROUP_RATIO["60m"]

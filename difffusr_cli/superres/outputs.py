@@ -130,6 +130,19 @@ def product_tags(
     dtype: torch.dtype,
     device: torch.device,
 ) -> dict:
+    """The provenance tags written into the product (source, window, options, models, runtime).
+
+    Args:
+        scene: the source scene.
+        region: the processed window of the 10 m grid.
+        options: the run's options.
+        models: the loaded models (their provenance is recorded).
+        dtype: the compute precision.
+        device: the compute device.
+
+    Returns:
+        Tag name → value (non-strings are stored as JSON by the writer).
+    """
     radiometry = scene.radiometry
     return {
         "difffusr_version": __version__,

@@ -21,30 +21,40 @@ class ProgressSink(Protocol):
     ``on_message`` may come at any time: one line for the user (warnings start ``warning:``).
     """
 
-    def on_start(self, label: str, total: int) -> None: ...
+    def on_start(self, label: str, total: int) -> None:
+        """A run of ``total`` patches starts; ``label`` names it (the input)."""
+        ...
 
-    def on_advance(self, n: int) -> None: ...
+    def on_advance(self, n: int) -> None:
+        """``n`` more patches are finished."""
+        ...
 
-    def on_end(self) -> None: ...
+    def on_end(self) -> None:
+        """The run is done or failed."""
+        ...
 
-    def on_message(self, text: str) -> None: ...
+    def on_message(self, text: str) -> None:
+        """One line for the user; warnings start ``warning:``."""
+        ...
 
 
 class LoggingProgress:
-    """The default sink: no bar; warnings to ``logging.warning``, other lines to
-    ``logging.info``.
-    """
+    """The default sink: no bar; warnings to ``logging.warning``, other lines ``logging.info``."""
 
     def on_start(self, label: str, total: int) -> None:
+        """No bar: nothing to start."""
         return None
 
     def on_advance(self, n: int) -> None:
+        """No bar: nothing to advance."""
         return None
 
     def on_end(self) -> None:
+        """No bar: nothing to end."""
         return None
 
     def on_message(self, text: str) -> None:
+        """Log ``text``: ``warning:`` lines as warnings, others as info."""
         if text.startswith("warning:"):
             logger.warning("%s", text)
         else:

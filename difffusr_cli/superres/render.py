@@ -1,5 +1,7 @@
-"""Rendering one region: the processed window (:func:`resolve_region`), its tiling
-(:func:`make_layout`) and :class:`Renderer`, which produces the product block by block.
+"""Rendering one region, block by block.
+
+The processed window (:func:`resolve_region`), its tiling (:func:`make_layout`) and
+:class:`Renderer`, which produces the product block by block.
 
 The processed region is covered by diffusion patches and by fusion tiles
 (:mod:`difffusr_cli.tiling`). Output blocks (strips of rows) are produced top to bottom; each pulls
@@ -88,8 +90,15 @@ def resolve_region(
 
 
 def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> Layout:
-    """The tiling of ``region`` for ``options`` and a fusion step reaching ``fusion_halo`` 10 m
-    pixels.
+    """The tiling of ``region`` for ``options``.
+
+    Args:
+        region: the processed window of the 10 m grid.
+        options: the run's options (patch, overlap, tile and block sizes).
+        fusion_halo: how far the fusion step reaches, in 10 m pixels.
+
+    Returns:
+        The :class:`~difffusr_cli.tiling.Layout` on the region's 2.5 m grid.
     """
     return Layout(
         height=int(region.height) * SCALE,
@@ -113,8 +122,6 @@ class Counters:
 
     patches_run: int = 0
     patches_skipped: int = 0
-    tiles_run: int = 0
-    tiles_skipped: int = 0
 
 
 class Renderer:
@@ -335,9 +342,7 @@ class Renderer:
             valid &= np.repeat(np.repeat(group_valid, factor, axis=0), factor, axis=1)
         core = slice(halo, halo + th)
         for left in layout.tile_cols:
-            context = slice(
-                left, left + tw + 2 * halo
-            )  # the tile and its context, in strip columns
+            context = slice(left, left + tw + 2 * halo)  # the tile and its context, strip columns
             tile_valid = valid[core, left + halo : left + halo + tw]
             out = np.zeros((13, th, tw), dtype=np.float32)
             if tile_valid.any():
@@ -355,17 +360,15 @@ class Renderer:
                     # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
                     out[indices(RGB)] = rgb[:, core, halo : halo + tw]
                 out[12] = tile_valid
-                self.counters.tiles_run += 1
-            else:
-                self.counters.tiles_skipped += 1
             yield left, out, self._tile_weights
         if index + 1 < len(layout.tile_rows):
             self.sr.drop_before(layout.tile_rows[index + 1] - halo)
 
     def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
-        """The blended SR RGB of ``rows`` × ``cols`` (region pixels): ``(3, h, w)`` reflectance,
-        nodata filled, edges replicated where the span reaches outside the region (nothing was
-        super-resolved there).
+        """The blended SR RGB of ``rows`` × ``cols`` (region pixels).
+
+        Returns ``(3, h, w)`` reflectance, nodata filled, edges replicated where the span reaches
+        outside the region (nothing was super-resolved there).
         """
         height, width = self.layout.height, self.layout.width
         inside_rows = Span(max(rows.start, 0), min(rows.stop, height))

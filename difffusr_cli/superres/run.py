@@ -1,5 +1,7 @@
-"""Running ``superres``: one opened scene (:func:`superres_scene`), many inputs
-(:func:`superres_many`, what the CLI calls) and the generated example (:func:`superres_example`).
+"""Running ``superres`` on one scene, many inputs, or the generated example.
+
+One opened scene (:func:`superres_scene`), many inputs (:func:`superres_many`, what the CLI
+calls) and the generated example (:func:`superres_example`).
 
 Flow for one scene (see docs/superres.md): the region's blocks are rendered top to bottom
 (:class:`~difffusr_cli.superres.render.Renderer`); each block is written, flushed and recorded in

@@ -1,0 +1,250 @@
+"""``MTD_MSIL2A.xml`` and ``MTD_TL.xml`` of the example product (synthetic content, real schema)."""
+
+from __future__ import annotations
+
+from affine import Affine
+from rasterio.warp import transform as warp_transform
+
+from difffusr_cli.bands import BANDS, BY_NAME
+from difffusr_cli.example.synthetic import (
+    BOA_ADD_OFFSET,
+    EXAMPLE_BASELINE,
+    EXAMPLE_EPSG,
+    EXAMPLE_GENERATION,
+    EXAMPLE_SENSING,
+    EXAMPLE_TILE,
+    QUANTIFICATION,
+)
+
+# ESA's band_id order in MTD_MSIL2A.xml (B10 is described although L2A has no B10 image).
+_ESA_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+_ESA_WAVELENGTH = {"B10": (1337, 1412, 1373.5)}
+
+_PSD = "https://psd-14.sentinel2.eo.esa.int/PSD"
+_XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+#: Root elements of the two metadata files, with ESA's namespaces.
+_PRODUCT_ROOT = (
+    f'<n1:Level-2A_User_Product xmlns:n1="{_PSD}/User_Product_Level-2A.xsd" {_XSI} '
+    f'xsi:schemaLocation="{_PSD}/User_Product_Level-2A.xsd">'
+)
+_TILE_ROOT = f'<n1:Level-2A_Tile_ID xmlns:n1="{_PSD}/S2_PDI_Level-2A_Tile_Metadata.xsd" {_XSI}>'
+#: Datastrip and tile identifiers of the example's one granule.
+_DATASTRIP_ID = (
+    f"S2B_OPER_MSI_L2A_DS_DFFS_{EXAMPLE_GENERATION}_S{EXAMPLE_SENSING}_N{EXAMPLE_BASELINE}"
+)
+_TILE_ID = (
+    f"S2B_OPER_MSI_L2A_TL_DFFS_{EXAMPLE_GENERATION}_A033018_{EXAMPLE_TILE}_N{EXAMPLE_BASELINE}"
+)
+_GRANULE_ELEMENT = (
+    f'<Granule datastripIdentifier="{_DATASTRIP_ID}" granuleIdentifier="{_TILE_ID}" '
+    'imageFormat="JPEG2000">'
+)
+
+
+def _iso(stamp: str, millis: str = "024") -> str:
+    date, time = stamp[:8], stamp[9:15]
+    return f"{date[:4]}-{date[4:6]}-{date[6:]}T{time[:2]}:{time[2:4]}:{time[4:]}.{millis}Z"
+
+
+def _footprint(base: Affine, size: int) -> str:
+    """The crop's corners as 'lat lon' pairs, closed ring (EXT_POS_LIST)."""
+    corners = [(0, 0), (size, 0), (size, size), (0, size), (0, 0)]
+    xs, ys = zip(*(base @ c for c in corners), strict=True)
+    lons, lats = warp_transform(f"EPSG:{EXAMPLE_EPSG}", "EPSG:4326", list(xs), list(ys))
+    return " ".join(f"{lat:.10f} {lon:.10f}" for lat, lon in zip(lats, lons, strict=True))
+
+
+def product_metadata(
+    product: str,
+    granule_id: str,
+    image_files: list[str],
+    base: Affine,
+    size: int,
+    nodata_share: float,
+) -> str:
+    """The text of ``MTD_MSIL2A.xml``.
+
+    Args:
+        product: the product name (``S2B_MSIL2A_…``, without ``.SAFE``).
+        granule_id: the granule folder's name under ``GRANULE/``.
+        image_files: the image files, relative to the SAFE and without ``.jp2``.
+        base: the 10 m grid's pixel → CRS transform (metres, EPSG:32632).
+        size: width and height of the 10 m grid in pixels.
+        nodata_share: fraction (0–1) of 10 m pixels that are no-data.
+    """
+    wavelengths = {b.name: b.wavelength_nm for b in BANDS}
+    spectral = []
+    for band_id, esa in enumerate(_ESA_BANDS):
+        name = "B8A" if esa == "B8A" else f"B{int(esa[1:]):02d}"
+        if name in wavelengths:
+            centre = wavelengths[name]
+            low, high = centre - 15, centre + 15
+            gsd = int(BY_NAME[name].gsd)
+        else:
+            low, high, centre = _ESA_WAVELENGTH[esa]
+            gsd = 60
+        spectral.append(
+            f'        <Spectral_Information bandId="{band_id}" physicalBand="{esa}">\n'
+            f"          <RESOLUTION>{gsd}</RESOLUTION>\n"
+            f"          <Wavelength>\n"
+            f'            <MIN unit="nm">{low:g}</MIN>\n'
+            f'            <MAX unit="nm">{high:g}</MAX>\n'
+            f'            <CENTRAL unit="nm">{centre:g}</CENTRAL>\n'
+            f"          </Wavelength>\n"
+            f"        </Spectral_Information>"
+        )
+    offsets = "\n".join(
+        f'        <BOA_ADD_OFFSET band_id="{i}">{BOA_ADD_OFFSET}</BOA_ADD_OFFSET>'
+        for i in range(len(_ESA_BANDS))
+    )
+    files = "\n".join(f"                        <IMAGE_FILE>{f}</IMAGE_FILE>" for f in image_files)
+    scl_names = (
+        "NODATA",
+        "SATURATED_DEFECTIVE",
+        "DARK_FEATURE_SHADOW",
+        "CLOUD_SHADOW",
+        "VEGETATION",
+        "NOT_VEGETATED",
+        "WATER",
+        "UNCLASSIFIED",
+        "CLOUD_MEDIUM_PROBA",
+        "CLOUD_HIGH_PROBA",
+        "THIN_CIRRUS",
+        "SNOW_ICE",
+    )
+    scl = "\n".join(
+        "                <Scene_Classification_ID>\n"
+        f"                    <SCENE_CLASSIFICATION_TEXT>SC_{text}</SCENE_CLASSIFICATION_TEXT>\n"
+        f"                    <SCENE_CLASSIFICATION_INDEX>{i}</SCENE_CLASSIFICATION_INDEX>\n"
+        "                </Scene_Classification_ID>"
+        for i, text in enumerate(scl_names)
+    )
+    baseline_tag = EXAMPLE_BASELINE.replace(".", "")
+    sensing = _iso(EXAMPLE_SENSING)
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<!-- Generated by difffusr_cli.example: synthetic content, real schema. -->
+{_PRODUCT_ROOT}
+    <n1:General_Info>
+        <Product_Info>
+            <PRODUCT_START_TIME>{sensing}</PRODUCT_START_TIME>
+            <PRODUCT_STOP_TIME>{sensing}</PRODUCT_STOP_TIME>
+            <PRODUCT_URI>{product}.SAFE</PRODUCT_URI>
+            <PROCESSING_LEVEL>Level-2A</PROCESSING_LEVEL>
+            <PRODUCT_TYPE>S2MSI2A</PRODUCT_TYPE>
+            <PROCESSING_BASELINE>{EXAMPLE_BASELINE}</PROCESSING_BASELINE>
+            <PRODUCT_DOI>Not applicable (synthetic example)</PRODUCT_DOI>
+            <GENERATION_TIME>{_iso(EXAMPLE_GENERATION, "000000")}</GENERATION_TIME>
+            <PREVIEW_IMAGE_URL>Not applicable</PREVIEW_IMAGE_URL>
+            <PREVIEW_GEO_INFO>Not applicable</PREVIEW_GEO_INFO>
+            <Datatake datatakeIdentifier="GS2B_{EXAMPLE_SENSING}_033018_N{EXAMPLE_BASELINE}">
+                <SPACECRAFT_NAME>Sentinel-2B</SPACECRAFT_NAME>
+                <DATATAKE_TYPE>INS-NOBS</DATATAKE_TYPE>
+                <DATATAKE_SENSING_START>{sensing}</DATATAKE_SENSING_START>
+                <SENSING_ORBIT_NUMBER>65</SENSING_ORBIT_NUMBER>
+                <SENSING_ORBIT_DIRECTION>DESCENDING</SENSING_ORBIT_DIRECTION>
+            </Datatake>
+            <Query_Options completeSingleTile="true">
+                <PRODUCT_FORMAT>SAFE_COMPACT</PRODUCT_FORMAT>
+            </Query_Options>
+            <Product_Organisation>
+                <Granule_List>
+                    {_GRANULE_ELEMENT}
+{files}
+                    </Granule>
+                </Granule_List>
+            </Product_Organisation>
+        </Product_Info>
+        <Product_Image_Characteristics>
+            <Special_Values>
+                <SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT>
+                <SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX>
+            </Special_Values>
+            <Special_Values>
+                <SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT>
+                <SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX>
+            </Special_Values>
+            <Image_Display_Order>
+                <RED_CHANNEL>3</RED_CHANNEL>
+                <GREEN_CHANNEL>2</GREEN_CHANNEL>
+                <BLUE_CHANNEL>1</BLUE_CHANNEL>
+            </Image_Display_Order>
+            <QUANTIFICATION_VALUES_LIST>
+                <BOA_QUANTIFICATION_VALUE unit="none">{QUANTIFICATION}</BOA_QUANTIFICATION_VALUE>
+                <AOT_QUANTIFICATION_VALUE unit="none">1000.0</AOT_QUANTIFICATION_VALUE>
+                <WVP_QUANTIFICATION_VALUE unit="cm">1000.0</WVP_QUANTIFICATION_VALUE>
+            </QUANTIFICATION_VALUES_LIST>
+            <BOA_ADD_OFFSET_VALUES_LIST>
+{offsets}
+            </BOA_ADD_OFFSET_VALUES_LIST>
+            <Spectral_Information_List>
+{chr(10).join(spectral)}
+            </Spectral_Information_List>
+            <Scene_Classification_List>
+{scl}
+            </Scene_Classification_List>
+        </Product_Image_Characteristics>
+    </n1:General_Info>
+    <n1:Geometric_Info>
+        <Product_Footprint>
+            <Product_Footprint>
+                <Global_Footprint>
+                    <EXT_POS_LIST>{_footprint(base, size)} </EXT_POS_LIST>
+                </Global_Footprint>
+            </Product_Footprint>
+            <RASTER_CS_TYPE>POINT</RASTER_CS_TYPE>
+            <PIXEL_ORIGIN>1</PIXEL_ORIGIN>
+        </Product_Footprint>
+        <Coordinate_Reference_System>
+            <GEO_TABLES version="1">EPSG</GEO_TABLES>
+            <HORIZONTAL_CS_TYPE>GEOGRAPHIC</HORIZONTAL_CS_TYPE>
+        </Coordinate_Reference_System>
+    </n1:Geometric_Info>
+    <n1:Auxiliary_Data_Info>
+        <PRODUCTION_DEM_TYPE>None (synthetic example, baseline {baseline_tag})</PRODUCTION_DEM_TYPE>
+    </n1:Auxiliary_Data_Info>
+    <n1:Quality_Indicators_Info>
+        <Cloud_Coverage_Assessment>0.0</Cloud_Coverage_Assessment>
+        <Image_Content_QI>
+            <NODATA_PIXEL_PERCENTAGE>{100 * nodata_share:.6f}</NODATA_PIXEL_PERCENTAGE>
+            <CLOUDY_PIXEL_OVER_LAND_PERCENTAGE>0.0</CLOUDY_PIXEL_OVER_LAND_PERCENTAGE>
+        </Image_Content_QI>
+    </n1:Quality_Indicators_Info>
+</n1:Level-2A_User_Product>
+"""
+
+
+def tile_metadata(base: Affine, size: int) -> str:
+    """The text of the granule's ``MTD_TL.xml`` (tile geocoding of the 10, 20 and 60 m grids).
+
+    Args:
+        base: the 10 m grid's pixel → CRS transform (metres, EPSG:32632).
+        size: width and height of the 10 m grid in pixels.
+    """
+    sizes = "\n".join(
+        f'      <Size resolution="{g}">\n        <NROWS>{size * 10 // g}</NROWS>\n'
+        f"        <NCOLS>{size * 10 // g}</NCOLS>\n      </Size>"
+        for g in (10, 20, 60)
+    )
+    positions = "\n".join(
+        f'      <Geoposition resolution="{g}">\n'
+        f"        <ULX>{base.c:.0f}</ULX>\n        <ULY>{base.f:.0f}</ULY>\n"
+        f"        <XDIM>{g}</XDIM>\n        <YDIM>-{g}</YDIM>\n      </Geoposition>"
+        for g in (10, 20, 60)
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<!-- Generated by difffusr_cli.example: synthetic content, real schema. -->
+{_TILE_ROOT}
+  <n1:General_Info>
+    <TILE_ID metadataLevel="Brief">{_TILE_ID}</TILE_ID>
+    <SENSING_TIME metadataLevel="Standard">{_iso(EXAMPLE_SENSING)}</SENSING_TIME>
+  </n1:General_Info>
+  <n1:Geometric_Info>
+    <Tile_Geocoding metadataLevel="Brief">
+      <HORIZONTAL_CS_NAME>WGS84 / UTM zone 32N</HORIZONTAL_CS_NAME>
+      <HORIZONTAL_CS_CODE>EPSG:{EXAMPLE_EPSG}</HORIZONTAL_CS_CODE>
+{sizes}
+{positions}
+    </Tile_Geocoding>
+  </n1:Geometric_Info>
+</n1:Level-2A_Tile_ID>
+"""
