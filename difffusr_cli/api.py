@@ -13,7 +13,7 @@ objects; callers pass and get reflectance. See ``docs/python-api.md``.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -115,10 +115,12 @@ def load_rgb_model(
         InputError: a device this machine does not have.
     """
     from difffusr_cli.models.predictors import RGBSuperResolver
+    from difffusr_cli.models.sr import DiffusionSR
 
     target = _device(device)
     loaded, origin = _weights_for(name_or_path, "rgb", reporter)
-    network = load_network(loaded, origin=origin)
+    # An "rgb" kind builds a DiffusionSR (see load_network).
+    network = cast(DiffusionSR, load_network(loaded, origin=origin))
     return RGBSuperResolver(network.to(target))
 
 
@@ -147,9 +149,11 @@ def load_fusion_model(
         WeightsError: as :func:`load_rgb_model`, or an RGB checkpoint.
         InputError: a device this machine does not have.
     """
+    from difffusr_cli.models.fusion import FusionNetwork
     from difffusr_cli.models.predictors import FusionPredictor
 
     target = _device(device)
     loaded, origin = _weights_for(name_or_path, "fusion", reporter)
-    network = load_network(loaded, origin=origin)
+    # A "fusion" kind builds a FusionNetwork (see load_network).
+    network = cast(FusionNetwork, load_network(loaded, origin=origin))
     return FusionPredictor(network.to(target))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -64,8 +64,10 @@ def _blob_reader_for(
                 f"({info.compress_size} bytes stored); refused before allocating"
             )
         buffer = torch.empty(nbytes, dtype=torch.uint8)
-        with archive.open(info) as stream:
-            view = memoryview(buffer.numpy())
+        with archive.open(info) as opened:
+            # ZipFile.open is typed IO[bytes]; for reading it returns a ZipExtFile.
+            stream = cast(zipfile.ZipExtFile, opened)
+            view = buffer.numpy().data
             filled = 0
             while filled < nbytes:
                 got = stream.readinto(view[filled:])

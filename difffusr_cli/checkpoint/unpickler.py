@@ -75,6 +75,11 @@ class RestrictedUnpickler(pickle._Unpickler):
     checkpoint is small (the tensor bytes live elsewhere in the archive), so speed does not suffer.
     """
 
+    # Set by pickle's pure-Python ``load()``; typeshed does not declare them on ``_Unpickler``.
+    stack: list[Any]
+    proto: int
+    fix_imports: bool
+
     dispatch: ClassVar[dict[int, Callable[..., Any]]] = dict(pickle._Unpickler.dispatch)
     dispatch[pickle.BUILD[0]] = _load_build
 
