@@ -54,8 +54,9 @@ def _weights_for(
 
 
 def load_network(loaded: LoadedWeights, *, origin: str = "weights") -> torch.nn.Module:
-    """Build the network a :class:`~difffusr_cli.weights.LoadedWeights` describes and load its
-    tensors with ``strict=True``; returned in eval mode on the CPU.
+    """Build the network a :class:`~difffusr_cli.weights.LoadedWeights` describes.
+
+    Its tensors are loaded with ``strict=True``; returned in eval mode on the CPU.
 
     The modules are created on the ``meta`` device and the loaded tensors are assigned to them,
     so no random initialisation runs and the weights are not held twice in memory.

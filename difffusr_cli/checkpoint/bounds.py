@@ -21,8 +21,10 @@ _BYTEARRAY_BUDGET: list[int] = [0]
 
 
 def _bounded_bytearray(*args: Any) -> bytearray:
-    """``bytearray`` for the unpickler: a length argument larger than the file is refused before
-    anything is allocated (``bytearray(2**31)`` in a 61-byte pickle).
+    """``bytearray`` for the unpickler.
+
+    A length argument larger than the file is refused before anything is allocated
+    (``bytearray(2**31)`` in a 61-byte pickle).
     """
     size = args[0] if args else 0
     if type(size) is int and size > _BYTEARRAY_BUDGET[0]:
@@ -85,8 +87,10 @@ MAX_INFLATION = 8
 
 
 def _inflated_limit(info: zipfile.ZipInfo, source: Path) -> int:
-    """Bytes an archive entry may yield: its stored size, or (compressed) ``MAX_INFLATION`` times
-    it, never more than ``MAX_INFLATION`` times the whole file (bytes).
+    """Bytes an archive entry may yield.
+
+    Its stored size, or (compressed) ``MAX_INFLATION`` times it, never more than ``MAX_INFLATION``
+    times the whole file (bytes).
     """
     if info.compress_type == zipfile.ZIP_STORED:
         return min(info.compress_size, source.stat().st_size)
@@ -94,8 +98,9 @@ def _inflated_limit(info: zipfile.ZipInfo, source: Path) -> int:
 
 
 def _read_capped(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:
-    """The bytes of archive entry ``name``, refusing (before they pile up) more than
-    :func:`_inflated_limit` allows: a deflate-bombed ``data.pkl`` stops at the cap.
+    """The bytes of archive entry ``name``, refusing more than :func:`_inflated_limit` allows.
+
+    The cap is checked before the bytes pile up: a deflate-bombed ``data.pkl`` stops at it.
     """
     info = archive.getinfo(name)
     limit = _inflated_limit(info, source)

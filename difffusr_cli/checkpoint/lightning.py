@@ -25,9 +25,10 @@ def _materialize(
     read_blob: Callable[[str, torch.dtype, int], torch.Tensor],
     tensors_under: Collection[str] | None,
 ) -> Any:
-    """Replace every tensor record in the unpickled object by a tensor (reading its storage once)
-    or, outside the top-level keys ``tensors_under`` (when the top level holds any of them), by
-    None.
+    """Replace every tensor record in the unpickled object by a tensor, or by None.
+
+    A kept tensor reads its storage once; tensors outside the top-level keys ``tensors_under`` (when
+    the top level holds any of them) become None.
 
     Containers are rebuilt with their own (allow-listed) types; shared and recursive references
     stay shared.
@@ -85,8 +86,9 @@ def _materialize(
 
 
 def _archive_prefix(archive: zipfile.ZipFile, source: Path) -> str:
-    """The folder of ``data.pkl`` inside a torch zip (``archive/`` today, the file stem in old
-    ones).
+    """The folder of ``data.pkl`` inside a torch zip.
+
+    ``archive/`` today, the file stem in old ones.
     """
     candidates = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(candidates) != 1:

@@ -16,8 +16,9 @@ from difffusr_cli.errors import WeightsError
 
 
 class ConfigDict(dict):
-    """Plain-data stand-in for the config classes checkpoints pickle (``easydict.EasyDict``,
-    Lightning's ``AttributeDict``, ``argparse.Namespace``).
+    """Plain-data stand-in for the config classes checkpoints pickle.
+
+    Those are ``easydict.EasyDict``, Lightning's ``AttributeDict`` and ``argparse.Namespace``.
 
     It is a ``dict`` and nothing more: the pickled object's items become its items, and the state
     the pickle restores with BUILD (EasyDict repeats its items there; a Namespace keeps its
@@ -73,8 +74,10 @@ def _as_int_tuple(value: Any, what: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class _StorageRef:
-    """A tensor storage the pickle refers to: the archive entry ``data/<key>`` holding ``numel``
-    elements of ``dtype``. Read only if a tensor that is kept needs it.
+    """A tensor storage the pickle refers to.
+
+    The archive entry ``data/<key>`` holding ``numel`` elements of ``dtype``. Read only if a tensor
+    that is kept needs it.
     """
 
     key: str
@@ -141,8 +144,10 @@ def _rebuild_parameter(
 
 
 def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any = None) -> _TensorRef:
-    """Stand-in for ``torch._tensor._rebuild_from_type_v2``: rebuild with an allowed function,
-    keep the plain tensor (subclass and attribute state are not data we need).
+    """Stand-in for ``torch._tensor._rebuild_from_type_v2``.
+
+    Rebuild with an allowed function, keep the plain tensor (subclass and attribute state are not
+    data we need).
     """
     if func not in (_rebuild_tensor, _rebuild_parameter) or not isinstance(
         new_type, _TensorClassMarker

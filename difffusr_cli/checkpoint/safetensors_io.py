@@ -53,8 +53,9 @@ def _detach_for_saving(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def _honour_umask(path: str) -> None:
-    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 less the umask,
-    so converted files in a shared cache are readable by the group.
+    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would.
+
+    0666 less the umask, so converted files in a shared cache are readable by the group.
     """
     mask = os.umask(0)
     os.umask(mask)

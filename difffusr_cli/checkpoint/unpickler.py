@@ -56,8 +56,10 @@ ALLOWED_GLOBALS: Mapping[tuple[str, str], Any] = _allowed_globals()
 
 
 def _load_build(unpickler: RestrictedUnpickler) -> None:
-    """BUILD opcode: only :class:`ConfigDict` takes the state; for every other object (tensors,
-    OrderedDicts) the state is dropped, so no ``__setstate__`` of a library class ever runs.
+    """BUILD opcode.
+
+    Only :class:`ConfigDict` takes the state; for every other object (tensors, OrderedDicts) the
+    state is dropped, so no ``__setstate__`` of a library class ever runs.
     """
     state = unpickler.stack.pop()
     target = unpickler.stack[-1]

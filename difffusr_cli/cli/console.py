@@ -1,5 +1,7 @@
-"""Console rendering for the CLI: rich progress bars and notes on stderr (the library only
-reports through :class:`difffusr_cli.weights.Reporter`).
+"""Console rendering for the CLI.
+
+Rich progress bars and notes on stderr (the library only reports through
+:class:`difffusr_cli.weights.Reporter`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ if TYPE_CHECKING:
 
 
 class _RichDownloadBar:
-    """The tqdm-shaped object huggingface_hub drives during a download, drawn as a task of a rich
-    progress display. It implements the part of tqdm's interface that huggingface_hub's HTTP and
-    Xet downloaders use (``update``, ``n``, ``total``, ``set_postfix_str``, ``refresh``, ``close``,
-    context manager); everything else of tqdm is deliberately absent.
+    """The tqdm-shaped object huggingface_hub drives during a download.
+
+    It is drawn as a task of a rich progress display. It implements the part of tqdm's interface
+    that huggingface_hub's HTTP and Xet downloaders use (``update``, ``n``, ``total``,
+    ``set_postfix_str``, ``refresh``, ``close``, context manager); everything else of tqdm is
+    deliberately absent.
     """
 
     def __init__(
@@ -73,8 +77,9 @@ class _RichDownloadBar:
 
 
 class ConsoleReporter:
-    """Rich progress bars (download, checksum) and notes on stderr: what ``difffusr weights``
-    uses.
+    """Rich progress bars (download, checksum) and notes on stderr.
+
+    What ``difffusr weights`` uses.
     """
 
     def __init__(self) -> None:

@@ -1,5 +1,7 @@
-"""Terminal rendering of a ``superres`` run for the CLI: a rich progress bar per product (patches
-done/total, patches/s, elapsed, ETA) and its messages on stderr.
+"""Terminal rendering of a ``superres`` run for the CLI.
+
+A rich progress bar per product (patches done/total, patches/s, elapsed, ETA) and its messages on
+stderr.
 
 Implements :class:`difffusr_cli.superres.progress.ProgressSink`; the library itself prints nothing.
 """

@@ -1,5 +1,7 @@
-"""How the weights library reports progress: a Protocol the caller implements, and a plain
-stderr default. Rendering (rich bars) lives in :mod:`difffusr_cli.cli.console`.
+"""How the weights library reports progress.
+
+A Protocol the caller implements, and a plain stderr default. Rendering (rich bars) lives in
+:mod:`difffusr_cli.cli.console`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any, Protocol
 
 
 class Reporter(Protocol):
-    """Where long operations report. ``note`` is a one-line message for the user;
-    ``progress`` yields an ``advance(n_bytes)`` callback; ``download_bar`` is handed to
-    huggingface_hub as its ``tqdm_class`` (None: huggingface_hub's own bars).
+    """Where long operations report.
+
+    ``note`` is a one-line message for the user; ``progress`` yields an ``advance(n_bytes)``
+    callback; ``download_bar`` is handed to huggingface_hub as its ``tqdm_class`` (None:
+    huggingface_hub's own bars).
     """
 
     def note(self, message: str) -> None: ...
