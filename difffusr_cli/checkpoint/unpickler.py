@@ -91,6 +91,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self._storages: dict[str, _StorageRef] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        """The allow-listed stand-in for global ``module.name``; any other global is refused."""
         if self.proto < 3 and self.fix_imports:
             # Protocol 2 (torch.save's default) spells Python 3 names the Python 2 way
             # (`__builtin__.set`); translate with the standard table, as pickle itself does.
@@ -109,6 +110,7 @@ class RestrictedUnpickler(pickle._Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
+        """A checked ``_StorageRef`` for a tensor storage reference; nothing else is accepted."""
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
             raise UnsafeCheckpointError(
                 f"{self._source}: refused to load, unexpected persistent reference "

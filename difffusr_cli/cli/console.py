@@ -67,6 +67,7 @@ class _RichDownloadBar:
         self._progress.refresh()
 
     def close(self) -> None:
+        """Stop the progress display if it was shown."""
         self._progress.stop_task(self._task)
 
     def __enter__(self) -> _RichDownloadBar:
@@ -105,10 +106,12 @@ class ConsoleReporter:
         )
 
     def note(self, message: str) -> None:
+        """Print a one-line message on stderr."""
         self._console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """A progress bar for the block; yields its ``advance(n)`` callback."""
         if not self._console.is_terminal:  # no bars into logs (stopping one prints a blank line)
             yield lambda n: None
             return
@@ -121,6 +124,7 @@ class ConsoleReporter:
 
     @property
     def download_bar(self) -> Callable[..., Any] | None:
+        """The tqdm class for huggingface_hub (None when stderr is no terminal)."""
         progress = self._progress
 
         if not self._console.is_terminal:
@@ -133,5 +137,6 @@ class ConsoleReporter:
         return make_bar
 
     def close(self) -> None:
+        """Stop the progress display if it was shown."""
         if self._progress.live.is_started:  # stopping a display never shown prints a blank line
             self._progress.stop()

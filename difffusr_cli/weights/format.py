@@ -410,7 +410,8 @@ def save_network(
 
     Args:
         state_dict: official key layout (``DiffusionSR`` / ``FusionNetwork`` ``state_dict()``).
-        kind, config: ``"rgb"`` with an ``SRConfig`` or ``"fusion"`` with a ``FusionConfig``.
+        kind: ``"rgb"`` or ``"fusion"``.
+        config: an ``SRConfig`` for ``"rgb"``, a ``FusionConfig`` for ``"fusion"``.
         destination: the ``.safetensors`` path.
         source: the JSON's ``source`` record (e.g. the training run, step, data).
         inference_only: RGB only — leave out :data:`INFERENCE_ONLY_DROPS` (about half the

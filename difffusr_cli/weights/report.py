@@ -23,26 +23,32 @@ class Reporter(Protocol):
     huggingface_hub's own bars).
     """
 
-    def note(self, message: str) -> None: ...
+    def note(self, message: str) -> None:
+        """Tell the user ``message`` (one line)."""
 
     def progress(
         self, description: str, total: int | None
-    ) -> contextlib.AbstractContextManager[Callable[[int], None]]: ...
+    ) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+        """Report progress of a block of ``total`` units; yields an ``advance(n)`` callback."""
 
     @property
-    def download_bar(self) -> Callable[..., Any] | None: ...
+    def download_bar(self) -> Callable[..., Any] | None:
+        """The ``tqdm_class`` for huggingface_hub downloads (None: its own bars)."""
 
 
 class StderrReporter:
     """Notes on stderr, no progress bars: the default for library calls (notebooks, scripts)."""
 
     def note(self, message: str) -> None:
+        """Print ``message`` on stderr."""
         print(message, file=sys.stderr)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """No bar: yields an ``advance(n)`` callback that does nothing."""
         yield lambda n: None
 
     @property
     def download_bar(self) -> Callable[..., Any] | None:
+        """None: huggingface_hub draws its own bars."""
         return None
