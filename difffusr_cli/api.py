@@ -79,7 +79,8 @@ def load_network(loaded: LoadedWeights, *, origin: str = "weights") -> torch.nn.
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
         raise WeightsError(
-            f"{origin}: tensors do not match the {loaded.architecture} architecture ({detail[:300]})"
+            f"{origin}: tensors do not match the {loaded.architecture} architecture "
+            f"({detail[:300]})"
         ) from None
     if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
         # A non-persistent buffer (in no state dict) stayed on meta: build for real instead.

@@ -127,7 +127,7 @@ def test_running_scores_match_metrics_on_one_block() -> None:
     running.update(pred, ref, valid)
     mine = list(running.scores().values())
     theirs = band_scores(pred[None], ref[None], valid[None], ratio=4)
-    for a, b in zip(mine, theirs):
+    for a, b in zip(mine, theirs, strict=True):
         for metric in METRIC_NAMES:
             assert getattr(a, metric) == pytest.approx(getattr(b, metric), rel=1e-6)
     overall = aggregate_scores(pred[None], ref[None], valid[None], ratio=4)
@@ -147,7 +147,7 @@ def test_running_scores_over_blocks_with_context_equal_the_whole_image() -> None
     split.update(pred[:, :26], ref[:, :26], (valid & top)[:26], valid[:26])
     split.update(pred[:, 14:], ref[:, 14:], (valid & ~top)[14:], valid[14:])
     assert split.count == whole.count == int(valid.sum())
-    for a, b in zip(split.scores().values(), whole.scores().values()):
+    for a, b in zip(split.scores().values(), whole.scores().values(), strict=True):
         for metric in METRIC_NAMES:
             assert getattr(a, metric) == pytest.approx(getattr(b, metric), rel=1e-9, abs=1e-12)
 
@@ -223,7 +223,7 @@ def test_wald_scores_of_local_methods_do_not_depend_on_the_block_size(example_sa
     )
     assert whole.settings["halo"] == 96 and blocks.products[0].pixels == whole.products[0].pixels
     a, b = _methods(whole)[BILINEAR].table, _methods(blocks)[BILINEAR].table
-    for x, y in zip(_all_scores(a), _all_scores(b)):
+    for x, y in zip(_all_scores(a), _all_scores(b), strict=True):
         for metric in METRIC_NAMES:
             # SSIM is filtered in float32 (as metrics.py): its rounding depends on the array size.
             rel = 1e-4 if metric == "ssim" else 1e-6

@@ -51,7 +51,8 @@ def _opensr_test():
         import opensr_test
     except ImportError as exc:  # includes a satalign that needs torchvision
         pytest.skip(
-            f"opensr-test not importable ({exc}); pip install 'difffusr[eval]' && pip install --no-deps opensr-test==1.3.3"
+            f"opensr-test not importable ({exc}); pip install 'difffusr[eval]' && pip install "
+            "--no-deps opensr-test==1.3.3"
         )
     return opensr_test
 
@@ -473,7 +474,7 @@ def test_csv_round_trip_is_exact(tmp_path):
     assert [(r.model, r.distance, r.dataset, r.image) for r in back] == [
         (r.model, r.distance, r.dataset, r.image) for r in rows
     ]
-    for a, b in zip(rows, back):
+    for a, b in zip(rows, back, strict=True):
         for m in METRICS:
             assert (math.isnan(a.metrics[m]) and math.isnan(b.metrics[m])) or a.metrics[
                 m

@@ -14,7 +14,10 @@ weights_app = typer.Typer(
     # Plain Click help: Typer 0.29's rich help prints `<bool>` after flags, as if they took a value.
     rich_markup_mode=None,
     name="weights",
-    help="Pretrained weights: list the known models, download and convert them, convert local checkpoints.",
+    help=(
+        "Pretrained weights: list the known models, download and convert them, convert local "
+        "checkpoints."
+    ),
     no_args_is_help=True,
 )
 
