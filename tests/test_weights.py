@@ -62,7 +62,10 @@ def _hub_cache(
     commit: str = COMMIT,
     ref: str = "main",
 ) -> Path:
-    """Lay files out as huggingface_hub does: blobs/<sha256>, snapshots/<commit>/<path> → blob, refs/<ref>."""
+    """Lay files out as huggingface_hub does.
+
+    blobs/<sha256>, snapshots/<commit>/<path> → blob, refs/<ref>.
+    """
     root = cache / ("models--" + repo.replace("/", "--"))
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     (root / "refs").mkdir(exist_ok=True)
@@ -131,7 +134,7 @@ def _err_line(capsys: pytest.CaptureFixture[str]) -> str:
     return err[-1]
 
 
-# --- manifest ---------------------------------------------------------------------------------------
+# --- manifest ---------------------------------------------------------------------------------
 
 
 def test_packaged_manifest_has_the_official_models() -> None:
@@ -183,7 +186,7 @@ def test_manifest_refuses_two_defaults(env: dict[str, Path]) -> None:
         weights.load_manifest()
 
 
-# --- pull from an offline Hub cache ------------------------------------------------------------------
+# --- pull from an offline Hub cache -----------------------------------------------------------
 
 
 def test_pull_from_offline_cache_converts_and_records_unknown_sha(
@@ -365,7 +368,7 @@ def test_pull_all_reports_each_failure(env, cached_fusion, capsys) -> None:
     )
 
 
-# --- resolve --------------------------------------------------------------------------------------------
+# --- resolve ----------------------------------------------------------------------------------
 
 
 def test_resolve_paths_names_and_kinds(env, cached_fusion) -> None:
@@ -381,7 +384,7 @@ def test_resolve_paths_names_and_kinds(env, cached_fusion) -> None:
         weights.resolve("rgb-typo")
 
 
-# --- loading and conversion -------------------------------------------------------------------------------
+# --- loading and conversion -------------------------------------------------------------------
 
 
 def test_convert_compat_lightning_checkpoint(compat: Path, tmp_path: Path, capsys) -> None:
@@ -491,7 +494,10 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_copied_hub_cache_keeps_its_conversions(env, cached_fusion, monkeypatch, capsys) -> None:
-    """The documented offline recipe: pull on one machine, copy the Hub cache, set HF_HUB_OFFLINE."""
+    """The documented offline recipe.
+
+    Pull on one machine, copy the Hub cache, set HF_HUB_OFFLINE.
+    """
     monkeypatch.delenv("DIFFFUSR_CACHE")  # conversions default to <HF_HUB_CACHE>/difffusr-converted
     _manifest(env["manifest"], tiny=_fusion_entry())
     assert main(["weights", "pull", "tiny"]) == 0

@@ -1,4 +1,7 @@
-"""`difffusr superres`: the 12-band 2.5 m product, a thin command over :mod:`difffusr_cli.superres`."""
+"""`difffusr superres`: the 12-band 2.5 m product.
+
+A thin command over :mod:`difffusr_cli.superres`.
+"""
 
 from __future__ import annotations
 
@@ -87,8 +90,7 @@ def superres(
         int,
         typer.Option(
             help=(
-                "Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended "
-                "smoothly."
+                "Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended smoothly."
             )
         ),
     ] = 32,
@@ -102,8 +104,7 @@ def superres(
         Optional[tuple[int, int, int, int]],
         typer.Option(
             help=(
-                "Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m "
-                "pixels)."
+                "Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m pixels)."
             ),
             metavar="COL ROW WIDTH HEIGHT",
         ),
