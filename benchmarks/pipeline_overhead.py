@@ -271,15 +271,18 @@ def main(argv: list[str] | None = None) -> dict:
     part = result[args.device]
     a = part["overhead"]
     print(
-        f"{args.device}, {result['threads']} threads, scene {args.size}² at 10 m, small config, {args.steps} steps"
+        f"{args.device}, {result['threads']} threads, scene {args.size}² at 10 m, small config, "
+        f"{args.steps} steps"
     )
     print(
-        f"(a) pipeline {a['seconds']:.2f} s, networks {a['network_seconds']:.2f} s: overhead {a['overhead']:.1%} (target ≤ 10 %)"
+        f"(a) pipeline {a['seconds']:.2f} s, networks {a['network_seconds']:.2f} s: overhead "
+        f"{a['overhead']:.1%} (target ≤ 10 %)"
     )
     area = result["area_x4"]
     print(
         f"(b) 4× area: time ratio {area['time_ratio']:.2f} (target 4 ± 0.4), peak RSS "
-        f"{area['rss_mib'][0]:.0f} → {area['rss_mib'][1]:.0f} MiB, ratio {area['rss_ratio']:.2f} (target ≤ 1.1)"
+        f"{area['rss_mib'][0]:.0f} → {area['rss_mib'][1]:.0f} MiB, ratio {area['rss_ratio']:.2f} "
+        "(target ≤ 1.1)"
     )
     tall = result["height_x4"]
     print(
@@ -288,18 +291,21 @@ def main(argv: list[str] | None = None) -> dict:
     )
     rates = part["patches_per_s"]
     print(
-        f"(c) diffusion patches/s: batch 1 {rates[1]:.2f}, batch 8 {rates[8]:.2f} (×{part['batch8_over_batch1']:.2f})"
+        f"(c) diffusion patches/s: batch 1 {rates[1]:.2f}, batch 8 {rates[8]:.2f} "
+        f"(×{part['batch8_over_batch1']:.2f})"
     )
     if "cuda" in result:
         c = result["cuda"]
         print(
-            f"CUDA: overhead {c['overhead']['overhead']:.1%}, patches/s batch 1 {c['patches_per_s'][1]:.1f}, batch 8 {c['patches_per_s'][8]:.1f}"
+            f"CUDA: overhead {c['overhead']['overhead']:.1%}, patches/s batch 1 "
+            f"{c['patches_per_s'][1]:.1f}, batch 8 {c['patches_per_s'][8]:.1f}"
         )
     if "cuda_large" in result:
         g = result["cuda_large"]
         print(
             f"CUDA, official-size networks, 20 steps, bf16: {g['seconds_per_km2']:.1f} s/km² "
-            f"(a 110 km tile ≈ {g['full_tile_hours_estimate']:.1f} h), peak GPU memory {g['peak_gpu_mib']:.0f} MiB"
+            f"(a 110 km tile ≈ {g['full_tile_hours_estimate']:.1f} h), peak GPU memory "
+            f"{g['peak_gpu_mib']:.0f} MiB"
         )
     print(json.dumps(result, default=float))
     return result

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": round(rates[large] / rates[small], 3),
     }
     print(
-        f"{args.config} config, {result['device']} ({result['device_name']}), {result['threads']} threads, "
+        f"{args.config} config, {result['device']} ({result['device_name']}), {result['threads']} "
+        "threads, "
         f"LR {args.lr_size}px -> HR {4 * args.lr_size}px, {args.steps} steps"
     )
     for b, r in rates.items():

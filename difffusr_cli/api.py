@@ -13,7 +13,7 @@ objects; callers pass and get reflectance. See ``docs/python-api.md``.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -54,8 +54,9 @@ def _weights_for(
 
 
 def load_network(loaded: LoadedWeights, *, origin: str = "weights") -> torch.nn.Module:
-    """Build the network a :class:`~difffusr_cli.weights.LoadedWeights` describes and load its
-    tensors with ``strict=True``; returned in eval mode on the CPU.
+    """Build the network a :class:`~difffusr_cli.weights.LoadedWeights` describes.
+
+    Its tensors are loaded with ``strict=True``; returned in eval mode on the CPU.
 
     The modules are created on the ``meta`` device and the loaded tensors are assigned to them,
     so no random initialisation runs and the weights are not held twice in memory.
@@ -78,7 +79,8 @@ def load_network(loaded: LoadedWeights, *, origin: str = "weights") -> torch.nn.
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
         raise WeightsError(
-            f"{origin}: tensors do not match the {loaded.architecture} architecture ({detail[:300]})"
+            f"{origin}: tensors do not match the {loaded.architecture} architecture "
+            f"({detail[:300]})"
         ) from None
     if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
         # A non-persistent buffer (in no state dict) stayed on meta: build for real instead.
@@ -115,10 +117,12 @@ def load_rgb_model(
         InputError: a device this machine does not have.
     """
     from difffusr_cli.models.predictors import RGBSuperResolver
+    from difffusr_cli.models.sr import DiffusionSR
 
     target = _device(device)
     loaded, origin = _weights_for(name_or_path, "rgb", reporter)
-    network = load_network(loaded, origin=origin)
+    # An "rgb" kind builds a DiffusionSR (see load_network).
+    network = cast(DiffusionSR, load_network(loaded, origin=origin))
     return RGBSuperResolver(network.to(target))
 
 
@@ -147,9 +151,11 @@ def load_fusion_model(
         WeightsError: as :func:`load_rgb_model`, or an RGB checkpoint.
         InputError: a device this machine does not have.
     """
+    from difffusr_cli.models.fusion import FusionNetwork
     from difffusr_cli.models.predictors import FusionPredictor
 
     target = _device(device)
     loaded, origin = _weights_for(name_or_path, "fusion", reporter)
-    network = load_network(loaded, origin=origin)
+    # A "fusion" kind builds a FusionNetwork (see load_network).
+    network = cast(FusionNetwork, load_network(loaded, origin=origin))
     return FusionPredictor(network.to(target))

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, SCALE, indices
+from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, SCALE, GroupName, indices
 from difffusr_cli.degrade.resample import upsample_to
 
 #: How the synthetic pan is formed from a group's bands (see the module docstring).
@@ -194,7 +194,7 @@ def gram_schmidt_sharpen(
     return bands_lr_up + gain * detail
 
 
-def _assemble(per_group: Mapping[str, Tensor]) -> Tensor:
+def _assemble(per_group: Mapping[GroupName, Tensor]) -> Tensor:
     """Scatter per-group ``(B, C_g, H, W)`` tensors into one ``(B, 12, H, W)`` in product order."""
     first = next(iter(per_group.values()))
     out = first.new_empty((first.shape[0], len(BAND_NAMES), *first.shape[-2:]))
@@ -245,7 +245,7 @@ def gram_schmidt_fuse(
     """
     size = _check_inputs(rgb_sr, groups)
     pan = rgb_sr.mean(dim=1, keepdim=True)
-    sharpened: dict[str, Tensor] = {}
+    sharpened: dict[GroupName, Tensor] = {}
     for group, ratio in GROUP_RATIO.items():
         factor = SCALE * ratio
         # The pan seen at the group's resolution: area average over native pixels, then the

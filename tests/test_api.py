@@ -150,7 +150,8 @@ def test_default_names_resolve_through_the_manifest(
     manifest = tmp_path / "weights.toml"
     manifest.write_text(
         '[models.tiny-rgb]\nkind = "rgb"\nsource = "hub"\nrepo = "t/m"\n'
-        'file = "logs/rgb/version_0/checkpoints/last.ckpt"\narchitecture = "diffusion-sr3-rrdb"\ndefault = true\n'
+        'file = "logs/rgb/version_0/checkpoints/last.ckpt"\narchitecture = '
+        '"diffusion-sr3-rrdb"\ndefault = true\n'
     )
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("DIFFFUSR_CACHE", str(tmp_path / "converted"))

@@ -144,7 +144,7 @@ def test_noise_level_is_the_batchwise_sqrt_alpha_bar(schedule: Schedule) -> None
         return torch.zeros_like(x)
 
     ddim_sample(denoise, schedule, torch.randn(3, 3, 4, 4))
-    for (t, _), level in zip(ddim_timesteps(20), levels):
+    for (t, _), level in zip(ddim_timesteps(20), levels, strict=True):
         assert level.shape == (3, 1) and (level == schedule.sqrt_alphas_cumprod[t]).all()
 
 

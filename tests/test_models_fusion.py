@@ -57,7 +57,8 @@ def test_mtf_intermediates(compat: Path, group: str) -> None:
 
 
 def test_assembly_order_is_the_official_one() -> None:
-    # README: [o60[0], o10[2], o10[1], o10[0], o20[0], o20[1], o20[2], o10[3], o20[3], o60[1], o20[4], o20[5]]
+    # README: [o60[0], o10[2], o10[1], o10[0], o20[0], o20[1], o20[2], o10[3], o20[3], o60[1],
+    #          o20[4], o20[5]]
     official = [
         ("60m", 0),
         ("10m", 2),

@@ -1,4 +1,7 @@
-"""Shared training machinery: configuration, overrides, run folder, log, RNG, EMA, compact exports."""
+"""Shared training machinery.
+
+Configuration, overrides, run folder, log, RNG, EMA, compact exports.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Training data: high-resolution image folders for ``train rgb``, Sentinel-2 patches for ``train fusion``."""
+"""Training data.
+
+High-resolution image folders for ``train rgb``, Sentinel-2 patches for ``train fusion``.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,9 @@ def write_image(
 def write_s2_product(
     folder: Path, size: int, *, seed: int = 0, nodata_rows: int = 0, skip=()
 ) -> Path:
-    """A folder of single-band GeoTIFFs B01.tif … B12.tif: ``size`` px at 10 m, nested 20/60 m grids.
+    """A folder of single-band GeoTIFFs B01.tif … B12.tif.
+
+    ``size`` px at 10 m, nested 20/60 m grids.
 
     Reflectance is a smooth random field per band (DN = 10000·ρ); the first ``nodata_rows`` rows
     (10 m) are DN 0 in every band.

@@ -1,4 +1,7 @@
-"""The shipped demonstration models ``rgb-tiny`` and ``fusion-tiny`` (trained with ``difffusr train``)."""
+"""The shipped demonstration models ``rgb-tiny`` and ``fusion-tiny``.
+
+They are trained with ``difffusr train``.
+"""
 
 from __future__ import annotations
 

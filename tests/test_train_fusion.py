@@ -1,4 +1,7 @@
-"""``difffusr train fusion``: Wald-protocol inputs, overfitting, checkpoints that load, exact resume, errors."""
+"""``difffusr train fusion``.
+
+Wald-protocol inputs, overfitting, checkpoints that load, exact resume, errors.
+"""
 
 from __future__ import annotations
 

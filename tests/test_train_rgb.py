@@ -94,7 +94,8 @@ def test_noise_levels_lie_between_neighbouring_steps_of_the_schedule():
     schedule = model.schedule()
     levels = rgb.draw_noise_levels(model, 4000, torch.Generator().manual_seed(0))
     assert levels.min() >= float(schedule.sqrt_alphas_cumprod[-1]) and levels.max() <= 1.0
-    # uniform t: about half the draws come from the first half of the steps (levels above the median)
+    # uniform t: about half the draws come from the first half of the steps (levels above the
+    # median)
     median = float(schedule.sqrt_alphas_cumprod[schedule.n // 2])
     assert 0.45 < float((levels > median).float().mean()) < 0.55
 

@@ -1,5 +1,7 @@
-"""Console rendering for the CLI: rich progress bars and notes on stderr (the library only
-reports through :class:`difffusr_cli.weights.Reporter`).
+"""Console rendering for the CLI.
+
+Rich progress bars and notes on stderr (the library only reports through
+:class:`difffusr_cli.weights.Reporter`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ if TYPE_CHECKING:
 
 
 class _RichDownloadBar:
-    """The tqdm-shaped object huggingface_hub drives during a download, drawn as a task of a rich
-    progress display. It implements the part of tqdm's interface that huggingface_hub's HTTP and
-    Xet downloaders use (``update``, ``n``, ``total``, ``set_postfix_str``, ``refresh``, ``close``,
-    context manager); everything else of tqdm is deliberately absent.
+    """The tqdm-shaped object huggingface_hub drives during a download.
+
+    It is drawn as a task of a rich progress display. It implements the part of tqdm's interface
+    that huggingface_hub's HTTP and Xet downloaders use (``update``, ``n``, ``total``,
+    ``set_postfix_str``, ``refresh``, ``close``, context manager); everything else of tqdm is
+    deliberately absent.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class _RichDownloadBar:
         self._progress.refresh()
 
     def close(self) -> None:
+        """Stop the progress display if it was shown."""
         self._progress.stop_task(self._task)
 
     def __enter__(self) -> _RichDownloadBar:
@@ -73,8 +78,9 @@ class _RichDownloadBar:
 
 
 class ConsoleReporter:
-    """Rich progress bars (download, checksum) and notes on stderr: what ``difffusr weights``
-    uses.
+    """Rich progress bars (download, checksum) and notes on stderr.
+
+    What ``difffusr weights`` uses.
     """
 
     def __init__(self) -> None:
@@ -100,10 +106,12 @@ class ConsoleReporter:
         )
 
     def note(self, message: str) -> None:
+        """Print a one-line message on stderr."""
         self._console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """A progress bar for the block; yields its ``advance(n)`` callback."""
         if not self._console.is_terminal:  # no bars into logs (stopping one prints a blank line)
             yield lambda n: None
             return
@@ -116,6 +124,7 @@ class ConsoleReporter:
 
     @property
     def download_bar(self) -> Callable[..., Any] | None:
+        """The tqdm class for huggingface_hub (None when stderr is no terminal)."""
         progress = self._progress
 
         if not self._console.is_terminal:
@@ -128,5 +137,6 @@ class ConsoleReporter:
         return make_bar
 
     def close(self) -> None:
+        """Stop the progress display if it was shown."""
         if self._progress.live.is_started:  # stopping a display never shown prints a blank line
             self._progress.stop()

@@ -12,7 +12,10 @@ def info(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A .SAFE folder, .SAFE.zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF."
+            help=(
+                "A .SAFE folder, .SAFE.zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or "
+                "multi-band GeoTIFF."
+            )
         ),
     ],
     json_output: Annotated[
@@ -27,7 +30,10 @@ def info(
     offset: Annotated[
         Optional[float],
         typer.Option(
-            help="Override the radiometric offset in reflectance (e.g. -0.1 for baseline ≥ 04.00 DN)."
+            help=(
+                "Override the radiometric offset in reflectance (e.g. -0.1 for baseline ≥ 04.00 "
+                "DN)."
+            )
         ),
     ] = None,
 ) -> None:

@@ -1,5 +1,7 @@
-"""Terminal rendering of a ``superres`` run for the CLI: a rich progress bar per product (patches
-done/total, patches/s, elapsed, ETA) and its messages on stderr.
+"""Terminal rendering of a ``superres`` run for the CLI.
+
+A rich progress bar per product (patches done/total, patches/s, elapsed, ETA) and its messages on
+stderr.
 
 Implements :class:`difffusr_cli.superres.progress.ProgressSink`; the library itself prints nothing.
 """
@@ -25,6 +27,7 @@ class RichProgress:
         self._task: Any = None
 
     def on_start(self, label: str, total: int) -> None:
+        """Start a bar for a product of ``total`` patches (ends any previous one)."""
         self.on_end()
         if not self.bar:
             return
@@ -53,6 +56,7 @@ class RichProgress:
         self._task = self._progress.add_task(label, total=total, rate="")
 
     def on_advance(self, n: int) -> None:
+        """Advance the bar by ``n`` patches and update the rate."""
         if self._progress is None:
             return
         self._progress.advance(self._task, n)
@@ -60,11 +64,13 @@ class RichProgress:
         self._progress.update(self._task, rate=f"{speed:.2f}/s" if speed else "")
 
     def on_end(self) -> None:
+        """Stop the current bar, if any."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
     def on_message(self, text: str) -> None:
+        """Print a message of the run on stderr."""
         # Warnings stay one line (grep-able); summaries wrap to the terminal.
         soft = text.startswith("warning:")
         self.console.print(text, highlight=False, soft_wrap=soft, markup=False)

@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Protocol, TypeGuard
 
 import typer
 
@@ -113,7 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def _is_click_exception(exc: BaseException) -> bool:
+class _ClickLikeError(Protocol):
+    """What the CLI uses of a Click exception (Typer's bundled Click or a standalone one)."""
+
+    exit_code: int
+
+    def show(self) -> None: ...
+
+    def format_message(self) -> str: ...
+
+
+def _is_click_exception(exc: BaseException) -> TypeGuard[_ClickLikeError]:
     # Typer bundles its own Click; match by duck type so both work.
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 

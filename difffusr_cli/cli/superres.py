@@ -1,4 +1,7 @@
-"""`difffusr superres`: the 12-band 2.5 m product, a thin command over :mod:`difffusr_cli.superres`."""
+"""`difffusr superres`: the 12-band 2.5 m product.
+
+A thin command over :mod:`difffusr_cli.superres`.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +19,20 @@ def superres(
         typer.Option(
             "-o",
             "--output",
-            help="Output GeoTIFF (.tif), or a folder (several inputs, or a path ending in /): one <input stem>_difffusr.tif per input.",
+            help=(
+                "Output GeoTIFF (.tif), or a folder (several inputs, or a path ending in /): one "
+                "<input stem>_difffusr.tif per input."
+            ),
             show_default=False,
         ),
     ],
     inputs: Annotated[
         Optional[list[Path]],
         typer.Argument(
-            help="One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item JSON or multi-band GeoTIFF.",
+            help=(
+                "One or more scenes: .SAFE folder or .zip, MTD_MSIL2A.xml, COG folder, STAC item "
+                "JSON or multi-band GeoTIFF."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -31,21 +40,30 @@ def superres(
         bool,
         typer.Option(
             "--example",
-            help="Instead of INPUTS, run on a small generated (synthetic) L2A product with the shipped demo models rgb-tiny/fusion-tiny: works offline.",
+            help=(
+                "Instead of INPUTS, run on a small generated (synthetic) L2A product with the "
+                "shipped demo models rgb-tiny/fusion-tiny: works offline."
+            ),
         ),
     ] = False,
     rgb_model: Annotated[
         Optional[str],
         typer.Option(
             "--rgb-model",
-            help="RGB diffusion weights: a name of `difffusr weights list` or a file (default: the manifest's default).",
+            help=(
+                "RGB diffusion weights: a name of `difffusr weights list` or a file (default: the "
+                "manifest's default)."
+            ),
         ),
     ] = None,
     fusion_model: Annotated[
         Optional[str],
         typer.Option(
             "--fusion-model",
-            help="Fusion weights: a name or a file (default: the manifest's default); --fusion net only.",
+            help=(
+                "Fusion weights: a name or a file (default: the manifest's default); --fusion net "
+                "only."
+            ),
         ),
     ] = None,
     fusion: Annotated[
@@ -71,7 +89,9 @@ def superres(
     overlap: Annotated[
         int,
         typer.Option(
-            help="Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended smoothly."
+            help=(
+                "Overlap of neighbouring patches in 2.5 m pixels (multiple of 4), blended smoothly."
+            )
         ),
     ] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
@@ -83,21 +103,29 @@ def superres(
     window: Annotated[
         Optional[tuple[int, int, int, int]],
         typer.Option(
-            help="Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m pixels).",
+            help=(
+                "Process only COL ROW WIDTH HEIGHT of the 10 m grid (widened to whole 60 m pixels)."
+            ),
             metavar="COL ROW WIDTH HEIGHT",
         ),
     ] = None,
     bbox: Annotated[
         Optional[tuple[float, float, float, float]],
         typer.Option(
-            help="Process only XMIN YMIN XMAX YMAX, in the scene's CRS (widened to whole 60 m pixels).",
+            help=(
+                "Process only XMIN YMIN XMAX YMAX, in the scene's CRS (widened to whole 60 m "
+                "pixels)."
+            ),
             metavar="XMIN YMIN XMAX YMAX",
         ),
     ] = None,
     dtype: Annotated[
         Literal["uint16", "float32"],
         typer.Option(
-            help="uint16 (the input's DN convention, scale/offset in the metadata) or float32 (reflectance)."
+            help=(
+                "uint16 (the input's DN convention, scale/offset in the metadata) or float32 "
+                "(reflectance)."
+            )
         ),
     ] = "uint16",
     cog: Annotated[

@@ -14,7 +14,10 @@ weights_app = typer.Typer(
     # Plain Click help: Typer 0.29's rich help prints `<bool>` after flags, as if they took a value.
     rich_markup_mode=None,
     name="weights",
-    help="Pretrained weights: list the known models, download and convert them, convert local checkpoints.",
+    help=(
+        "Pretrained weights: list the known models, download and convert them, convert local "
+        "checkpoints."
+    ),
     no_args_is_help=True,
 )
 
@@ -74,7 +77,9 @@ def weights_pull(
         Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")
     ] = None,
 ) -> None:
-    """Download a model through the Hugging Face cache, verify its sha256 and convert it to safetensors."""
+    """Download a model through the Hugging Face cache, verify its sha256 and convert it to
+    safetensors.
+    """  # noqa: D205 - the paragraph is the command's --help text, a blank line would split it
     from difffusr_cli import weights
 
     if (name is None) == (not all_models):
@@ -136,7 +141,9 @@ def weights_path(
         Optional[str], typer.Option(help="Hub branch, tag or commit (default: the manifest's).")
     ] = None,
 ) -> None:
-    """Print the local file of a model (converted safetensors, else the download). Downloads nothing."""
+    """Print the local file of a model (converted safetensors, else the download). Downloads
+    nothing.
+    """  # noqa: D205 - the paragraph is the command's --help text, a blank line would split it
     from difffusr_cli import weights
 
     typer.echo(str(weights.locate(name, revision=revision)))

@@ -23,7 +23,8 @@ def anisotropic_gaussian_kernel(
     θ + π/2 swaps the roles of σx and σy, so θ ~ U(0, π) covers every orientation.
 
     Args:
-        sigma_x, sigma_y: standard deviations in pixels (> 0).
+        sigma_x: standard deviation in pixels (> 0) along the kernel's own x axis.
+        sigma_y: standard deviation in pixels (> 0) along the kernel's own y axis.
         theta: rotation in radians.
         size: kernel side in pixels (odd), centred on the middle pixel.
 

@@ -1,5 +1,6 @@
-"""Bilinear resampling on pixel centres (``align_corners=False``), shared by the fusion baselines,
-the fusion nets' Wald inputs and the pipeline.
+"""Bilinear resampling on pixel centres (``align_corners=False``).
+
+Shared by the fusion baselines, the fusion nets' Wald inputs and the pipeline.
 
 A pixel of a grid ``ratio`` times coarser covers exactly ``ratio × ratio`` fine pixels and both
 grids share their origin.

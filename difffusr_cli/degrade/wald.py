@@ -1,5 +1,7 @@
-"""Wald's protocol degradation: MTF-matched Gaussian blur then box average (fusion training and
-evaluation both degrade band groups with it, so their numbers describe the same situation).
+"""Wald's protocol degradation.
+
+MTF-matched Gaussian blur then box average (fusion training and evaluation both degrade band groups
+with it, so their numbers describe the same situation).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ WALD_NYQUIST_GAIN = 0.3
 
 
 def wald_sigma(ratio: int, nyquist_gain: float = WALD_NYQUIST_GAIN) -> float:
-    """Standard deviation (input pixels) of the Gaussian whose response at the Nyquist
-    frequency of the ×``ratio`` coarser grid equals ``nyquist_gain``.
+    """Standard deviation (input pixels) of the Wald Gaussian for a ×``ratio`` coarser grid.
+
+    Its response at the Nyquist frequency of the ×``ratio`` coarser grid equals ``nyquist_gain``.
 
     A Gaussian of σ pixels has frequency response ``exp(−2π²σ²f²)``; at ``f = 1/(2·ratio)``
     cycles/pixel this gives ``σ = ratio · sqrt(−2 ln g) / π`` (≈ 0.49 · ratio for g = 0.3, the

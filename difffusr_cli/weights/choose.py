@@ -25,8 +25,10 @@ def is_glob(pattern: str) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _regex(pattern: str) -> re.Pattern[str]:
-    """``pattern`` as a regex over ``/``-separated paths: ``**/`` any folders (also none),
-    ``*`` and ``?`` within one folder name, ``[...]`` a character class.
+    """``pattern`` as a regex over ``/``-separated paths.
+
+    ``**/`` any folders (also none), ``*`` and ``?`` within one folder name, ``[...]`` a character
+    class.
     """
     out: list[str] = []
     i = 0
@@ -60,9 +62,10 @@ def glob_matches(pattern: str, files: Iterable[str]) -> list[str]:
 
 
 def rank(path: str) -> tuple[int, int, int]:
-    """Preference of a checkpoint path, larger is better: inside a ``version_N`` folder before
-    outside any, then the highest ``N``, then by file name ``best*`` > ``last.ckpt`` >
-    ``latest*`` > anything else.
+    """Preference of a checkpoint path, larger is better.
+
+    Inside a ``version_N`` folder before outside any, then the highest ``N``, then by file name
+    ``best*`` > ``last.ckpt`` > ``latest*`` > anything else.
     """
     versions = _VERSION.findall(path)
     name = path.rsplit("/", 1)[-1]
@@ -78,8 +81,9 @@ def rank(path: str) -> tuple[int, int, int]:
 
 
 def choose_file(patterns: Sequence[str], files: Iterable[str], where: str) -> str:
-    """The file ``patterns`` (best first) select from ``files``: the first pattern with a match
-    decides; several matches of it are ordered by :func:`rank`.
+    """The file ``patterns`` (best first) select from ``files``.
+
+    The first pattern with a match decides; several matches of it are ordered by :func:`rank`.
 
     Raises:
         WeightsError: nothing matches (``where`` names the repository), or the best matches tie.

@@ -119,8 +119,10 @@ def _config_for(
     hparams_from: str,
     source: Path,
 ) -> tuple[Any, str]:
-    """The architecture config of a state dict: from the hparams mapping when given (SR), else
-    inferred from tensor names and shapes. Errors name ``source``.
+    """The architecture config of a state dict.
+
+    From the hparams mapping when given (SR), else inferred from tensor names and shapes. Errors
+    name ``source``.
     """
     from difffusr_cli.models.config import MoCoConfig, SRConfig
     from difffusr_cli.models.infer import infer_fusion_config, infer_sr_config
@@ -194,8 +196,9 @@ def _load_pickled(source: Path) -> LoadedWeights:
 
 
 def _meta_from_json(text: str, origin: str) -> dict[str, Any] | None:
-    """The converted-format JSON in ``text``, None when it is some other JSON (e.g. compat
-    files).
+    """The converted-format JSON in ``text``.
+
+    None when it is some other JSON (e.g. compat files).
     """
     try:
         data = json.loads(text)
@@ -324,17 +327,20 @@ def save_converted(
 
 
 def converted_intact(path: Path, meta: Mapping[str, Any]) -> bool:
-    """True when ``path`` has the ``file_sha256`` its sidecar JSON ``meta`` recorded at conversion
-    (also when nothing was recorded: files converted before the digest existed).
+    """True when ``path`` has the ``file_sha256`` its sidecar JSON ``meta`` recorded.
+
+    The digest is recorded at conversion; also True when nothing was recorded (files converted
+    before the digest existed).
     """
     recorded = meta.get("file_sha256")
     return not isinstance(recorded, str) or sha256_file(path) == recorded
 
 
 def check_loads(weights: LoadedWeights, source: Path) -> None:
-    """Load ``weights`` strictly into the network its config describes (on the meta device, no
-    copy of the tensors): wrong shapes, missing or extra keys, a config that does not match the
-    tensors are refused before anything is written.
+    """Load ``weights`` strictly into the network its config describes.
+
+    On the meta device, no copy of the tensors: wrong shapes, missing or extra keys, a config that
+    does not match the tensors are refused before anything is written.
 
     Raises:
         WeightsError: one line naming ``source``.
@@ -398,12 +404,14 @@ def save_network(
     inference_only: bool = False,
     half: bool = False,
 ) -> Path:
-    """Write a network's ``state_dict`` in the converted format (``NAME.safetensors`` +
-    ``NAME.json``).
+    """Write a network's ``state_dict`` in the converted format.
+
+    The files are ``NAME.safetensors`` + ``NAME.json``.
 
     Args:
         state_dict: official key layout (``DiffusionSR`` / ``FusionNetwork`` ``state_dict()``).
-        kind, config: ``"rgb"`` with an ``SRConfig`` or ``"fusion"`` with a ``FusionConfig``.
+        kind: ``"rgb"`` or ``"fusion"``.
+        config: an ``SRConfig`` for ``"rgb"``, a ``FusionConfig`` for ``"fusion"``.
         destination: the ``.safetensors`` path.
         source: the JSON's ``source`` record (e.g. the training run, step, data).
         inference_only: RGB only — leave out :data:`INFERENCE_ONLY_DROPS` (about half the
@@ -437,8 +445,9 @@ def save_network(
 def _complete_export(
     tensors: Mapping[str, torch.Tensor], kind: str, config: Any
 ) -> dict[str, torch.Tensor]:
-    """The full official state dict of a :func:`save_network` export: float32, dropped parts
-    rebuilt.
+    """The full official state dict of a :func:`save_network` export.
+
+    Float32, dropped parts rebuilt.
     """
     import torch
 

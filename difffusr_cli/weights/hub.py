@@ -38,8 +38,10 @@ def _env_flag(name: str) -> bool:
 
 
 def hub_cache_dir() -> Path:
-    """The huggingface_hub cache: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
-    ``$XDG_CACHE_HOME/huggingface/hub`` (``~/.cache/huggingface/hub``).
+    """The huggingface_hub cache.
+
+    ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``
+    (``~/.cache/huggingface/hub``).
     """
     explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
@@ -52,8 +54,10 @@ def hub_cache_dir() -> Path:
 
 
 def cache_root() -> Path:
-    """Where converted weights are kept: ``$DIFFFUSR_CACHE``, else
-    ``<HF_HUB_CACHE>/difffusr-converted`` (so copying the Hub cache carries them along).
+    """Where converted weights are kept.
+
+    ``$DIFFFUSR_CACHE``, else ``<HF_HUB_CACHE>/difffusr-converted`` (so copying the Hub cache
+    carries them along).
     """
     explicit = os.environ.get("DIFFFUSR_CACHE")
     if explicit:
@@ -78,8 +82,9 @@ def _cached_commit(repo: str, revision: str) -> str | None:
 
 
 def cached_file(repo: str, filename: str, revision: str) -> Path | None:
-    """``filename`` of ``repo@revision`` in the Hub cache, None when not cached (asks
-    huggingface_hub's ``try_to_load_from_cache``; no network).
+    """``filename`` of ``repo@revision`` in the Hub cache, None when not cached.
+
+    Asks huggingface_hub's ``try_to_load_from_cache``; no network.
     """
     from huggingface_hub import try_to_load_from_cache
 
@@ -98,8 +103,10 @@ def _hub_token() -> str | None:
 
 
 def _probe_hub(timeout: float) -> str | None:
-    """None when a TCP connection to the Hub (or the configured proxy) opens within
-    ``timeout`` seconds, else the reason. Runs in a thread so a stuck DNS lookup is bounded too.
+    """None when a TCP connection to the Hub opens within ``timeout`` seconds, else the reason.
+
+    The connection goes to the configured proxy if there is one. Runs in a thread so a stuck DNS
+    lookup is bounded too.
     """
     url = urllib.parse.urlsplit(_hub_endpoint())
     host = url.hostname or "huggingface.co"
@@ -173,8 +180,10 @@ def _hub_deadline() -> float:
 
 
 def _set_hub_timeouts() -> None:
-    """Explicit huggingface_hub timeouts (seconds) unless the user set them: metadata requests
-    wait :func:`_hub_timeout`, downloads :data:`DEFAULT_DOWNLOAD_TIMEOUT` for bytes to arrive.
+    """Explicit huggingface_hub timeouts (seconds) unless the user set them.
+
+    Metadata requests wait :func:`_hub_timeout`, downloads :data:`DEFAULT_DOWNLOAD_TIMEOUT` for
+    bytes to arrive.
     """
     from huggingface_hub import constants
 
@@ -185,8 +194,10 @@ def _set_hub_timeouts() -> None:
 
 
 def _bounded(call: Callable[[], T], deadline: float) -> T:
-    """``call()`` in a worker thread, given up after ``deadline`` seconds (huggingface_hub retries
-    a silent server for minutes). Its retry warnings are kept off the console meanwhile.
+    """``call()`` in a worker thread, given up after ``deadline`` seconds.
+
+    huggingface_hub retries a silent server for minutes. Its retry warnings are kept off the console
+    meanwhile.
 
     Raises:
         TimeoutError: no result within ``deadline``.
@@ -262,9 +273,11 @@ def _hub_listing(entry: ModelEntry, revision: str) -> tuple[str, tuple[str, ...]
 def _choose(
     entry: ModelEntry, revision: str, offline_reason: str | None
 ) -> tuple[str, str | None, tuple[str, ...] | None]:
-    """(file, commit, listing) of an entry at ``revision``. Online the Hub's file list decides,
-    offline the cached snapshot's tree; a pinned ``file`` offline without a snapshot is passed on
-    as is (huggingface_hub then says what is missing). ``commit``/``listing`` None: unknown.
+    """(file, commit, listing) of an entry at ``revision``.
+
+    Online the Hub's file list decides, offline the cached snapshot's tree; a pinned ``file``
+    offline without a snapshot is passed on as is (huggingface_hub then says what is missing).
+    ``commit``/``listing`` None: unknown.
     """
     where = f"model '{entry.name}': {entry.repo}@{revision}"
     if offline_reason is None:
@@ -385,8 +398,10 @@ def _hparams_path(filename: str) -> str | None:
 
 
 def _fetch_hparams_beside(entry: ModelEntry, hparams: str, common: Mapping[str, Any]) -> None:
-    """Best effort: bring ``hparams`` (two folders above the ckpt) into the snapshot so the SR
-    config comes from it; the embedded ``hyper_parameters`` are the fallback.
+    """Best effort.
+
+    Bring ``hparams`` (two folders above the ckpt) into the snapshot so the SR config comes from it;
+    the embedded ``hyper_parameters`` are the fallback.
     """
     from huggingface_hub import hf_hub_download
 
@@ -395,8 +410,9 @@ def _fetch_hparams_beside(entry: ModelEntry, hparams: str, common: Mapping[str, 
 
 
 def _hub_error(entry: ModelEntry, exc: BaseException, what: str) -> WeightsError:
-    """One line for a failed Hub call (``what``: ``"listing org/repo@main"``,
-    ``"download of …"``).
+    """One line for a failed Hub call.
+
+    ``what`` names the call: ``"listing org/repo@main"``, ``"download of …"``.
     """
     from huggingface_hub.utils import (
         GatedRepoError,

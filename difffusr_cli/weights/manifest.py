@@ -81,8 +81,9 @@ class ModelEntry:
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        """What to look for in the repository, best first: the pinned ``file`` alone, else the
-        ``candidates`` then ``discover``.
+        """What to look for in the repository, best first.
+
+        The pinned ``file`` alone, else the ``candidates`` then ``discover``.
         """
         if self.file:
             return (self.file,)
@@ -90,8 +91,9 @@ class ModelEntry:
 
 
 def manifest_path() -> Path:
-    """The manifest in use: ``$DIFFFUSR_WEIGHTS_TOML`` if set, else the packaged
-    ``weights.toml``.
+    """The manifest in use.
+
+    ``$DIFFFUSR_WEIGHTS_TOML`` if set, else the packaged ``weights.toml``.
     """
     override = os.environ.get("DIFFFUSR_WEIGHTS_TOML")
     if override:
@@ -144,8 +146,9 @@ def _parse_entry(name: str, raw: Any, source: Path) -> ModelEntry:
 
 
 def read_toml(path: Path, what: str, error: type[DifffusrError]) -> dict[str, Any]:
-    """Parse the TOML file ``path`` (``what`` names it in messages, e.g.
-    ``"the weights manifest"``).
+    """Parse the TOML file ``path``.
+
+    ``what`` names it in messages, e.g. ``"the weights manifest"``.
 
     Raises:
         error: the file cannot be read, or is not valid TOML (one line naming ``path``).

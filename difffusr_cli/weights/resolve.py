@@ -43,8 +43,10 @@ from difffusr_cli.weights.report import Reporter, StderrReporter
 
 @dataclass(frozen=True)
 class PullResult:
-    """What :func:`pull` did. ``sha256_pinned`` is False when the manifest had no checksum
-    (then ``sha256`` was computed now and recorded in the JSON).
+    """What :func:`pull` did.
+
+    ``sha256_pinned`` is False when the manifest had no checksum (then ``sha256`` was computed now
+    and recorded in the JSON).
     """
 
     name: str
@@ -136,8 +138,10 @@ def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporte
 
 
 def _verified_blob(entry: ModelEntry, path: Path, reporter: Reporter) -> str:
-    """The sha256 of a downloaded file, checked against the manifest's pin, else against the
-    name of its blob in the Hub cache (``blobs/<sha256>`` for LFS files).
+    """The sha256 of a downloaded file, checked.
+
+    Checked against the manifest's pin, else against the name of its blob in the Hub cache
+    (``blobs/<sha256>`` for LFS files).
 
     Raises:
         WeightsError: the file does not have the digest it should (one line naming it).
@@ -321,8 +325,9 @@ def list_models(manifest: Mapping[str, ModelEntry] | None = None) -> list[Cached
 def locate(
     name: str, *, revision: str | None = None, manifest: Mapping[str, ModelEntry] | None = None
 ) -> Path:
-    """The local file of a manifest model without downloading: the converted safetensors if
-    present, else the downloaded original.
+    """The local file of a manifest model without downloading.
+
+    The converted safetensors if present, else the downloaded original.
 
     Raises:
         WeightsError: unknown name, or nothing of it on this machine.
