@@ -89,6 +89,8 @@ def eval_opensr(
     """Score an RGB model on the OpenSR-test benchmark with the opensr-test package's metrics."""
     import json
 
+    from difffusr_cli.cli.eval_tables import print_opensr_report
+    from difffusr_cli.cli.run_bars import image_bars
     from difffusr_cli.evaluate import opensr, opensr_report
 
     config = opensr.OpenSRConfig(
@@ -107,15 +109,16 @@ def eval_opensr(
     label = config.model_label
     target = opensr_report.results_csv_path(csv_path, label, overwrite=overwrite)
     others = opensr_report.load_comparisons(compare or [], label)
-    report = opensr.evaluate_opensr(
-        config, progress=True, warn=lambda line: typer.echo(f"warning: {line}", err=True)
-    )
+    with image_bars() as progress:
+        report = opensr.evaluate_opensr(
+            config, progress=progress, warn=lambda line: typer.echo(f"warning: {line}", err=True)
+        )
     opensr_report.write_rows_csv(report.rows, target)
     ranking = opensr_report.rank_models(report, others, config.datasets)
     if json_output:
         typer.echo(json.dumps(opensr_report.report_json(report, ranking, target), indent=1))
         return
-    opensr_report.print_report(report, ranking)
+    print_opensr_report(report, ranking)
     typer.echo(f"per-image results: {target}")
 
 
@@ -227,6 +230,8 @@ def eval_fusion(
     """Score fusion against Gram–Schmidt and bilinear: Wald's protocol (--data) or a product's consistency (--product/--source)."""
     import json
 
+    from difffusr_cli.cli.eval_tables import print_fusion_report
+    from difffusr_cli.cli.run_bars import block_bars
     from difffusr_cli.errors import InputError
     from difffusr_cli.evaluate import fusion, fusion_product, fusion_report, fusion_wald
     from difffusr_cli.io.writer import check_output_path
@@ -255,7 +260,7 @@ def eval_fusion(
     )
     if csv_path is not None:
         check_output_path(csv_path, overwrite=overwrite)
-    with fusion_report.block_progress(not quiet) as progress:
+    with block_bars(not quiet) as progress:
         if data:
             report = fusion_wald.evaluate_wald(
                 data, options, progress=progress, quicklooks=plot is not None
@@ -275,7 +280,7 @@ def eval_fusion(
     if json_output:
         typer.echo(json.dumps(fusion_report.report_json(report, extra), indent=1, allow_nan=False))
         return
-    fusion_report.print_report(report)
+    print_fusion_report(report)
     if "csv" in extra:
         typer.echo(f"scores: {extra['csv']}")
     if plot is not None:

@@ -134,6 +134,7 @@ def train_rgb_command(
     progress: _ProgressOpt = True,
 ) -> None:
     """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
+    from difffusr_cli.cli.run_bars import step_bar
     from difffusr_cli.train import rgb
     from difffusr_cli.train.hr_data import open_hr_dataset
     from difffusr_cli.train.run_dir import RunDir
@@ -157,18 +158,18 @@ def train_rgb_command(
         value_scale=value_scale,
         hub_repo=hub_repo,
     )
-    _print_result(
-        rgb.train_rgb(
+    with step_bar(progress) as advance:
+        result = rgb.train_rgb(
             settings,
             dataset,
             run,
             device=device,
             init=init,
             resume=resume,
-            progress=progress,
+            progress=advance,
             report=typer.echo,
         )
-    )
+    _print_result(result)
 
 
 @train_app.command("fusion")
@@ -206,6 +207,7 @@ def train_fusion_command(
     progress: _ProgressOpt = True,
 ) -> None:
     """Train the three fusion nets on Sentinel-2 products (Wald protocol)."""
+    from difffusr_cli.cli.run_bars import step_bar
     from difffusr_cli.train import fusion
     from difffusr_cli.train.data import open_s2_products
     from difffusr_cli.train.run_dir import RunDir
@@ -226,18 +228,18 @@ def train_fusion_command(
         max_nodata=settings.max_nodata,
         val_fraction=settings.val_fraction,
     )
-    _print_result(
-        fusion.train_fusion(
+    with step_bar(progress) as advance:
+        result = fusion.train_fusion(
             settings,
             sampler,
             run,
             device=device,
             init=init,
             resume=resume,
-            progress=progress,
+            progress=advance,
             report=typer.echo,
         )
-    )
+    _print_result(result)
 
 
 @train_app.command("export")

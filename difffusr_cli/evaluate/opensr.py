@@ -18,10 +18,9 @@ Results, tables, ranks and JSON live in :mod:`difffusr_cli.evaluate.opensr_repor
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -286,22 +285,16 @@ def save_sr_image(folder: Path, dataset: BenchmarkDataset, index: int, sr: torch
     return path
 
 
-@contextlib.contextmanager
-def _progress(total: int, description: str, enabled: bool) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
+#: ``progress(dataset, images done, images total)``: called with 0 before a dataset's first image
+#: and after each image (the CLI draws a bar per dataset).
+ImageProgress = Callable[[str, int, int], None]
 
 
 def evaluate_opensr(
     config: OpenSRConfig,
     *,
     model: SuperResolver | None = None,
-    progress: bool = True,
+    progress: ImageProgress | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> OpenSRReport:
     """Run ``config.rgb_model`` (or ``model``) on the benchmark and score every image.
@@ -309,7 +302,8 @@ def evaluate_opensr(
     Args:
         config: the run.
         model: an object with ``super_resolve`` to use instead of loading ``config.rgb_model``.
-        progress: show a progress bar over the images of each dataset (stderr).
+        progress: receives the images done per dataset (see :data:`ImageProgress`); None (or
+            False) reports nothing.
         warn: called with one line per skipped distance (default: nothing; see ``report.skipped``).
 
     Raises:
@@ -347,27 +341,29 @@ def evaluate_opensr(
             if config.limit is None
             else min(config.limit, len(dataset.image_ids))
         )
-        with _progress(count, name, progress) as bar:
-            for index in range(count):
-                seed = None if config.seed is None else config.seed + index
-                sr = super_resolve_image(
-                    runner,
-                    dataset.lr[index],
-                    dataset.hr.shape[-2:],
-                    steps=config.steps,
-                    seed=seed,
-                    device=device,
+        if progress:
+            progress(name, 0, count)
+        for index in range(count):
+            seed = None if config.seed is None else config.seed + index
+            sr = super_resolve_image(
+                runner,
+                dataset.lr[index],
+                dataset.hr.shape[-2:],
+                steps=config.steps,
+                seed=seed,
+                device=device,
+            )
+            if config.save_sr is not None:
+                save_sr_image(Path(config.save_sr), dataset, index, sr)
+            lr = torch.from_numpy(dataset.lr[index])
+            hr = torch.from_numpy(dataset.hr[index])
+            for distance in distances:
+                scores = score_image(scorers[distance], PROTOCOL[distance], lr, sr, hr)
+                rows.append(
+                    row_from_package(label, distance, name, dataset.image_ids[index], scores)
                 )
-                if config.save_sr is not None:
-                    save_sr_image(Path(config.save_sr), dataset, index, sr)
-                lr = torch.from_numpy(dataset.lr[index])
-                hr = torch.from_numpy(dataset.hr[index])
-                for distance in distances:
-                    scores = score_image(scorers[distance], PROTOCOL[distance], lr, sr, hr)
-                    rows.append(
-                        row_from_package(label, distance, name, dataset.image_ids[index], scores)
-                    )
-                bar.update(1)
+            if progress:
+                progress(name, index + 1, count)
 
     settings = {
         "opensr_test": getattr(opensr_test, "__version__", "unknown"),

@@ -2,7 +2,8 @@
 
 This module knows nothing of models or of the ``opensr-test`` package (it imports neither torch nor
 opensr_test), so ``--compare`` files can be read and ranked anywhere. It also holds the run's
-:class:`OpenSRReport` and turns it into the terminal tables and the ``--json`` object.
+:class:`OpenSRReport` and turns it into the ``--json`` object and the cells of the terminal tables
+(drawn by :mod:`difffusr_cli.cli.eval_tables`).
 
 A result row is one image of one dataset scored with one correctness distance. Its seven metrics
 are those of the OpenSR-test paper, in the order of its tables:
@@ -25,7 +26,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,7 +356,7 @@ def summary_table_rows(table: Mapping[str, Mapping[str, Stat]]) -> list[list[str
 
 
 # --------------------------------------------------------------------------------------------
-# Output files, comparison, JSON and terminal tables
+# Output files, comparison and JSON
 
 
 def results_csv_path(path: Path | None, label: str, *, overwrite: bool = False) -> Path:
@@ -468,48 +468,6 @@ def report_json(
         "rank": rank_out,
         "images": images,
     }
-
-
-def print_report(
-    report: OpenSRReport, ranking: Mapping[str, Mapping[str, Any]], console: Any = None
-) -> None:
-    """The paper-style tables on the terminal: per distance, mean ± std per dataset and over all
-    images, then the average rank when other models were compared.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    if console is None:
-        # A terminal wraps the cells to fit; a pipe or log file gets each row on one line.
-        console = Console() if sys.stdout.isatty() else Console(width=160)
-    for distance, table in summarise(report.rows).items():
-        grid = Table(
-            title=f"OpenSR-test · {report.model} · correctness distance {distance}",
-            title_justify="left",
-        )
-        grid.add_column("dataset")
-        grid.add_column("images", justify="right")
-        for metric in METRICS:
-            grid.add_column(metric_header(metric), justify="right")
-        rows = summary_table_rows(table)
-        for i, cells in enumerate(rows):
-            grid.add_row(*cells, end_section=i == len(rows) - 2)
-        console.print(grid)
-        if distance in ranking:
-            ranks = Table(title=f"Average rank · {distance} (1 = best)", title_justify="left")
-            ranks.add_column("model")
-            ranks.add_column("avg rank", justify="right")
-            for metric in METRICS:
-                ranks.add_column(metric_header(metric), justify="right")
-            for model, entry in ranking[distance].items():
-                style = "bold" if model == report.model else None
-                ranks.add_row(
-                    model,
-                    f"{entry['average_rank']:.3f}",
-                    *(f"{entry['means'][m]:.4f}" for m in METRICS),
-                    style=style,
-                )
-            console.print(ranks)
 
 
 def finite_or_none(value: float) -> float | None:

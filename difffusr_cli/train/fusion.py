@@ -36,7 +36,14 @@ from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult, require
+from difffusr_cli.train.common import (
+    Reporter,
+    RunDir,
+    Stage,
+    StepProgress,
+    TrainResult,
+    require,
+)
 from difffusr_cli.train.data import S2PatchSampler
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 
@@ -341,7 +348,7 @@ def train_fusion(
     device: str = "auto",
     init: str | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: StepProgress | None = None,
     report: Reporter = print,
 ) -> TrainResult:
     """Train the three fusion branches; checkpoints, logs and quicklooks go to ``run``.

@@ -43,7 +43,7 @@ from difffusr_cli.degrade import (
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult
+from difffusr_cli.train.common import Reporter, RunDir, Stage, StepProgress, TrainResult
 from difffusr_cli.train.hr_data import HRDataset
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
@@ -290,7 +290,7 @@ def train_rgb(
     device: str = "auto",
     init: str | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: StepProgress | None = None,
     report: Reporter = print,
 ) -> TrainResult:
     """Train the RGB diffusion model; checkpoints, logs and quicklooks go to ``run``.
@@ -302,7 +302,8 @@ def train_rgb(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         init: fine-tune from these weights (name or path) instead of a random start.
         resume: continue the run in ``run`` from its ``last`` checkpoint and optimizer state.
-        progress: show a progress bar on stderr.
+        progress: receives every step (see :class:`~difffusr_cli.train.common.StepProgress`;
+            the CLI draws a bar on stderr); None reports nothing.
         report: receives the summary lines.
 
     Raises:
