@@ -1,5 +1,6 @@
-"""Terminal tables of ``difffusr eval ...`` (rich): the library returns the reports as plain data
-(:class:`~difffusr_cli.evaluate.fusion.FusionReport`,
+"""Terminal tables of ``difffusr eval ...``, drawn with rich.
+
+The library returns the reports as plain data (:class:`~difffusr_cli.evaluate.fusion.FusionReport`,
 :class:`~difffusr_cli.evaluate.opensr_report.OpenSRReport`) and this module draws them.
 """
 

@@ -28,21 +28,31 @@ def eval_opensr(
         Optional[str],
         typer.Option(
             "--rgb-model",
-            help="RGB weights NAME or PATH, or `bicubic` for the zero-parameter stand-in (default: the default RGB model).",
+            help=(
+                "RGB weights NAME or PATH, or `bicubic` for the zero-parameter stand-in (default: "
+                "the default RGB model)."
+            ),
         ),
     ] = None,
     dataset: Annotated[
         Optional[list[str]],
         typer.Option(
             "--dataset",
-            help="Datasets: naip, spot, spain_crops, spain_urban, venus (repeat or comma-separate; default: the four ×4 ones).",
+            help=(
+                "Datasets: naip, spot, spain_crops, spain_urban, venus (repeat or comma-separate; "
+                "default: the four ×4 ones)."
+            ),
         ),
     ] = None,
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
             "--data-dir",
-            help="Folder with <dataset>.pkl (opensr-test's layout) or the Hugging Face repo's <version>/<dataset>/<dataset>.pkl. Default: opensr-test's cache, downloaded when online.",
+            help=(
+                "Folder with <dataset>.pkl (opensr-test's layout) or the Hugging Face repo's "
+                "<version>/<dataset>/<dataset>.pkl. Default: opensr-test's cache, downloaded when "
+                "online."
+            ),
         ),
     ] = None,
     data_version: Annotated[
@@ -52,7 +62,10 @@ def eval_opensr(
         Optional[list[str]],
         typer.Option(
             "--distance",
-            help="Correctness distances: nd, lpips, clip (default: all; nd is always scored, lpips/clip are skipped with a warning when unavailable).",
+            help=(
+                "Correctness distances: nd, lpips, clip (default: all; nd is always scored, "
+                "lpips/clip are skipped with a warning when unavailable)."
+            ),
         ),
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 20,
@@ -122,13 +135,22 @@ def eval_opensr(
     typer.echo(f"per-image results: {target}")
 
 
-@eval_app.command("fusion")
+@eval_app.command(
+    "fusion",
+    help=(
+        "Score fusion against Gram–Schmidt and bilinear: Wald's protocol (--data) or a product's "
+        "consistency (--product/--source)."
+    ),
+)
 def eval_fusion(
     data: Annotated[
         Optional[list[Path]],
         typer.Option(
             "--data",
-            help="Wald mode: Sentinel-2 products (SAFE, COG folder, STAC item, stacked GeoTIFF); repeat for several.",
+            help=(
+                "Wald mode: Sentinel-2 products (SAFE, COG folder, STAC item, stacked GeoTIFF); "
+                "repeat for several."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -152,7 +174,10 @@ def eval_fusion(
         Optional[str],
         typer.Option(
             "--fusion-model",
-            help="Fusion weights NAME or PATH (Wald mode; default: the manifest's default, whose absence only marks the net row missing).",
+            help=(
+                "Fusion weights NAME or PATH (Wald mode; default: the manifest's default, whose "
+                "absence only marks the net row missing)."
+            ),
         ),
     ] = None,
     no_net: Annotated[
@@ -188,7 +213,10 @@ def eval_fusion(
         Literal["regression", "mean"],
         typer.Option(
             "--gs-pan",
-            help="Gram–Schmidt synthetic pan: regression (GSA, as superres --fusion gs) or mean (classic GS).",
+            help=(
+                "Gram–Schmidt synthetic pan: regression (GSA, as superres --fusion gs) or mean "
+                "(classic GS)."
+            ),
         ),
     ] = "regression",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -220,14 +248,16 @@ def eval_fusion(
         Optional[Path],
         typer.Option(
             "--plot",
-            help="Write quicklook PNGs (true colour, SWIR false colour) of the central block to DIR.",
+            help=(
+                "Write quicklook PNGs (true colour, SWIR false colour) of the central block to DIR."
+            ),
             metavar="DIR",
             show_default=False,
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Score fusion against Gram–Schmidt and bilinear: Wald's protocol (--data) or a product's consistency (--product/--source)."""
+    """Score fusion against Gram–Schmidt and bilinear (Wald's protocol or a product's check)."""
     import json
 
     from difffusr_cli.cli.eval_tables import print_fusion_report
@@ -238,11 +268,13 @@ def eval_fusion(
 
     if bool(data) == (product is not None or source is not None):
         raise InputError(
-            "give --data SCENE (Wald mode) or --product FILE --source SCENE (product mode), not both or neither"
+            "give --data SCENE (Wald mode) or --product FILE --source SCENE (product mode), not "
+            "both or neither"
         )
     if product is not None and (source is None or fusion_model is not None or no_net):
         raise InputError(
-            "product mode needs --product and --source, and takes no --fusion-model/--no-net (the product holds the nets' output)"
+            "product mode needs --product and --source, and takes no --fusion-model/--no-net (the "
+            "product holds the nets' output)"
         )
     if source is not None and product is None:
         raise InputError("--source needs --product")

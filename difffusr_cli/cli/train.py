@@ -20,14 +20,20 @@ _ConfigOpt = Annotated[
     str,
     typer.Option(
         "--config",
-        help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.",
+        help=(
+            "Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and "
+            "`train` tables."
+        ),
     ),
 ]
 _SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--set",
-        help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).",
+        help=(
+            "Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set "
+            "model.nf=32 (repeatable)."
+        ),
     ),
 ]
 _OutOpt = Annotated[
@@ -101,7 +107,10 @@ def train_rgb_command(
         Optional[float],
         typer.Option(
             "--gsd",
-            help="Pixel size of the images in metres (default: their georeferencing); resampled to 2.5 m.",
+            help=(
+                "Pixel size of the images in metres (default: their georeferencing); resampled to "
+                "2.5 m."
+            ),
         ),
     ] = None,
     value_scale: Annotated[
@@ -178,7 +187,10 @@ def train_fusion_command(
         list[Path],
         typer.Option(
             "--data-dir",
-            help="Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a .txt list (repeatable).",
+            help=(
+                "Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a "
+                ".txt list (repeatable)."
+            ),
         ),
     ],
     out: _OutOpt,

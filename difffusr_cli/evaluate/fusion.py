@@ -306,8 +306,9 @@ def default_halo(mode: EvalMode, net_reach: int) -> int:
 
 
 def wald_min_clean_side(group: str) -> int:
-    """Side, in 10 m pixels, of the nodata-free area a scored pixel of ``group`` needs around it
-    in Wald mode: its degraded cell and the 8 neighbouring cells (bilinear upsampling), widened
+    """Side, in 10 m pixels, of the nodata-free area a scored pixel of ``group`` needs in Wald mode.
+
+    That is its degraded cell and the 8 neighbouring cells (bilinear upsampling), widened
     by the blur's reach on each side (the clean-cell test of the module docstring).
     """
     ratio = GROUP_RATIO[group]
@@ -344,13 +345,25 @@ class ScoreAccumulators:
     def update(
         self, method: str, group: str, pred: Tensor, ref: Tensor, scored: Tensor, data_valid: Tensor
     ) -> None:
+        """Add one block of ``method``'s prediction for ``group``.
+
+        Args:
+            method: one of :attr:`methods`.
+            group: ``10m``, ``20m`` or ``60m``.
+            pred: ``(C, H, W)`` predicted reflectance of the group's ``C`` bands, native grid.
+            ref: ``(C, H, W)`` reference reflectance on the same grid.
+            scored: ``(H, W)`` bool, the pixels this block counts (valid, inside its core).
+            data_valid: ``(H, W)`` bool, the pixels holding data in both images.
+        """
         self.by_method[method][group].update(pred, ref, scored, data_valid)
 
     def pixels(self) -> dict[str, int]:
+        """Group → the number of scored pixels so far (the same for every method)."""
         first = self.by_method[self.methods[0]]
         return {g: first[g].count for g in GROUPS}
 
     def table(self, method: str) -> ScoreTable:
+        """The scores of ``method`` over every block added: per band, per group and overall."""
         per_band = {}
         for acc in self.by_method[method].values():
             per_band.update(acc.scores())

@@ -85,7 +85,8 @@ class ProductFile:
             lacking = [n for n in BAND_NAMES if n not in layout]
             if lacking:
                 raise InputError(
-                    f"{self.path}: no band described as {', '.join(lacking)} (expected the 12 bands "
+                    f"{self.path}: no band described as {', '.join(lacking)} (expected the 12 "
+                    "bands "
                     "B01 … B12 of a difffusr product)"
                 )
             self.bidx = [layout[n] for n in BAND_NAMES]
@@ -169,6 +170,7 @@ class ProductFile:
         return data, valid
 
     def close(self) -> None:
+        """Close the GeoTIFF."""
         self.dataset.close()
 
     def __enter__(self) -> ProductFile:  # noqa: PYI034 - as Scene
@@ -231,8 +233,9 @@ def _product_block(
 
 
 def _product_region(scene: object, product: ProductFile, options: FusionEvalOptions) -> Window:
-    """The evaluated window: the product's footprint ∩ the scene ∩ ``--window``/``--bbox``,
-    shrunk to whole 60 m pixels of the scene's grid.
+    """The evaluated window, shrunk to whole 60 m pixels of the scene's grid.
+
+    It is the product's footprint ∩ the scene ∩ ``--window``/``--bbox``.
     """
     from difffusr_cli.superres import resolve_region
 
@@ -260,8 +263,10 @@ def evaluate_product(
     progress: ProgressFn | None = None,
     quicklooks: bool = False,
 ) -> FusionReport:
-    """The no-reference check: a 2.5 m product area-averaged to each band's native grid against
-    its source, next to Gram–Schmidt and bilinear fusions of the source guided by the product's RGB.
+    """The no-reference check of a 2.5 m product against its source.
+
+    The product is area-averaged to each band's native grid and scored against its source, next to
+    Gram–Schmidt and bilinear fusions of the source guided by the product's RGB.
 
     Args:
         product_path: the 12-band GeoTIFF of ``difffusr superres``.
@@ -316,7 +321,8 @@ def evaluate_product(
                 "protocol": "product",
                 "source": str(scene.path),
                 "product_radiometry": product.radiometry,
-                "reference": "the source's bands on their native grids; the product area-averaged onto them",
+                "reference": "the source's bands on their native grids; the product area-averaged "
+                "onto them",
                 "ergas_ratio": {g: SCALE * GROUP_RATIO[g] for g in GROUPS},
                 "data_range": DATA_RANGE,
                 "block": block_size,

@@ -1,5 +1,7 @@
-"""Outputs of ``eval fusion`` as plain data: the CSV, the ``--json`` object, and the cell texts of
-the terminal tables (drawn by :mod:`difffusr_cli.cli.eval_tables`).
+"""Outputs of ``eval fusion`` as plain data.
+
+The CSV, the ``--json`` object, and the cell texts of the terminal tables (drawn by
+:mod:`difffusr_cli.cli.eval_tables`).
 
 CSV: one row per (product, method, scope), scope ``overall`` (name ``all``), ``group`` (``10m``,
 ``20m``, ``60m``) or ``band`` (``B01`` …); a method that could not run has one ``overall`` row
@@ -52,7 +54,14 @@ METRIC_HEADERS: dict[str, str] = {
     "ergas": "ERGAS",
 }
 #: The direction that is better, per metric (``↑``: larger).
-METRIC_BETTER: dict[str, str] = {"r2": "↑", "cc": "↑", "ssim": "↑", "psnr": "↑", "mse": "↓", "ergas": "↓"}
+METRIC_BETTER: dict[str, str] = {
+    "r2": "↑",
+    "cc": "↑",
+    "ssim": "↑",
+    "psnr": "↑",
+    "mse": "↓",
+    "ergas": "↓",
+}
 
 
 def format_metric(metric: str, value: float) -> str:

@@ -1,5 +1,6 @@
-"""``eval fusion --mode wald``: score the fusion methods on Sentinel-2 products degraded by 4
-(Wald's protocol), block by block; the options, results and shared helpers are in
+"""``eval fusion --mode wald``: score fusion on Sentinel-2 products degraded by 4 (Wald).
+
+Wald's protocol, block by block; the options, results and shared helpers are in
 :mod:`difffusr_cli.evaluate.fusion`.
 """
 

@@ -1,5 +1,6 @@
-"""``difffusr eval opensr``: run an RGB model on the OpenSR-test benchmark and score every image
-with the ``opensr-test`` package's own metrics (never re-implemented here).
+"""``difffusr eval opensr``: run an RGB model on the OpenSR-test benchmark.
+
+Every image is scored with the ``opensr-test`` package's own metrics (never re-implemented here).
 
 The protocol follows SPEC §3 and the DiffFuSR authors' benchmark script (see
 ``docs/evaluation.md``):
@@ -66,6 +67,7 @@ class MetricSettings:
     true_colour: bool = False
 
     def kwargs(self, device: torch.device) -> dict[str, Any]:
+        """The keyword arguments of ``opensr_test.Metrics`` on ``device``."""
         return {
             "device": str(device),
             "agg_method": self.agg_method,
@@ -84,7 +86,10 @@ PROTOCOL: dict[str, MetricSettings] = {
 
 
 class SuperResolver(Protocol):
-    """What ``eval opensr`` needs of a model (``RGBSuperResolver`` and :class:`BicubicUpsampler`)."""
+    """What ``eval opensr`` needs of a model.
+
+    ``RGBSuperResolver`` and :class:`BicubicUpsampler` provide it.
+    """
 
     def super_resolve(
         self, lr: torch.Tensor, steps: int = 20, seed: int | None = None
@@ -140,7 +145,8 @@ class OpenSRConfig:
         unknown = [d for d in self.datasets if d not in DATASET_SCALE]
         if unknown or not self.datasets:
             raise InputError(
-                f"--dataset {', '.join(unknown) or '(none)'}: expected some of {', '.join(DATASET_SCALE)}"
+                f"--dataset {', '.join(unknown) or '(none)'}: expected some of "
+                f"{', '.join(DATASET_SCALE)}"
             )
         if len(set(self.datasets)) != len(self.datasets):
             raise InputError(f"--dataset: {', '.join(self.datasets)} names a dataset twice")
@@ -160,6 +166,7 @@ class OpenSRConfig:
 
     @property
     def model_label(self) -> str:
+        """The model's name in the results: ``label``, else ``rgb_model``, else the default's."""
         if self.label:
             return self.label
         if self.rgb_model is None:
@@ -186,7 +193,10 @@ def perceptual_unavailable(distance: str) -> str | None:
     try:
         package = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
-        return f"{module} cannot be imported ({type(exc).__name__}: {exc}); install lpips/open-clip-torch with a torchvision matching your torch"
+        return (
+            f"{module} cannot be imported ({type(exc).__name__}: {exc}); "
+            "install lpips/open-clip-torch with a torchvision matching your torch"
+        )
     try:
         if distance == "lpips":
             package.LPIPS(net="alex", verbose=False)
@@ -198,7 +208,10 @@ def perceptual_unavailable(distance: str) -> str | None:
 
 
 def build_model(config: OpenSRConfig, device: torch.device) -> SuperResolver:
-    """The bicubic stand-in, or the RGB diffusion model through :func:`difffusr_cli.api.load_rgb_model`."""
+    """The bicubic stand-in, or the RGB diffusion model.
+
+    The model is loaded through :func:`difffusr_cli.api.load_rgb_model` on ``device``.
+    """
     if config.rgb_model is not None and config.rgb_model.lower() == BICUBIC:
         return BicubicUpsampler()
     from difffusr_cli.api import load_rgb_model
@@ -234,8 +247,17 @@ def super_resolve_image(
 def score_image(
     metrics: Any, settings: MetricSettings, lr: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor
 ) -> dict[str, float]:
-    """One ``opensr_test.Metrics.compute`` call on ``(3, h, w)``, ``(3, H, W)``, ``(3, H, W)``
-    float32 reflectance (true colour first for the perceptual distances).
+    """Score one image with one ``opensr_test.Metrics.compute`` call.
+
+    Args:
+        metrics: an ``opensr_test.Metrics`` built with ``settings``.
+        settings: the protocol of its distance (true colour first for the perceptual ones).
+        lr: ``(3, h, w)`` float32 reflectance, the low-resolution input.
+        sr: ``(3, H, W)`` float32 reflectance, the super-resolved image.
+        hr: ``(3, H, W)`` float32 reflectance, the reference.
+
+    Returns:
+        The package's result: metric key (``reflectance``, ``ha_metric``…) → value.
     """
     if settings.true_colour:
         lr, sr, hr = ((x * 3).clamp(0, 1) for x in (lr, sr, hr))
@@ -243,8 +265,18 @@ def score_image(
 
 
 def save_sr_image(folder: Path, dataset: BenchmarkDataset, index: int, sr: torch.Tensor) -> Path:
-    """Write one SR image as a 3-band uint16 GeoTIFF (DN = reflectance × 10000, clipped to
-    [0, 65535], the benchmark's own encoding), georeferenced when the metadata allows.
+    """Write one SR image as a 3-band uint16 GeoTIFF, georeferenced when the metadata allows.
+
+    DN = reflectance × 10000, clipped to [0, 65535] (the benchmark's own encoding).
+
+    Args:
+        folder: the ``--save-sr`` folder; the file goes to ``<folder>/<dataset>/<image>.tif``.
+        dataset: the benchmark dataset (image ids, CRS, transforms).
+        index: the image's index in ``dataset``.
+        sr: ``(3, H, W)`` float32 CPU reflectance.
+
+    Returns:
+        The path written.
 
     Raises:
         OutputError: the file cannot be written.

@@ -79,8 +79,9 @@ def step_rngs(seed: int, stream: int, step: int) -> tuple[torch.Generator, np.ra
 
 
 def seed_global(seed: int, step: int) -> None:
-    """Seed torch's global RNG (dropout, weight initialisation) from ``(seed, step)``; ``step`` ≥ −1
-    (−1: before the first step, for the initial weights).
+    """Seed torch's global RNG (dropout, weight initialisation) from ``(seed, step)``.
+
+    ``step`` ≥ −1 (−1: before the first step, for the initial weights).
     """
     sequence = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 99, int(step) + 1])
     torch.manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0]) & ((1 << 63) - 1))
@@ -146,9 +147,11 @@ class Precision:
         self.scaler.update()
 
     def state_dict(self) -> dict[str, Any]:
+        """The loss scaler's state, for the checkpoint."""
         return self.scaler.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; an empty ``state`` (older checkpoints) is ignored."""
         if state:
             self.scaler.load_state_dict(dict(state))
 

@@ -103,8 +103,10 @@ def load_config(
 
 
 class ModelTrainConfig:
-    """Shared by the frozen training configs, which hold the network config in ``model``: their
-    TOML/JSON layout is a ``[model]`` section (``model_config.to_dict()``) and a ``[train]`` one.
+    """Shared by the frozen training configs, which hold the network config in ``model``.
+
+    Their TOML/JSON layout is a ``[model]`` section (``model_config.to_dict()``) and a ``[train]``
+    one.
 
     Subclasses set ``model_config`` to the network config class (``SRConfig``, ``FusionConfig``).
     """
@@ -112,9 +114,10 @@ class ModelTrainConfig:
     model_config: ClassVar[Any]
 
     def _check_counts(self, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
-        """The checks every training config shares: ``max_steps`` is None or ≥ 1 (0 is refused,
-        it would train nothing), the named counts are positive (or ≥ 0) integers,
-        ``checkpoint_every`` ≥ 0, valid milestones.
+        """The checks every training config shares.
+
+        ``max_steps`` is None or ≥ 1 (0 is refused, it would train nothing), the named counts are
+        positive (or ≥ 0) integers, ``checkpoint_every`` ≥ 0, valid milestones.
 
         Raises:
             ValueError: the first value that breaks a rule, named.

@@ -80,8 +80,9 @@ _BAND_FILE_SUFFIXES = (".tif", ".tiff", ".jp2")
 
 
 def _is_product_itself(path: Path) -> bool:
-    """True when a folder is meant as one product (a SAFE, or one holding band rasters), so that
-    its open error is the real problem rather than a reason to look one level down.
+    """True when a folder is meant as one product (a SAFE, or one holding band rasters).
+
+    Then its open error is the real problem rather than a reason to look one level down.
     """
     from difffusr_cli.io.safe import looks_like_safe
 

@@ -158,8 +158,9 @@ def presets(arch: str) -> dict[str, Any]:
 def resolve_config(
     spec: str, overrides: Mapping[str, Any], arch: str | None = None, run: RunDir | None = None
 ) -> FusionTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then
-    overrides.
+    """The run's configuration.
+
+    The saved one when resuming (``run``), else ``spec``; then overrides.
 
     ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
     """
@@ -226,8 +227,9 @@ def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorl
 
 
 def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
-    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor
-    builds them.
+    """``(guidance, ms)`` z-scored network inputs of ``world``.
+
+    Built as the inference predictor builds them.
     """
     mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
     guidance = (world.guidance - mean) / std
@@ -433,6 +435,7 @@ class FusionStage:
         self.run, self.val_native = run, native
 
     def train_step(self, step: int) -> StepResult:
+        """One Adam step of each branch on a Wald batch; the loss is the branches' mean L1."""
         config, net = self.config, self.network
         common.seed_global(config.seed, step)
         _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
@@ -454,13 +457,16 @@ class FusionStage:
         return StepResult(float(np.mean(list(step_losses.values()))), step_losses)
 
     def validate(self, done: int) -> Validation:
+        """Score the nets on the validation patches (mean ERGAS decides ``best``)."""
         scores, previews = validate(self.network, self.val_native, self.config.batch_size)
         _quicklook(self.run, done, previews)
         return Validation(scores["ergas_mean_net"], scores, scores)
 
     def optimizer_state(self) -> dict[str, Any]:
+        """``{"optimizers": {group: state dict}}``."""
         return {"optimizers": {g: o.state_dict() for g, o in self.optimizers.items()}}
 
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`optimizer_state` (``state`` is the whole checkpoint)."""
         for g, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][g])

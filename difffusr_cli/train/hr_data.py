@@ -221,8 +221,9 @@ def _find_image_files(kind: str, root: Path) -> list[Path]:
 def _rgb_band_indexes(
     path: Path, descriptions: Sequence[str | None], colorinterp: Sequence[object]
 ) -> tuple[int, int, int]:
-    """1-based indexes of R, G, B: from band descriptions, else colour interpretation, else
-    1, 2, 3.
+    """1-based indexes of R, G, B.
+
+    From band descriptions, else colour interpretation, else 1, 2, 3.
     """
     names = [(d or "").strip().lower() for d in descriptions]
     by_name = {n: i + 1 for i, n in enumerate(names) if n}

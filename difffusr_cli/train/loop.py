@@ -133,8 +133,9 @@ class FitPlan:
 def make_schedulers(
     optimizers: Mapping[str, torch.optim.Optimizer], milestones: Sequence[int], gamma: float
 ) -> dict[str, torch.optim.lr_scheduler.MultiStepLR]:
-    """One ``MultiStepLR`` per optimizer, stepped once per completed epoch: during epoch ``e``
-    (0-based) the rate is ``lr · gamma^(number of milestones ≤ e)``.
+    """One ``MultiStepLR`` per optimizer, stepped once per completed epoch.
+
+    During epoch ``e`` (0-based) the rate is ``lr · gamma^(number of milestones ≤ e)``.
     """
     return {
         name: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)

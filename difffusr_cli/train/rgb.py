@@ -258,8 +258,10 @@ def split_indices(count: int, config: RGBTrainConfig) -> tuple[tuple[int, ...], 
 def build_model(
     config: RGBTrainConfig, init: str | None, report: Reporter
 ) -> tuple[DiffusionSR, RGBTrainConfig]:
-    """A fresh model (EMA = copy of the trained U-Net, cosine schedule) or one initialised from
-    ``init`` (a weights name or path; its architecture replaces ``config.model``).
+    """A fresh model, or one initialised from ``init``.
+
+    Fresh: EMA = copy of the trained U-Net, cosine schedule. ``init`` is a weights name or path;
+    its architecture replaces ``config.model``.
     """
     if init is None:
         common.seed_global(config.seed, -1)

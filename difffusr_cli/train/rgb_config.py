@@ -138,8 +138,9 @@ PRESETS = {"large": _preset_large, "small": _preset_small}
 def resolve_config(
     spec: str, overrides: Mapping[str, Any], run: RunDir | None = None
 ) -> RGBTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then
-    overrides.
+    """The run's configuration.
+
+    The saved one when resuming (``run``), else ``spec``; then overrides.
 
     Raises:
         InputError / OutputError: see :func:`~difffusr_cli.train.common.load_config`.
