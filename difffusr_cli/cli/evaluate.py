@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, cast
 
 import typer
 
@@ -105,13 +105,17 @@ def eval_opensr(
     from difffusr_cli.cli.eval_tables import print_opensr_report
     from difffusr_cli.cli.run_bars import image_bars
     from difffusr_cli.evaluate import opensr, opensr_report
+    from difffusr_cli.evaluate.opensr_data import DataVersion
 
+    # The user's words, typed as the choices they must be: OpenSRConfig refuses anything else
+    # with a message naming the flag.
+    distances = cast("tuple[opensr.Distance, ...]", tuple(_split_names(distance)))
     config = opensr.OpenSRConfig(
         rgb_model=rgb_model,
         datasets=tuple(_split_names(dataset)) or opensr.DEFAULT_DATASETS,
         data_dir=data_dir,
-        data_version=data_version,  # type: ignore[arg-type] - validated by OpenSRConfig
-        distances=tuple(_split_names(distance)) or opensr.DISTANCES,  # type: ignore[arg-type]
+        data_version=cast("DataVersion", data_version),
+        distances=distances or opensr.DISTANCES,
         steps=steps,
         seed=seed,
         device=device,
@@ -308,7 +312,8 @@ def eval_fusion(
     if plot is not None:
         from difffusr_cli.evaluate.quicklook import write_quicklooks
 
-        extra["plots"] = [str(p) for p in write_quicklooks(report.quicklooks, plot)]
+        plots = [str(p) for p in write_quicklooks(report.quicklooks, plot)]
+        extra["plots"] = plots
     if json_output:
         typer.echo(json.dumps(fusion_report.report_json(report, extra), indent=1, allow_nan=False))
         return
@@ -316,4 +321,4 @@ def eval_fusion(
     if "csv" in extra:
         typer.echo(f"scores: {extra['csv']}")
     if plot is not None:
-        typer.echo(f"quicklooks: {len(extra['plots'])} PNG files in {plot}")  # type: ignore[arg-type]
+        typer.echo(f"quicklooks: {len(plots)} PNG files in {plot}")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from difffusr_cli.train.run_dir import TrainResult
 
 # `difffusr train ...`: thin commands over difffusr_cli.train (docs/training.md).
 train_app = typer.Typer(
@@ -80,10 +83,10 @@ def _train_overrides(sets: Optional[list[str]], **flags: object) -> dict[str, ob
     return overrides
 
 
-def _print_result(result: object) -> None:
-    typer.echo(f"trained {result.step} step(s) ({result.epoch} epoch(s)); last: {result.last}")  # type: ignore[attr-defined]
-    if result.best is not None:  # type: ignore[attr-defined]
-        typer.echo(f"best: {result.best} (validation {result.best_metric:.4g})")  # type: ignore[attr-defined]
+def _print_result(result: TrainResult) -> None:
+    typer.echo(f"trained {result.step} step(s) ({result.epoch} epoch(s)); last: {result.last}")
+    if result.best is not None:
+        typer.echo(f"best: {result.best} (validation {result.best_metric:.4g})")
 
 
 @train_app.command("rgb")
@@ -163,7 +166,7 @@ def train_rgb_command(
         data,
         data_dir,
         min_size=settings.patch_size,
-        gsd=gsd,  # type: ignore[arg-type]
+        gsd=gsd,
         value_scale=value_scale,
         hub_repo=hub_repo,
     )

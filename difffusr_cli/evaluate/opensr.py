@@ -349,9 +349,10 @@ def evaluate_opensr(
     opensr_test = import_opensr_test()
     device = select_device(config.device)
 
-    distances: list[str] = []
+    distances: list[Distance] = []
     skipped: dict[str, str] = {}
-    for distance in dict.fromkeys(("nd", *config.distances)):
+    candidates: tuple[Distance, ...] = ("nd", *config.distances)
+    for distance in dict.fromkeys(candidates):
         reason = perceptual_unavailable(distance)
         if reason is None:
             distances.append(distance)

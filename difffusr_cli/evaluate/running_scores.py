@@ -19,12 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from difffusr_cli.metrics import DATA_RANGE, Scores, ScoreTable
+
+#: A group name: ``str`` or a narrower type of names (:data:`~difffusr_cli.bands.GroupName`).
+GroupKey = TypeVar("GroupKey", bound=str)
 
 #: Smallest image side the SSIM window accepts (torchmetrics pads it by reflection, 5 pixels).
 SSIM_MIN_SIDE = 6
@@ -179,7 +183,7 @@ def aggregate_band_scores(scores: Sequence[Scores], data_range: float = DATA_RAN
 
 def score_table(
     per_band: Mapping[str, Scores],
-    groups: Mapping[str, Sequence[str]],
+    groups: Mapping[GroupKey, Sequence[str]],
     data_range: float = DATA_RANGE,
 ) -> ScoreTable:
     """A :class:`ScoreTable` of one image from its per-band scores.
@@ -190,7 +194,7 @@ def score_table(
         data_range: the reflectance range of PSNR (1.0 for reflectance).
     """
     ordered = {name: per_band[name] for members in groups.values() for name in members}
-    per_group = {
+    per_group: dict[str, Scores] = {
         group: aggregate_band_scores([per_band[n] for n in members], data_range)
         for group, members in groups.items()
     }

@@ -276,8 +276,9 @@ def validate(
                     from_branch_space(net.branch(group)(guidance, ms).float(), group)
                 )
                 index = bands.indices(GROUPS[group])
-                outputs["gs"].append(gram_schmidt_fuse(world.guidance, world.degraded)[:, index])
-                outputs["bilinear"].append(bilinear_fuse(world.guidance, world.degraded)[:, index])
+                degraded: dict[str, Tensor] = dict(world.degraded.items())
+                outputs["gs"].append(gram_schmidt_fuse(world.guidance, degraded)[:, index])
+                outputs["bilinear"].append(bilinear_fuse(world.guidance, degraded)[:, index])
                 targets.append(world.target)
             target = torch.cat(targets)
             for method in _METHODS:
@@ -329,14 +330,14 @@ def build_net(
 
     path = resolve(init, "fusion")
     loaded = load_weights(path)
-    if loaded.kind != "fusion":
+    if loaded.kind != "fusion" or not isinstance(loaded.config, FusionConfig):
         raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not a fusion model")
     if loaded.config != config.model:
         report(
             f"--init {init}: using its architecture ({loaded.config.arch}) "
             "instead of the config's [model]"
         )
-        config = replace(config, model=loaded.config)  # type: ignore[arg-type]
+        config = replace(config, model=loaded.config)
     net = load_network(loaded, origin=str(path))
     assert isinstance(net, FusionNetwork)
     return net, config

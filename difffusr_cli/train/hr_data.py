@@ -32,7 +32,7 @@ from difffusr_cli.bands import OUTPUT_GSD
 from difffusr_cli.errors import InputError
 
 HRKind = Literal["sen2naip", "worldstrat", "folder"]
-HR_KINDS: tuple[str, ...] = ("sen2naip", "worldstrat", "folder")
+HR_KINDS: tuple[HRKind, ...] = ("sen2naip", "worldstrat", "folder")
 
 #: File suffixes read as high-resolution images.
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -126,7 +126,7 @@ class HRDataset:
 
 
 def open_hr_dataset(
-    kind: HRKind,
+    kind: str,
     data_dir: str | os.PathLike[str] | None,
     *,
     min_size: int,
@@ -152,7 +152,8 @@ def open_hr_dataset(
             than 3 bands or no known pixel size, a pixel size coarser than 2.5 m, no image large
             enough, or the Hub cannot be reached.
     """
-    if kind not in HR_KINDS:
+    layout = next((known for known in HR_KINDS if known == kind), None)
+    if layout is None:
         raise InputError(f"--data {kind!r}: expected one of {', '.join(HR_KINDS)}")
     if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
         raise InputError(f"--gsd must be a positive number of metres, got {gsd}")
@@ -169,11 +170,11 @@ def open_hr_dataset(
         )
     else:
         root = Path(data_dir).expanduser()
-    files = _find_image_files(kind, root)
+    files = _find_image_files(layout, root)
     images: list[HRImage] = []
     skipped: list[str] = []
     for path in files:
-        image = _probe_hr(path, kind, gsd, value_scale)
+        image = _probe_hr(path, layout, gsd, value_scale)
         if min(image.width, image.height) < min_size:
             skipped.append(
                 f"{path.name}: {image.width}×{image.height} px at {OUTPUT_GSD} m, smaller than the "
@@ -187,7 +188,7 @@ def open_hr_dataset(
             "m "
             f"(first: {skipped[0]}); use a smaller --patch-size or a finer --gsd"
         )
-    return HRDataset(kind=kind, root=root, images=tuple(images), skipped=tuple(skipped))
+    return HRDataset(kind=layout, root=root, images=tuple(images), skipped=tuple(skipped))
 
 
 def _find_image_files(kind: str, root: Path) -> list[Path]:

@@ -41,6 +41,7 @@ from difffusr_cli.degrade import (
     sample_gamma,
 )
 from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.models.config import SRConfig
 from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import common
 from difffusr_cli.train.common import Reporter, RunDir, Stage, StepProgress, TrainResult
@@ -274,14 +275,14 @@ def build_model(
 
     path = resolve(init, "rgb")
     loaded = load_weights(path)
-    if loaded.kind != "rgb":
+    if loaded.kind != "rgb" or not isinstance(loaded.config, SRConfig):
         raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not an RGB model")
     if loaded.config != config.model:
         report(f"--init {init}: using its architecture instead of the config's [model]")
-        config = replace(config, model=loaded.config)  # type: ignore[arg-type]
-    model = load_network(loaded, origin=str(path))
-    assert isinstance(model, DiffusionSR)
-    return model, config
+        config = replace(config, model=loaded.config)
+    network = load_network(loaded, origin=str(path))
+    assert isinstance(network, DiffusionSR)
+    return network, config
 
 
 def train_rgb(
