@@ -33,7 +33,7 @@ from difffusr_cli import bands
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
 from difffusr_cli.degrade import upsample_bilinear, wald_degrade
 from difffusr_cli.errors import InputError, WeightsError
-from difffusr_cli.models.config import FusionConfig
+from difffusr_cli.models.config import FusionArch, FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
 from difffusr_cli.train.common import (
@@ -134,11 +134,11 @@ class FusionTrainConfig(common.ModelTrainConfig):
         require(self.grad_clip >= 0, "grad_clip must be >= 0")
 
 
-def _preset(arch: str, size: str) -> dict[str, Any]:
+def _preset(arch: FusionArch, size: str) -> dict[str, Any]:
     if size == "large":
         model = FusionConfig.large_mtf() if arch == "mtf" else FusionConfig.large_rrdb()
         return FusionTrainConfig(model=model).to_dict()
-    model = FusionConfig(arch, 16, 2, 8)  # type: ignore[arg-type]
+    model = FusionConfig(arch, 16, 2, 8)
     return FusionTrainConfig(
         model=model,
         batch_size=4,
@@ -150,7 +150,7 @@ def _preset(arch: str, size: str) -> dict[str, Any]:
     ).to_dict()
 
 
-def presets(arch: str) -> dict[str, Any]:
+def presets(arch: FusionArch) -> dict[str, Any]:
     """``--config`` presets for ``arch``: ``large`` (the authors' sizes), ``small`` (CPU-sized)."""
     return {"large": lambda: _preset(arch, "large"), "small": lambda: _preset(arch, "small")}
 
@@ -165,8 +165,11 @@ def resolve_config(
     ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
     """
     overrides = dict(overrides)
+    layout: FusionArch = "rrdb"
     if arch is not None:
-        if arch not in ("rrdb", "mtf"):
+        if arch == "mtf":
+            layout = "mtf"
+        elif arch != "rrdb":
             raise InputError(f"--arch {arch!r}: expected rrdb or mtf")
         overrides["model.arch"] = arch
     if run is not None:
@@ -174,9 +177,7 @@ def resolve_config(
         return FusionTrainConfig.from_mapping(
             common.apply_overrides(base, overrides), str(run.config_file)
         )
-    return common.load_config(
-        spec, presets(arch or "rrdb"), overrides, FusionTrainConfig.from_mapping
-    )
+    return common.load_config(spec, presets(layout), overrides, FusionTrainConfig.from_mapping)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,12 +24,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from difffusr_cli.bands import OUTPUT_GSD
 from difffusr_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
 
 HRKind = Literal["sen2naip", "worldstrat", "folder"]
 HR_KINDS: tuple[HRKind, ...] = ("sen2naip", "worldstrat", "folder")
@@ -236,15 +239,16 @@ def _rgb_band_indexes(
     found = {
         c: next((by_name[a] for a in alias if a in by_name), None) for c, alias in aliases.items()
     }
-    if all(found.values()):
-        return found["red"], found["green"], found["blue"]  # type: ignore[return-value]
+    red, green, blue = found["red"], found["green"], found["blue"]
+    if red and green and blue:
+        return red, green, blue
     interp = [getattr(c, "name", str(c)).lower() for c in colorinterp]
     if all(c in interp for c in ("red", "green", "blue")):
         return interp.index("red") + 1, interp.index("green") + 1, interp.index("blue") + 1
     return 1, 2, 3
 
 
-def _file_gsd(dataset: object) -> float | None:
+def _file_gsd(dataset: DatasetReader) -> float | None:
     """The pixel size in metres of a georeferenced raster in a projected metric CRS, else None."""
     crs = getattr(dataset, "crs", None)
     if crs is None or not crs.is_projected:
@@ -252,7 +256,7 @@ def _file_gsd(dataset: object) -> float | None:
     units = (crs.linear_units or "").lower()
     if units not in ("metre", "meter", "m", "metres", "meters"):
         return None
-    res_x, res_y = dataset.res  # type: ignore[attr-defined]
+    res_x, res_y = dataset.res
     return float(math.sqrt(abs(res_x * res_y)))
 
 

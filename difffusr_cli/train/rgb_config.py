@@ -98,7 +98,7 @@ class RGBTrainConfig(common.ModelTrainConfig):
         )
         DegradationSettings(
             kernel_size=self.kernel_size,
-            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
+            sigma_range=(*self.blur_sigma,),
             noise_max=self.noise_max,
         )
 
@@ -106,7 +106,7 @@ class RGBTrainConfig(common.ModelTrainConfig):
         """The degradation ranges (isotropic for validation)."""
         return DegradationSettings(
             kernel_size=self.kernel_size,
-            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
+            sigma_range=(*self.blur_sigma,),
             noise_max=self.noise_max,
             scale=SCALE,
             isotropic=isotropic,
