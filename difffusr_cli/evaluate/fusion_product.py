@@ -90,8 +90,7 @@ class ProductFile:
             if lacking:
                 raise InputError(
                     f"{self.path}: no band described as {', '.join(lacking)} (expected the 12 "
-                    "bands "
-                    "B01 … B12 of a difffusr product)"
+                    "bands B01 … B12 of a difffusr product)"
                 )
             self.bidx = [layout[n] for n in BAND_NAMES]
             self.footprint = self._footprint(source)

@@ -128,8 +128,7 @@ def locate_datasets(
         if missing:
             raise InputError(
                 f"--data-dir {data_dir}: missing opensr-test data for {'; '.join(missing)}; "
-                "download them "
-                f"from the Hugging Face dataset {HF_DATASET_REPO} (folder "
+                f"download them from the Hugging Face dataset {HF_DATASET_REPO} (folder "
                 f"{VERSION_FOLDER[version]}/)"
             )
         return found
@@ -142,10 +141,8 @@ def locate_datasets(
     if missing and _hub_offline():
         raise InputError(
             f"opensr-test data for {', '.join(missing)} not in {cache} and HF_HUB_OFFLINE is set; "
-            "pass "
-            f"--data-dir DIR holding {', '.join(m + '.pkl' for m in missing)} (Hugging Face "
-            "dataset "
-            f"{HF_DATASET_REPO}, folder {VERSION_FOLDER[version]}/)"
+            f"pass --data-dir DIR holding {', '.join(m + '.pkl' for m in missing)} "
+            f"(Hugging Face dataset {HF_DATASET_REPO}, folder {VERSION_FOLDER[version]}/)"
         )
     return found
 
@@ -178,8 +175,7 @@ def load_dataset(name: str, path: Path | None, version: str, opensr_test: Any) -
     ) as exc:
         raise InputError(
             f"{where}: not a readable opensr-test pickle ({type(exc).__name__}: {exc}); delete it "
-            "and "
-            "download it again"
+            "and download it again"
         ) from exc
     except OSError as exc:  # requests' errors are OSErrors too
         raise InputError(
