@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, cast
 
 import typer
 
@@ -28,21 +28,31 @@ def eval_opensr(
         Optional[str],
         typer.Option(
             "--rgb-model",
-            help="RGB weights NAME or PATH, or `bicubic` for the zero-parameter stand-in (default: the default RGB model).",
+            help=(
+                "RGB weights NAME or PATH, or `bicubic` for the zero-parameter stand-in (default: "
+                "the default RGB model)."
+            ),
         ),
     ] = None,
     dataset: Annotated[
         Optional[list[str]],
         typer.Option(
             "--dataset",
-            help="Datasets: naip, spot, spain_crops, spain_urban, venus (repeat or comma-separate; default: the four ×4 ones).",
+            help=(
+                "Datasets: naip, spot, spain_crops, spain_urban, venus (repeat or comma-separate; "
+                "default: the four ×4 ones)."
+            ),
         ),
     ] = None,
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
             "--data-dir",
-            help="Folder with <dataset>.pkl (opensr-test's layout) or the Hugging Face repo's <version>/<dataset>/<dataset>.pkl. Default: opensr-test's cache, downloaded when online.",
+            help=(
+                "Folder with <dataset>.pkl (opensr-test's layout) or the Hugging Face repo's "
+                "<version>/<dataset>/<dataset>.pkl. Default: opensr-test's cache, downloaded when "
+                "online."
+            ),
         ),
     ] = None,
     data_version: Annotated[
@@ -52,7 +62,10 @@ def eval_opensr(
         Optional[list[str]],
         typer.Option(
             "--distance",
-            help="Correctness distances: nd, lpips, clip (default: all; nd is always scored, lpips/clip are skipped with a warning when unavailable).",
+            help=(
+                "Correctness distances: nd, lpips, clip (default: all; nd is always scored, "
+                "lpips/clip are skipped with a warning when unavailable)."
+            ),
         ),
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 20,
@@ -89,14 +102,20 @@ def eval_opensr(
     """Score an RGB model on the OpenSR-test benchmark with the opensr-test package's metrics."""
     import json
 
+    from difffusr_cli.cli.eval_tables import print_opensr_report
+    from difffusr_cli.cli.run_bars import image_bars
     from difffusr_cli.evaluate import opensr, opensr_report
+    from difffusr_cli.evaluate.opensr_data import DataVersion
 
+    # The user's words, typed as the choices they must be: OpenSRConfig refuses anything else
+    # with a message naming the flag.
+    distances = cast("tuple[opensr.Distance, ...]", tuple(_split_names(distance)))
     config = opensr.OpenSRConfig(
         rgb_model=rgb_model,
         datasets=tuple(_split_names(dataset)) or opensr.DEFAULT_DATASETS,
         data_dir=data_dir,
-        data_version=data_version,  # type: ignore[arg-type] - validated by OpenSRConfig
-        distances=tuple(_split_names(distance)) or opensr.DISTANCES,  # type: ignore[arg-type]
+        data_version=cast("DataVersion", data_version),
+        distances=distances or opensr.DISTANCES,
         steps=steps,
         seed=seed,
         device=device,
@@ -107,25 +126,35 @@ def eval_opensr(
     label = config.model_label
     target = opensr_report.results_csv_path(csv_path, label, overwrite=overwrite)
     others = opensr_report.load_comparisons(compare or [], label)
-    report = opensr.evaluate_opensr(
-        config, progress=True, warn=lambda line: typer.echo(f"warning: {line}", err=True)
-    )
+    with image_bars() as progress:
+        report = opensr.evaluate_opensr(
+            config, progress=progress, warn=lambda line: typer.echo(f"warning: {line}", err=True)
+        )
     opensr_report.write_rows_csv(report.rows, target)
     ranking = opensr_report.rank_models(report, others, config.datasets)
     if json_output:
         typer.echo(json.dumps(opensr_report.report_json(report, ranking, target), indent=1))
         return
-    opensr_report.print_report(report, ranking)
+    print_opensr_report(report, ranking)
     typer.echo(f"per-image results: {target}")
 
 
-@eval_app.command("fusion")
+@eval_app.command(
+    "fusion",
+    help=(
+        "Score fusion against Gram–Schmidt and bilinear: Wald's protocol (--data) or a product's "
+        "consistency (--product/--source)."
+    ),
+)
 def eval_fusion(
     data: Annotated[
         Optional[list[Path]],
         typer.Option(
             "--data",
-            help="Wald mode: Sentinel-2 products (SAFE, COG folder, STAC item, stacked GeoTIFF); repeat for several.",
+            help=(
+                "Wald mode: Sentinel-2 products (SAFE, COG folder, STAC item, stacked GeoTIFF); "
+                "repeat for several."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -149,7 +178,10 @@ def eval_fusion(
         Optional[str],
         typer.Option(
             "--fusion-model",
-            help="Fusion weights NAME or PATH (Wald mode; default: the manifest's default, whose absence only marks the net row missing).",
+            help=(
+                "Fusion weights NAME or PATH (Wald mode; default: the manifest's default, whose "
+                "absence only marks the net row missing)."
+            ),
         ),
     ] = None,
     no_net: Annotated[
@@ -185,7 +217,10 @@ def eval_fusion(
         Literal["regression", "mean"],
         typer.Option(
             "--gs-pan",
-            help="Gram–Schmidt synthetic pan: regression (GSA, as superres --fusion gs) or mean (classic GS).",
+            help=(
+                "Gram–Schmidt synthetic pan: regression (GSA, as superres --fusion gs) or mean "
+                "(classic GS)."
+            ),
         ),
     ] = "regression",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -217,27 +252,33 @@ def eval_fusion(
         Optional[Path],
         typer.Option(
             "--plot",
-            help="Write quicklook PNGs (true colour, SWIR false colour) of the central block to DIR.",
+            help=(
+                "Write quicklook PNGs (true colour, SWIR false colour) of the central block to DIR."
+            ),
             metavar="DIR",
             show_default=False,
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Score fusion against Gram–Schmidt and bilinear: Wald's protocol (--data) or a product's consistency (--product/--source)."""
+    """Score fusion against Gram–Schmidt and bilinear (Wald's protocol or a product's check)."""
     import json
 
+    from difffusr_cli.cli.eval_tables import print_fusion_report
+    from difffusr_cli.cli.run_bars import block_bars
     from difffusr_cli.errors import InputError
     from difffusr_cli.evaluate import fusion, fusion_product, fusion_report, fusion_wald
     from difffusr_cli.io.writer import check_output_path
 
     if bool(data) == (product is not None or source is not None):
         raise InputError(
-            "give --data SCENE (Wald mode) or --product FILE --source SCENE (product mode), not both or neither"
+            "give --data SCENE (Wald mode) or --product FILE --source SCENE (product mode), not "
+            "both or neither"
         )
     if product is not None and (source is None or fusion_model is not None or no_net):
         raise InputError(
-            "product mode needs --product and --source, and takes no --fusion-model/--no-net (the product holds the nets' output)"
+            "product mode needs --product and --source, and takes no --fusion-model/--no-net (the "
+            "product holds the nets' output)"
         )
     if source is not None and product is None:
         raise InputError("--source needs --product")
@@ -255,7 +296,7 @@ def eval_fusion(
     )
     if csv_path is not None:
         check_output_path(csv_path, overwrite=overwrite)
-    with fusion_report.block_progress(not quiet) as progress:
+    with block_bars(not quiet) as progress:
         if data:
             report = fusion_wald.evaluate_wald(
                 data, options, progress=progress, quicklooks=plot is not None
@@ -271,12 +312,13 @@ def eval_fusion(
     if plot is not None:
         from difffusr_cli.evaluate.quicklook import write_quicklooks
 
-        extra["plots"] = [str(p) for p in write_quicklooks(report.quicklooks, plot)]
+        plots = [str(p) for p in write_quicklooks(report.quicklooks, plot)]
+        extra["plots"] = plots
     if json_output:
         typer.echo(json.dumps(fusion_report.report_json(report, extra), indent=1, allow_nan=False))
         return
-    fusion_report.print_report(report)
+    print_fusion_report(report)
     if "csv" in extra:
         typer.echo(f"scores: {extra['csv']}")
     if plot is not None:
-        typer.echo(f"quicklooks: {len(extra['plots'])} PNG files in {plot}")  # type: ignore[arg-type]
+        typer.echo(f"quicklooks: {len(plots)} PNG files in {plot}")

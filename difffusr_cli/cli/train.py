@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from difffusr_cli.train.run_dir import TrainResult
 
 # `difffusr train ...`: thin commands over difffusr_cli.train (docs/training.md).
 train_app = typer.Typer(
@@ -20,14 +23,20 @@ _ConfigOpt = Annotated[
     str,
     typer.Option(
         "--config",
-        help="Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and `train` tables.",
+        help=(
+            "Preset `small` (CPU-sized) or `large` (official), or a TOML file with `model` and "
+            "`train` tables."
+        ),
     ),
 ]
 _SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--set",
-        help="Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set model.nf=32 (repeatable).",
+        help=(
+            "Override any hyperparameter: KEY=VALUE, e.g. --set train.lr=2e-4 or --set "
+            "model.nf=32 (repeatable)."
+        ),
     ),
 ]
 _OutOpt = Annotated[
@@ -74,10 +83,10 @@ def _train_overrides(sets: Optional[list[str]], **flags: object) -> dict[str, ob
     return overrides
 
 
-def _print_result(result: object) -> None:
-    typer.echo(f"trained {result.step} step(s) ({result.epoch} epoch(s)); last: {result.last}")  # type: ignore[attr-defined]
-    if result.best is not None:  # type: ignore[attr-defined]
-        typer.echo(f"best: {result.best} (validation {result.best_metric:.4g})")  # type: ignore[attr-defined]
+def _print_result(result: TrainResult) -> None:
+    typer.echo(f"trained {result.step} step(s) ({result.epoch} epoch(s)); last: {result.last}")
+    if result.best is not None:
+        typer.echo(f"best: {result.best} (validation {result.best_metric:.4g})")
 
 
 @train_app.command("rgb")
@@ -101,7 +110,10 @@ def train_rgb_command(
         Optional[float],
         typer.Option(
             "--gsd",
-            help="Pixel size of the images in metres (default: their georeferencing); resampled to 2.5 m.",
+            help=(
+                "Pixel size of the images in metres (default: their georeferencing); resampled to "
+                "2.5 m."
+            ),
         ),
     ] = None,
     value_scale: Annotated[
@@ -134,6 +146,7 @@ def train_rgb_command(
     progress: _ProgressOpt = True,
 ) -> None:
     """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
+    from difffusr_cli.cli.run_bars import step_bar
     from difffusr_cli.train import rgb
     from difffusr_cli.train.hr_data import open_hr_dataset
     from difffusr_cli.train.run_dir import RunDir
@@ -153,22 +166,22 @@ def train_rgb_command(
         data,
         data_dir,
         min_size=settings.patch_size,
-        gsd=gsd,  # type: ignore[arg-type]
+        gsd=gsd,
         value_scale=value_scale,
         hub_repo=hub_repo,
     )
-    _print_result(
-        rgb.train_rgb(
+    with step_bar(progress) as advance:
+        result = rgb.train_rgb(
             settings,
             dataset,
             run,
             device=device,
             init=init,
             resume=resume,
-            progress=progress,
+            progress=advance,
             report=typer.echo,
         )
-    )
+    _print_result(result)
 
 
 @train_app.command("fusion")
@@ -177,7 +190,10 @@ def train_fusion_command(
         list[Path],
         typer.Option(
             "--data-dir",
-            help="Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a .txt list (repeatable).",
+            help=(
+                "Sentinel-2 product(s): SAFE, COG folder, STAC item, a folder of products, or a "
+                ".txt list (repeatable)."
+            ),
         ),
     ],
     out: _OutOpt,
@@ -206,6 +222,7 @@ def train_fusion_command(
     progress: _ProgressOpt = True,
 ) -> None:
     """Train the three fusion nets on Sentinel-2 products (Wald protocol)."""
+    from difffusr_cli.cli.run_bars import step_bar
     from difffusr_cli.train import fusion
     from difffusr_cli.train.data import open_s2_products
     from difffusr_cli.train.run_dir import RunDir
@@ -226,18 +243,18 @@ def train_fusion_command(
         max_nodata=settings.max_nodata,
         val_fraction=settings.val_fraction,
     )
-    _print_result(
-        fusion.train_fusion(
+    with step_bar(progress) as advance:
+        result = fusion.train_fusion(
             settings,
             sampler,
             run,
             device=device,
             init=init,
             resume=resume,
-            progress=progress,
+            progress=advance,
             report=typer.echo,
         )
-    )
+    _print_result(result)
 
 
 @train_app.command("export")

@@ -53,7 +53,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from rasterio.windows import Window
@@ -64,6 +64,7 @@ from difffusr_cli.bands import (
     GROUPS,
     RGB,
     SCALE,
+    GroupName,
 )
 from difffusr_cli.degrade import WALD_NYQUIST_GAIN, wald_sigma
 from difffusr_cli.errors import InputError, WeightsError
@@ -77,6 +78,9 @@ from difffusr_cli.evaluate.running_scores import (
 from difffusr_cli.fusion_baselines import SyntheticPan
 from difffusr_cli.metrics import DATA_RANGE, ScoreTable
 from difffusr_cli.tiling import round_up
+
+if TYPE_CHECKING:
+    from difffusr_cli.io.scene import Scene
 
 EvalMode = Literal["wald", "product"]
 #: ``(rgb (1, 3, H, W), groups, valid (1, H, W) bool) -> (1, 12, H, W)`` reflectance, product order.
@@ -264,11 +268,35 @@ def load_nets(options: FusionEvalOptions, device: torch.device) -> NetChoice:
             raise
         return NetChoice(None, 0, name, f"no fusion weights could be loaded: {exc}")
     return NetChoice(
-        fuse=lambda rgb, groups, valid: predictor(rgb, groups),
+        fuse=lambda rgb, groups, valid: predictor(rgb, by_group(groups)),
         reach=int(predictor.net.receptive_radius),
         detail=name,
         reason=None,
     )
+
+
+def by_group(groups: Mapping[str, Tensor]) -> dict[GroupName, Tensor]:
+    """``groups`` keyed by :data:`~difffusr_cli.bands.GroupName`, in product order.
+
+    Args:
+        groups: ``10m``/``20m``/``60m`` → ``(1, C, h, w)`` reflectance on the group's grid.
+
+    Raises:
+        KeyError: a group is missing.
+    """
+    return {group: groups[group] for group in GROUPS}
+
+
+def as_group(name: str) -> GroupName:
+    """``name`` as a :data:`~difffusr_cli.bands.GroupName`.
+
+    Raises:
+        ValueError: ``name`` is not ``10m``, ``20m`` or ``60m``.
+    """
+    for group in GROUPS:
+        if group == name:
+            return group
+    raise ValueError(f"{name!r} is not a band group; expected one of {', '.join(GROUPS)}")
 
 
 def baselines(gs_pan: SyntheticPan) -> dict[str, FuseFn]:
@@ -306,11 +334,12 @@ def default_halo(mode: EvalMode, net_reach: int) -> int:
 
 
 def wald_min_clean_side(group: str) -> int:
-    """Side, in 10 m pixels, of the nodata-free area a scored pixel of ``group`` needs around it
-    in Wald mode: its degraded cell and the 8 neighbouring cells (bilinear upsampling), widened
+    """Side, in 10 m pixels, of the nodata-free area a scored pixel of ``group`` needs in Wald mode.
+
+    That is its degraded cell and the 8 neighbouring cells (bilinear upsampling), widened
     by the blur's reach on each side (the clean-cell test of the module docstring).
     """
-    ratio = GROUP_RATIO[group]
+    ratio = GROUP_RATIO[as_group(group)]
     return ratio * (3 * WALD_FACTOR + 2 * wald_blur_reach())
 
 
@@ -342,15 +371,33 @@ class ScoreAccumulators:
         }
 
     def update(
-        self, method: str, group: str, pred: Tensor, ref: Tensor, scored: Tensor, data_valid: Tensor
+        self,
+        method: str,
+        group: GroupName,
+        pred: Tensor,
+        ref: Tensor,
+        scored: Tensor,
+        data_valid: Tensor,
     ) -> None:
+        """Add one block of ``method``'s prediction for ``group``.
+
+        Args:
+            method: one of :attr:`methods`.
+            group: ``10m``, ``20m`` or ``60m``.
+            pred: ``(C, H, W)`` predicted reflectance of the group's ``C`` bands, native grid.
+            ref: ``(C, H, W)`` reference reflectance on the same grid.
+            scored: ``(H, W)`` bool, the pixels this block counts (valid, inside its core).
+            data_valid: ``(H, W)`` bool, the pixels holding data in both images.
+        """
         self.by_method[method][group].update(pred, ref, scored, data_valid)
 
     def pixels(self) -> dict[str, int]:
+        """Group → the number of scored pixels so far (the same for every method)."""
         first = self.by_method[self.methods[0]]
         return {g: first[g].count for g in GROUPS}
 
     def table(self, method: str) -> ScoreTable:
+        """The scores of ``method`` over every block added: per band, per group and overall."""
         per_band = {}
         for acc in self.by_method[method].values():
             per_band.update(acc.scores())
@@ -379,7 +426,7 @@ def _mean_results(products: Sequence[ProductResult]) -> tuple[MethodResult, ...]
         return None
     means = []
     for i, first in enumerate(products[0].methods):
-        tables = [p.methods[i].table for p in products if p.methods[i].table is not None]
+        tables = [t for p in products if (t := p.methods[i].table) is not None]
         if tables:
             means.append(MethodResult(first.method, mean_over_images(tables), None, first.detail))
         else:
@@ -393,10 +440,10 @@ ProgressFn = Callable[[str, int, int], None]
 # -- Wald mode ----------------------------------------------------------------------------------
 
 
-def region_label(options: FusionEvalOptions, scene: object) -> str:
+def region_label(options: FusionEvalOptions, scene: Scene) -> str:
     """How the user named the evaluated area, for error messages."""
     if options.window is not None:
         return f"--window {' '.join(map(str, options.window))}"
     if options.bbox is not None:
         return f"--bbox {' '.join(f'{v:g}' for v in options.bbox)}"
-    return str(scene.path)  # type: ignore[attr-defined]
+    return str(scene.path)

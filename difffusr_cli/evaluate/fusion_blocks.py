@@ -46,8 +46,9 @@ class Block:
 
 
 def plan_blocks(region: Window, block: int, halo: int) -> list[Block]:
-    """Cover ``region`` with square cores of ``block`` pixels (the last row/column shorter), each
-    widened by ``halo`` and clipped to the region. All values in 10 m pixels.
+    """Cover ``region`` with square cores of ``block`` pixels (the last row/column shorter).
+
+    Each core is widened by ``halo`` and clipped to the region. All values in 10 m pixels.
     """
     col0, row0 = int(region.col_off), int(region.row_off)
     width, height = int(region.width), int(region.height)
@@ -115,7 +116,8 @@ def repeat_cells(mask: Tensor, factor: int) -> Tensor:
 
 
 def clean_cells(valid: Tensor, factor: int, reach: int) -> Tensor:
-    """Degraded cells whose bilinear neighbourhood was computed from valid pixels only:
+    """Degraded cells whose bilinear neighbourhood was computed from valid pixels only.
+
     ``(H, W)`` bool → ``(H/f, W/f)`` bool.
 
     A cell is computed cleanly when no invalid pixel lies within ``reach`` pixels (the blur's

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ from difffusr_cli.evaluate.quicklook import QUICKLOOK_BANDS, Quicklook
 from difffusr_cli.metrics import DATA_RANGE
 from difffusr_cli.tiling import fill_invalid, round_up
 
+if TYPE_CHECKING:
+    from difffusr_cli.io.scene import Scene
+
 
 class ProductFile:
     """A 12-band 2.5 m product read by windows of its source scene's 10 m grid.
@@ -71,7 +75,7 @@ class ProductFile:
         InputError: unreadable file, bands missing, or a grid that does not nest the source's.
     """
 
-    def __init__(self, path: str | Path, source: object) -> None:
+    def __init__(self, path: str | Path, source: Scene) -> None:
         from difffusr_cli.io.geotiff import described_bands, open_raster
 
         self.path = Path(path)
@@ -85,8 +89,8 @@ class ProductFile:
             lacking = [n for n in BAND_NAMES if n not in layout]
             if lacking:
                 raise InputError(
-                    f"{self.path}: no band described as {', '.join(lacking)} (expected the 12 bands "
-                    "B01 … B12 of a difffusr product)"
+                    f"{self.path}: no band described as {', '.join(lacking)} (expected the 12 "
+                    "bands B01 … B12 of a difffusr product)"
                 )
             self.bidx = [layout[n] for n in BAND_NAMES]
             self.footprint = self._footprint(source)
@@ -95,12 +99,12 @@ class ProductFile:
             self.dataset.close()
             raise
 
-    def _footprint(self, source: object) -> Window:
+    def _footprint(self, source: Scene) -> Window:
         """The product's extent as a window of the source's 10 m grid (whole 10 m pixels)."""
-        t, st = self.dataset.transform, source.transform  # type: ignore[attr-defined]
-        where = f"{self.path} does not nest the 10 m grid of {source.path}"  # type: ignore[attr-defined]
-        if self.dataset.crs != source.crs:  # type: ignore[attr-defined]
-            raise InputError(f"{where}: CRS {self.dataset.crs} differs from {source.crs}")  # type: ignore[attr-defined]
+        t, st = self.dataset.transform, source.transform
+        where = f"{self.path} does not nest the 10 m grid of {source.path}"
+        if self.dataset.crs != source.crs:
+            raise InputError(f"{where}: CRS {self.dataset.crs} differs from {source.crs}")
         if (
             t.b != 0
             or t.d != 0
@@ -121,18 +125,19 @@ class ProductFile:
             round(col), round(row), self.dataset.width // SCALE, self.dataset.height // SCALE
         )
 
-    def _radiometry(self, source: object) -> tuple[np.ndarray, np.ndarray, str]:
+    def _radiometry(self, source: Scene) -> tuple[np.ndarray, np.ndarray, str]:
         from difffusr_cli.io.geotiff import file_scale_offset
 
         declared = [file_scale_offset(self.dataset, b) for b in self.bidx]
         floating = np.issubdtype(np.dtype(self.dataset.dtypes[0]), np.floating)
-        if all(d is not None for d in declared):
-            scale = np.array([d[0] for d in declared], dtype=np.float32)  # type: ignore[index]
-            offset = np.array([d[1] for d in declared], dtype=np.float32)  # type: ignore[index]
+        pairs = [d for d in declared if d is not None]
+        if len(pairs) == len(declared):
+            scale = np.array([d[0] for d in pairs], dtype=np.float32)
+            offset = np.array([d[1] for d in pairs], dtype=np.float32)
             return scale, offset, "the product's band scale/offset metadata"
         if floating:
             return np.ones(12, np.float32), np.zeros(12, np.float32), "float reflectance"
-        radiometry = source.radiometry  # type: ignore[attr-defined]
+        radiometry = source.radiometry
         scale = np.array([radiometry.scale[n] for n in BAND_NAMES], dtype=np.float32)
         offset = np.array([radiometry.offset[n] for n in BAND_NAMES], dtype=np.float32)
         return scale, offset, "no scale/offset metadata: the source scene's convention"
@@ -169,6 +174,7 @@ class ProductFile:
         return data, valid
 
     def close(self) -> None:
+        """Close the GeoTIFF."""
         self.dataset.close()
 
     def __enter__(self) -> ProductFile:  # noqa: PYI034 - as Scene
@@ -179,7 +185,7 @@ class ProductFile:
 
 
 def _product_block(
-    scene: object,
+    scene: Scene,
     product: ProductFile,
     block: Block,
     fusers: Mapping[str, FuseFn],
@@ -230,9 +236,10 @@ def _product_block(
         keep["valid"] = crop_core(product_valid[None], block, SCALE)[0].numpy()
 
 
-def _product_region(scene: object, product: ProductFile, options: FusionEvalOptions) -> Window:
-    """The evaluated window: the product's footprint ∩ the scene ∩ ``--window``/``--bbox``,
-    shrunk to whole 60 m pixels of the scene's grid.
+def _product_region(scene: Scene, product: ProductFile, options: FusionEvalOptions) -> Window:
+    """The evaluated window, shrunk to whole 60 m pixels of the scene's grid.
+
+    It is the product's footprint ∩ the scene ∩ ``--window``/``--bbox``.
     """
     from difffusr_cli.superres import resolve_region
 
@@ -247,7 +254,7 @@ def _product_region(scene: object, product: ProductFile, options: FusionEvalOpti
     if col1 <= col0 or row1 <= row0:
         raise InputError(
             f"{product.path} and {region_label(options, scene)} share no whole 60 m pixel of "
-            f"{scene.path}"  # type: ignore[attr-defined]
+            f"{scene.path}"
         )
     return Window(col0, row0, col1 - col0, row1 - row0)
 
@@ -260,8 +267,10 @@ def evaluate_product(
     progress: ProgressFn | None = None,
     quicklooks: bool = False,
 ) -> FusionReport:
-    """The no-reference check: a 2.5 m product area-averaged to each band's native grid against
-    its source, next to Gram–Schmidt and bilinear fusions of the source guided by the product's RGB.
+    """The no-reference check of a 2.5 m product against its source.
+
+    The product is area-averaged to each band's native grid and scored against its source, next to
+    Gram–Schmidt and bilinear fusions of the source guided by the product's RGB.
 
     Args:
         product_path: the 12-band GeoTIFF of ``difffusr superres``.
@@ -294,7 +303,7 @@ def evaluate_product(
             label = product.path.stem
             keep: dict[str, np.ndarray] | None = None
             for i, block in enumerate(blocks):
-                keep_this = {} if quicklooks and i == centre else None
+                keep_this: dict[str, np.ndarray] | None = {} if quicklooks and i == centre else None
                 _product_block(scene, product, block, fusers, acc, device, keep_this)
                 if keep_this is not None:
                     keep = keep_this
@@ -316,7 +325,8 @@ def evaluate_product(
                 "protocol": "product",
                 "source": str(scene.path),
                 "product_radiometry": product.radiometry,
-                "reference": "the source's bands on their native grids; the product area-averaged onto them",
+                "reference": "the source's bands on their native grids; the product area-averaged "
+                "onto them",
                 "ergas_ratio": {g: SCALE * GROUP_RATIO[g] for g in GROUPS},
                 "data_range": DATA_RANGE,
                 "block": block_size,
@@ -324,7 +334,7 @@ def evaluate_product(
                 "gs_pan": options.gs_pan,
                 "device": str(device),
             }
-    kept = ()
+    kept: tuple[Quicklook, ...] = ()
     if keep is not None:
         panels = {
             "input": keep[BILINEAR],

@@ -1,12 +1,14 @@
-"""Outputs of ``eval fusion``: the terminal tables (rich), the CSV, the ``--json`` object, and the
-progress bar over blocks.
+"""Outputs of ``eval fusion`` as plain data.
+
+The CSV, the ``--json`` object, and the cell texts of the terminal tables (drawn by
+:mod:`difffusr_cli.cli.eval_tables`).
 
 CSV: one row per (product, method, scope), scope ``overall`` (name ``all``), ``group`` (``10m``,
 ``20m``, ``60m``) or ``band`` (``B01`` …); a method that could not run has one ``overall`` row
 with ``status`` = ``missing``, empty metrics and the ``reason``. A scope without scored pixels
 (a group the area is too small for, and then ``all``) has ``status`` = ``not-scored``, empty
-metrics and the reason in words. Several products add rows whose product is ``mean``. Non-finite values are written ``inf`` / ``nan`` (Python's ``float()`` reads
-them back).
+metrics and the reason in words. Several products add rows whose product is ``mean``.
+Non-finite values are written ``inf`` / ``nan`` (Python's ``float()`` reads them back).
 
 JSON: ``{"mode", "settings", "products": [{"label", "path", "region", "pixels", "not_scored",
 "methods": {method: {"status", "reason", "detail", "overall", "groups", "bands"}}}], "mean",
@@ -20,15 +22,13 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from difffusr_cli.bands import GROUPS
 from difffusr_cli.errors import OutputError
-from difffusr_cli.evaluate.fusion import FusionReport, MethodResult, ProgressFn
+from difffusr_cli.evaluate.fusion import FusionReport, MethodResult
 from difffusr_cli.metrics import METRIC_NAMES, Scores, ScoreTable
 
 #: CSV columns, in order.
@@ -44,7 +44,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "reason",
     "detail",
 )
-_HEADERS = {
+#: Column titles of the metrics in the terminal tables.
+METRIC_HEADERS: dict[str, str] = {
     "r2": "R²",
     "cc": "CC",
     "ssim": "SSIM",
@@ -52,7 +53,15 @@ _HEADERS = {
     "mse": "MSE",
     "ergas": "ERGAS",
 }
-_BETTER = {"r2": "↑", "cc": "↑", "ssim": "↑", "psnr": "↑", "mse": "↓", "ergas": "↓"}
+#: The direction that is better, per metric (``↑``: larger).
+METRIC_BETTER: dict[str, str] = {
+    "r2": "↑",
+    "cc": "↑",
+    "ssim": "↑",
+    "psnr": "↑",
+    "mse": "↓",
+    "ergas": "↓",
+}
 
 
 def format_metric(metric: str, value: float) -> str:
@@ -229,141 +238,3 @@ def report_json(report: FusionReport, extra: dict[str, Any] | None = None) -> di
     }
     out.update(extra or {})
     return out
-
-
-def _console(console: Any) -> Any:
-    from rich.console import Console
-
-    if console is not None:
-        return console
-    # A terminal wraps the cells to fit; a pipe or log file gets each row on one line.
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
-def _table(
-    title: str,
-    methods: tuple[MethodResult, ...],
-    per_band: bool,
-    not_scored: Mapping[str, str],
-) -> Any:
-    """The rich table of ``methods``; scopes in ``not_scored`` show ``—`` (the reason is printed
-    under the table by :func:`_print_not_scored`).
-    """
-    from rich.table import Table
-
-    grid = Table(title=title, title_justify="left")
-    grid.add_column("bands")
-    grid.add_column("method")
-    for metric in METRIC_NAMES:
-        grid.add_column(f"{_HEADERS[metric]} {_BETTER[metric]}", justify="right")
-    scopes: list[tuple[str, str]] = [("all", "overall")] + [(g, "group") for g in GROUPS]
-    if per_band:
-        scopes = [(name, "band") for members in GROUPS.values() for name in members]
-    for i, (name, scope) in enumerate(scopes):
-        for j, result in enumerate(methods):
-            label = name if j == 0 else ""
-            if result.table is None or unscored_reason(not_scored, scope, name) is not None:
-                grid.add_row(
-                    label,
-                    result.method,
-                    *("—" for _ in METRIC_NAMES),
-                    style="dim",
-                    end_section=j == len(methods) - 1 and i < len(scopes) - 1,
-                )
-                continue
-            table = result.table
-            scores = (
-                table.overall
-                if scope == "overall"
-                else table.per_group[name]
-                if scope == "group"
-                else table.per_band[name]
-            )
-            values = scores.as_dict()
-            grid.add_row(
-                label,
-                result.method,
-                *(format_metric(m, values[m]) for m in METRIC_NAMES),
-                end_section=j == len(methods) - 1 and i < len(scopes) - 1,
-            )
-    return grid
-
-
-def _print_not_scored(console: Any, not_scored: Mapping[str, str]) -> None:
-    for scope, reason in not_scored.items():
-        console.print(f"{scope}: {reason}", highlight=False, soft_wrap=True)
-
-
-def print_report(report: FusionReport, console: Any = None) -> None:
-    """The tables on the terminal: overall and per group for every product (and their mean),
-    then per band for the single product or for the mean; missing methods with their reason.
-    """
-    console = _console(console)
-    what = (
-        "Wald protocol: inputs degraded ×4, scored against the native bands"
-        if report.mode == "wald"
-        else "product check: 2.5 m product area-averaged onto the source's native grids"
-    )
-    for product in report.products:
-        pixels = ", ".join(f"{g}: {n}" for g, n in product.pixels.items())
-        console.print(
-            _table(
-                f"{product.label} · {what} · scored pixels {pixels}",
-                product.methods,
-                False,
-                product.not_scored,
-            )
-        )
-        _print_not_scored(console, product.not_scored)
-    last = report.mean if report.mean is not None else report.products[-1].methods
-    last_notes = (
-        mean_not_scored(report) if report.mean is not None else report.products[-1].not_scored
-    )
-    if report.mean is not None:
-        console.print(
-            _table(
-                f"mean of {len(report.products)} products · {what}", report.mean, False, last_notes
-            )
-        )
-        _print_not_scored(console, last_notes)
-    title = (
-        "mean · per band" if report.mean is not None else f"{report.products[-1].label} · per band"
-    )
-    console.print(_table(title, last, True, last_notes))
-    _print_not_scored(console, {g: r for g, r in last_notes.items() if g != "all"})
-    for result in report.products[0].methods:
-        if result.table is None:
-            console.print(
-                f"{result.method}: missing — {result.reason}", highlight=False, soft_wrap=True
-            )
-
-
-@contextmanager
-def block_progress(enabled: bool) -> Iterator[ProgressFn | None]:
-    """A rich progress bar on stderr over the blocks of each product; yields the callback
-    (None when disabled).
-    """
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("blocks"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(label[:40], total=total)
-        progress.update(tasks[label], completed=done)
-
-    with progress:
-        yield update

@@ -1,5 +1,6 @@
-"""``eval fusion --mode wald``: score the fusion methods on Sentinel-2 products degraded by 4
-(Wald's protocol), block by block; the options, results and shared helpers are in
+"""``eval fusion --mode wald``: score fusion on Sentinel-2 products degraded by 4 (Wald).
+
+Wald's protocol, block by block; the options, results and shared helpers are in
 :mod:`difffusr_cli.evaluate.fusion`.
 """
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from torch import Tensor
 from difffusr_cli.bands import (
     GROUP_RATIO,
     GROUPS,
+    GroupName,
     indices,
 )
 from difffusr_cli.degrade import WALD_NYQUIST_GAIN, wald_degrade, wald_sigma
@@ -59,9 +62,12 @@ from difffusr_cli.evaluate.quicklook import QUICKLOOK_BANDS, Quicklook
 from difffusr_cli.metrics import DATA_RANGE
 from difffusr_cli.tiling import fill_invalid
 
+if TYPE_CHECKING:
+    from difffusr_cli.io.scene import Scene
+
 
 def _wald_block(
-    scene: object,
+    scene: Scene,
     block: Block,
     fusers: Mapping[str, FuseFn],
     acc: ScoreAccumulators,
@@ -126,7 +132,7 @@ _GROUP_STATISTICS = frozenset({GRAM_SCHMIDT})
 
 def _statistics_masks(
     native: Mapping[str, tuple[Tensor, Tensor]], scorable: Mapping[str, Tensor]
-) -> dict[str, Tensor]:
+) -> dict[GroupName, Tensor]:
     """Per group, the ``(H, W)`` bool pixels of the 10 m grid its statistics may use.
 
     The group's scorable pixels (its inputs are clean); where the block has none (a small area, a
@@ -134,7 +140,7 @@ def _statistics_masks(
     valid: nodata was filled with block means, so these statistics are still the data's.
     """
     guidance_valid = native["10m"][1]
-    masks = {}
+    masks: dict[GroupName, Tensor] = {}
     for group, ratio in GROUP_RATIO.items():
         mask = scorable[group]
         if not bool(mask.any()):
@@ -147,7 +153,7 @@ def _fuse_with_group_statistics(
     fuse: FuseFn,
     guidance: Tensor,
     inputs: Mapping[str, Tensor],
-    masks: Mapping[str, Tensor],
+    masks: Mapping[GroupName, Tensor],
     device: torch.device,
 ) -> Tensor:
     """``fuse`` with each group's bands taken from a run on that group's statistics mask.
@@ -261,7 +267,7 @@ def evaluate_wald(
             acc = ScoreAccumulators(list(fusers), {g: WALD_FACTOR for g in GROUPS})
             keep: dict[str, np.ndarray] | None = None
             for i, block in enumerate(blocks):
-                keep_this = {} if quicklooks and i == centre else None
+                keep_this: dict[str, np.ndarray] | None = {} if quicklooks and i == centre else None
                 _wald_block(scene, block, fusers, acc, device, keep_this)
                 if keep_this is not None:
                     keep = keep_this
@@ -289,7 +295,10 @@ def evaluate_wald(
 
 
 def _wald_quicklook(label: str, keep: Mapping[str, np.ndarray]) -> Quicklook:
-    panels = {"input": keep[BILINEAR], "gram-schmidt": keep[GRAM_SCHMIDT]}
+    panels: dict[str, np.ndarray | None] = {
+        "input": keep[BILINEAR],
+        "gram-schmidt": keep[GRAM_SCHMIDT],
+    }
     panels["net"] = keep.get(NET)
     panels["reference"] = keep["reference"]
     return Quicklook(label=label, grid="10 m", panels=panels, valid=keep["valid"])

@@ -1,5 +1,6 @@
-"""``difffusr eval opensr``: run an RGB model on the OpenSR-test benchmark and score every image
-with the ``opensr-test`` package's own metrics (never re-implemented here).
+"""``difffusr eval opensr``: run an RGB model on the OpenSR-test benchmark.
+
+Every image is scored with the ``opensr-test`` package's own metrics (never re-implemented here).
 
 The protocol follows SPEC §3 and the DiffFuSR authors' benchmark script (see
 ``docs/evaluation.md``):
@@ -18,10 +19,9 @@ Results, tables, ranks and JSON live in :mod:`difffusr_cli.evaluate.opensr_repor
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -67,6 +67,7 @@ class MetricSettings:
     true_colour: bool = False
 
     def kwargs(self, device: torch.device) -> dict[str, Any]:
+        """The keyword arguments of ``opensr_test.Metrics`` on ``device``."""
         return {
             "device": str(device),
             "agg_method": self.agg_method,
@@ -85,7 +86,10 @@ PROTOCOL: dict[str, MetricSettings] = {
 
 
 class SuperResolver(Protocol):
-    """What ``eval opensr`` needs of a model (``RGBSuperResolver`` and :class:`BicubicUpsampler`)."""
+    """What ``eval opensr`` needs of a model.
+
+    ``RGBSuperResolver`` and :class:`BicubicUpsampler` provide it.
+    """
 
     def super_resolve(
         self, lr: torch.Tensor, steps: int = 20, seed: int | None = None
@@ -141,7 +145,8 @@ class OpenSRConfig:
         unknown = [d for d in self.datasets if d not in DATASET_SCALE]
         if unknown or not self.datasets:
             raise InputError(
-                f"--dataset {', '.join(unknown) or '(none)'}: expected some of {', '.join(DATASET_SCALE)}"
+                f"--dataset {', '.join(unknown) or '(none)'}: expected some of "
+                f"{', '.join(DATASET_SCALE)}"
             )
         if len(set(self.datasets)) != len(self.datasets):
             raise InputError(f"--dataset: {', '.join(self.datasets)} names a dataset twice")
@@ -161,6 +166,7 @@ class OpenSRConfig:
 
     @property
     def model_label(self) -> str:
+        """The model's name in the results: ``label``, else ``rgb_model``, else the default's."""
         if self.label:
             return self.label
         if self.rgb_model is None:
@@ -187,7 +193,10 @@ def perceptual_unavailable(distance: str) -> str | None:
     try:
         package = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
-        return f"{module} cannot be imported ({type(exc).__name__}: {exc}); install lpips/open-clip-torch with a torchvision matching your torch"
+        return (
+            f"{module} cannot be imported ({type(exc).__name__}: {exc}); "
+            "install lpips/open-clip-torch with a torchvision matching your torch"
+        )
     try:
         if distance == "lpips":
             package.LPIPS(net="alex", verbose=False)
@@ -199,7 +208,10 @@ def perceptual_unavailable(distance: str) -> str | None:
 
 
 def build_model(config: OpenSRConfig, device: torch.device) -> SuperResolver:
-    """The bicubic stand-in, or the RGB diffusion model through :func:`difffusr_cli.api.load_rgb_model`."""
+    """The bicubic stand-in, or the RGB diffusion model.
+
+    The model is loaded through :func:`difffusr_cli.api.load_rgb_model` on ``device``.
+    """
     if config.rgb_model is not None and config.rgb_model.lower() == BICUBIC:
         return BicubicUpsampler()
     from difffusr_cli.api import load_rgb_model
@@ -235,8 +247,17 @@ def super_resolve_image(
 def score_image(
     metrics: Any, settings: MetricSettings, lr: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor
 ) -> dict[str, float]:
-    """One ``opensr_test.Metrics.compute`` call on ``(3, h, w)``, ``(3, H, W)``, ``(3, H, W)``
-    float32 reflectance (true colour first for the perceptual distances).
+    """Score one image with one ``opensr_test.Metrics.compute`` call.
+
+    Args:
+        metrics: an ``opensr_test.Metrics`` built with ``settings``.
+        settings: the protocol of its distance (true colour first for the perceptual ones).
+        lr: ``(3, h, w)`` float32 reflectance, the low-resolution input.
+        sr: ``(3, H, W)`` float32 reflectance, the super-resolved image.
+        hr: ``(3, H, W)`` float32 reflectance, the reference.
+
+    Returns:
+        The package's result: metric key (``reflectance``, ``ha_metric``…) → value.
     """
     if settings.true_colour:
         lr, sr, hr = ((x * 3).clamp(0, 1) for x in (lr, sr, hr))
@@ -244,8 +265,18 @@ def score_image(
 
 
 def save_sr_image(folder: Path, dataset: BenchmarkDataset, index: int, sr: torch.Tensor) -> Path:
-    """Write one SR image as a 3-band uint16 GeoTIFF (DN = reflectance × 10000, clipped to
-    [0, 65535], the benchmark's own encoding), georeferenced when the metadata allows.
+    """Write one SR image as a 3-band uint16 GeoTIFF, georeferenced when the metadata allows.
+
+    DN = reflectance × 10000, clipped to [0, 65535] (the benchmark's own encoding).
+
+    Args:
+        folder: the ``--save-sr`` folder; the file goes to ``<folder>/<dataset>/<image>.tif``.
+        dataset: the benchmark dataset (image ids, CRS, transforms).
+        index: the image's index in ``dataset``.
+        sr: ``(3, H, W)`` float32 CPU reflectance.
+
+    Returns:
+        The path written.
 
     Raises:
         OutputError: the file cannot be written.
@@ -286,22 +317,16 @@ def save_sr_image(folder: Path, dataset: BenchmarkDataset, index: int, sr: torch
     return path
 
 
-@contextlib.contextmanager
-def _progress(total: int, description: str, enabled: bool) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
+#: ``progress(dataset, images done, images total)``: called with 0 before a dataset's first image
+#: and after each image (the CLI draws a bar per dataset).
+ImageProgress = Callable[[str, int, int], None]
 
 
 def evaluate_opensr(
     config: OpenSRConfig,
     *,
     model: SuperResolver | None = None,
-    progress: bool = True,
+    progress: ImageProgress | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> OpenSRReport:
     """Run ``config.rgb_model`` (or ``model``) on the benchmark and score every image.
@@ -309,7 +334,8 @@ def evaluate_opensr(
     Args:
         config: the run.
         model: an object with ``super_resolve`` to use instead of loading ``config.rgb_model``.
-        progress: show a progress bar over the images of each dataset (stderr).
+        progress: receives the images done per dataset (see :data:`ImageProgress`); None (or
+            False) reports nothing.
         warn: called with one line per skipped distance (default: nothing; see ``report.skipped``).
 
     Raises:
@@ -323,9 +349,10 @@ def evaluate_opensr(
     opensr_test = import_opensr_test()
     device = select_device(config.device)
 
-    distances: list[str] = []
+    distances: list[Distance] = []
     skipped: dict[str, str] = {}
-    for distance in dict.fromkeys(("nd", *config.distances)):
+    candidates: tuple[Distance, ...] = ("nd", *config.distances)
+    for distance in dict.fromkeys(candidates):
         reason = perceptual_unavailable(distance)
         if reason is None:
             distances.append(distance)
@@ -347,27 +374,29 @@ def evaluate_opensr(
             if config.limit is None
             else min(config.limit, len(dataset.image_ids))
         )
-        with _progress(count, name, progress) as bar:
-            for index in range(count):
-                seed = None if config.seed is None else config.seed + index
-                sr = super_resolve_image(
-                    runner,
-                    dataset.lr[index],
-                    dataset.hr.shape[-2:],
-                    steps=config.steps,
-                    seed=seed,
-                    device=device,
+        if progress:
+            progress(name, 0, count)
+        for index in range(count):
+            seed = None if config.seed is None else config.seed + index
+            sr = super_resolve_image(
+                runner,
+                dataset.lr[index],
+                dataset.hr.shape[-2:],
+                steps=config.steps,
+                seed=seed,
+                device=device,
+            )
+            if config.save_sr is not None:
+                save_sr_image(Path(config.save_sr), dataset, index, sr)
+            lr = torch.from_numpy(dataset.lr[index])
+            hr = torch.from_numpy(dataset.hr[index])
+            for distance in distances:
+                scores = score_image(scorers[distance], PROTOCOL[distance], lr, sr, hr)
+                rows.append(
+                    row_from_package(label, distance, name, dataset.image_ids[index], scores)
                 )
-                if config.save_sr is not None:
-                    save_sr_image(Path(config.save_sr), dataset, index, sr)
-                lr = torch.from_numpy(dataset.lr[index])
-                hr = torch.from_numpy(dataset.hr[index])
-                for distance in distances:
-                    scores = score_image(scorers[distance], PROTOCOL[distance], lr, sr, hr)
-                    rows.append(
-                        row_from_package(label, distance, name, dataset.image_ids[index], scores)
-                    )
-                bar.update(1)
+            if progress:
+                progress(name, index + 1, count)
 
     settings = {
         "opensr_test": getattr(opensr_test, "__version__", "unknown"),

@@ -80,6 +80,7 @@ class BenchmarkDataset:
 
     @property
     def scale(self) -> int:
+        """The HR/LR size ratio (4, or 2 for venus)."""
         return self.hr.shape[-1] // self.lr.shape[-1]
 
 
@@ -93,8 +94,10 @@ def package_cache_dir() -> Path:
 
 
 def candidate_files(name: str, data_dir: Path, version: str) -> tuple[Path, Path]:
-    """The two layouts accepted under ``data_dir``: the package's cache layout
-    ``<dir>/<name>.pkl`` and the Hugging Face repository's ``<dir>/<folder>/<name>/<name>.pkl``.
+    """The two layouts accepted under ``data_dir``.
+
+    The package's cache layout ``<dir>/<name>.pkl`` and the Hugging Face repository's
+    ``<dir>/<folder>/<name>/<name>.pkl``.
     """
     return data_dir / f"{name}.pkl", data_dir / VERSION_FOLDER[version] / name / f"{name}.pkl"
 
@@ -124,8 +127,9 @@ def locate_datasets(
             found[name] = hit
         if missing:
             raise InputError(
-                f"--data-dir {data_dir}: missing opensr-test data for {'; '.join(missing)}; download them "
-                f"from the Hugging Face dataset {HF_DATASET_REPO} (folder {VERSION_FOLDER[version]}/)"
+                f"--data-dir {data_dir}: missing opensr-test data for {'; '.join(missing)}; "
+                f"download them from the Hugging Face dataset {HF_DATASET_REPO} (folder "
+                f"{VERSION_FOLDER[version]}/)"
             )
         return found
     cache = package_cache_dir()
@@ -136,9 +140,9 @@ def locate_datasets(
             missing.append(name)
     if missing and _hub_offline():
         raise InputError(
-            f"opensr-test data for {', '.join(missing)} not in {cache} and HF_HUB_OFFLINE is set; pass "
-            f"--data-dir DIR holding {', '.join(m + '.pkl' for m in missing)} (Hugging Face dataset "
-            f"{HF_DATASET_REPO}, folder {VERSION_FOLDER[version]}/)"
+            f"opensr-test data for {', '.join(missing)} not in {cache} and HF_HUB_OFFLINE is set; "
+            f"pass --data-dir DIR holding {', '.join(m + '.pkl' for m in missing)} "
+            f"(Hugging Face dataset {HF_DATASET_REPO}, folder {VERSION_FOLDER[version]}/)"
         )
     return found
 
@@ -170,12 +174,13 @@ def load_dataset(name: str, path: Path | None, version: str, opensr_test: Any) -
         TypeError,
     ) as exc:
         raise InputError(
-            f"{where}: not a readable opensr-test pickle ({type(exc).__name__}: {exc}); delete it and "
-            "download it again"
+            f"{where}: not a readable opensr-test pickle ({type(exc).__name__}: {exc}); delete it "
+            "and download it again"
         ) from exc
     except OSError as exc:  # requests' errors are OSErrors too
         raise InputError(
-            f"{where}: not found and the download failed ({type(exc).__name__}: {exc}); pass --data-dir"
+            f"{where}: not found and the download failed ({type(exc).__name__}: {exc}); pass "
+            "--data-dir"
         ) from exc
     return benchmark_from_dict(name, where, raw)
 
@@ -216,8 +221,10 @@ def benchmark_from_dict(name: str, source: Path, raw: Any) -> BenchmarkDataset:
 def _image_metadata(
     meta: Any, name: str, count: int
 ) -> tuple[tuple[str, ...], tuple[str | None, ...], tuple[Affine | None, ...]]:
-    """Image ids, CRS and HR transforms from the metadata table (a pandas DataFrame in the
-    pickles: ``hr_file``, ``crs``, ``affine`` = ``"a,b,c,d,e,f"``); defaults where absent.
+    """Image ids, CRS and HR transforms from the metadata table; defaults where absent.
+
+    The table is a pandas DataFrame in the pickles: ``hr_file``, ``crs``, ``affine`` =
+    ``"a,b,c,d,e,f"``.
     """
 
     def column(key: str) -> list[Any] | None:
@@ -260,7 +267,8 @@ def import_opensr_test() -> Any:
         if exc.name in (None, "opensr_test"):
             raise InputError(f"eval opensr needs the opensr-test package: {INSTALL_HINT}") from exc
         raise InputError(
-            f"opensr-test is installed but cannot be imported (no module {exc.name!r}); {INSTALL_HINT} "
+            f"opensr-test is installed but cannot be imported (no module {exc.name!r}); "
+            f"{INSTALL_HINT} "
             "installs the dependencies it needs without torchvision (satalign==0.1.12)"
         ) from exc
     except ImportError as exc:

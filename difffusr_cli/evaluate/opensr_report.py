@@ -2,7 +2,8 @@
 
 This module knows nothing of models or of the ``opensr-test`` package (it imports neither torch nor
 opensr_test), so ``--compare`` files can be read and ranked anywhere. It also holds the run's
-:class:`OpenSRReport` and turns it into the terminal tables and the ``--json`` object.
+:class:`OpenSRReport` and turns it into the ``--json`` object and the cells of the terminal tables
+(drawn by :mod:`difffusr_cli.cli.eval_tables`).
 
 A result row is one image of one dataset scored with one correctness distance. Its seven metrics
 are those of the OpenSR-test paper, in the order of its tables:
@@ -25,7 +26,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +100,7 @@ class Stat:
     n: int
 
     def to_dict(self) -> dict[str, float | int]:
+        """``{"mean", "std", "n"}``."""
         return {"mean": self.mean, "std": self.std, "n": self.n}
 
 
@@ -141,7 +142,13 @@ def row_from_package(
 
 
 def write_rows_csv(rows: Iterable[ResultRow], path: Path) -> None:
-    """Write rows as CSV (``model,distance,dataset,image,<7 metrics>``); floats round-trip exactly."""
+    """Write rows as CSV (``model,distance,dataset,image,<7 metrics>``).
+
+    Floats round-trip exactly.
+
+    Raises:
+        OutputError: the file cannot be written.
+    """
     try:
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -186,7 +193,8 @@ def read_results_csv(path: Path, *, default_model: str | None = None) -> list[Re
     metric_of = {name: _ALIASES[low] for name, low in columns.items() if low in _ALIASES}
     if not metric_of:
         raise InputError(
-            f"{path}: no metric column; expected some of {', '.join(METRICS)} (or ha_metric, om_metric, im_metric)"
+            f"{path}: no metric column; expected some of {', '.join(METRICS)} (or ha_metric, "
+            "om_metric, im_metric)"
         )
     id_of = {low: name for name, low in columns.items() if low in ID_COLUMNS}
     fallback_model = default_model or path.stem
@@ -245,8 +253,9 @@ def stat(values: Iterable[float]) -> Stat:
 
 
 def summarise(rows: Sequence[ResultRow]) -> dict[str, dict[str, dict[str, Stat]]]:
-    """Per distance, per dataset (in first-seen order) and pooled over all datasets (``"all"``):
-    mean ± std of every metric over the images.
+    """Mean ± std of every metric over the images, per distance and dataset.
+
+    Datasets come in first-seen order, then ``"all"`` pools every dataset.
 
     Returns:
         ``{distance: {dataset | "all": {metric: Stat}}}``.
@@ -288,10 +297,11 @@ def model_means(
 
 
 def average_rank(means: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """The paper's average rank: per metric, rank the models (1 = best; ties share the mean of
-    their ranks; lower is better except for synthesis and improvement), then average each model's
-    ranks over the metrics. A model's NaN metric is left out of that metric's ranking and of its
-    average.
+    """The paper's average rank of each model.
+
+    Per metric, rank the models (1 = best; ties share the mean of their ranks; lower is better
+    except for synthesis and improvement), then average each model's ranks over the metrics. A
+    model's NaN metric is left out of that metric's ranking and of its average.
 
     Returns:
         model → average rank, sorted best first (NaN when a model has no finite metric).
@@ -356,7 +366,7 @@ def summary_table_rows(table: Mapping[str, Mapping[str, Stat]]) -> list[list[str
 
 
 # --------------------------------------------------------------------------------------------
-# Output files, comparison, JSON and terminal tables
+# Output files, comparison and JSON
 
 
 def results_csv_path(path: Path | None, label: str, *, overwrite: bool = False) -> Path:
@@ -378,8 +388,10 @@ def results_csv_path(path: Path | None, label: str, *, overwrite: bool = False) 
 
 
 def load_comparisons(paths: Sequence[Path], own_label: str) -> list[ResultRow]:
-    """Rows of other models' result CSVs (``--compare``). A model that shares ``own_label`` is
-    renamed ``"<model> (<file stem>)"`` so its rows never pool with this run's.
+    """Rows of other models' result CSVs (``--compare``).
+
+    A model that shares ``own_label`` is renamed ``"<model> (<file stem>)"`` so its rows never pool
+    with this run's.
 
     Raises:
         InputError: a file is missing or unreadable (see :func:`read_results_csv`).
@@ -402,8 +414,10 @@ def load_comparisons(paths: Sequence[Path], own_label: str) -> list[ResultRow]:
 def rank_models(
     report: OpenSRReport, others: Sequence[ResultRow], datasets: Sequence[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per scored distance, every model's average rank and metric means (best first), pooling
-    each model's rows over ``datasets``. Distances where only this run has rows are left out.
+    """Per scored distance, every model's average rank and metric means (best first).
+
+    Each model's rows are pooled over ``datasets``. Distances where only this run has rows are
+    left out.
     """
     ranking: dict[str, dict[str, dict[str, Any]]] = {}
     for distance in report.distances:
@@ -420,8 +434,9 @@ def rank_models(
 def report_json(
     report: OpenSRReport, ranking: Mapping[str, Any], csv_path: Path | None
 ) -> dict[str, Any]:
-    """The ``--json`` object: settings, per-dataset summaries, ranks and every image's scores
-    (NaN written as null).
+    """The ``--json`` object.
+
+    Settings, per-dataset summaries, ranks and every image's scores (NaN written as null).
     """
     summary = {
         distance: {
@@ -468,48 +483,6 @@ def report_json(
         "rank": rank_out,
         "images": images,
     }
-
-
-def print_report(
-    report: OpenSRReport, ranking: Mapping[str, Mapping[str, Any]], console: Any = None
-) -> None:
-    """The paper-style tables on the terminal: per distance, mean ± std per dataset and over all
-    images, then the average rank when other models were compared.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    if console is None:
-        # A terminal wraps the cells to fit; a pipe or log file gets each row on one line.
-        console = Console() if sys.stdout.isatty() else Console(width=160)
-    for distance, table in summarise(report.rows).items():
-        grid = Table(
-            title=f"OpenSR-test · {report.model} · correctness distance {distance}",
-            title_justify="left",
-        )
-        grid.add_column("dataset")
-        grid.add_column("images", justify="right")
-        for metric in METRICS:
-            grid.add_column(metric_header(metric), justify="right")
-        rows = summary_table_rows(table)
-        for i, cells in enumerate(rows):
-            grid.add_row(*cells, end_section=i == len(rows) - 2)
-        console.print(grid)
-        if distance in ranking:
-            ranks = Table(title=f"Average rank · {distance} (1 = best)", title_justify="left")
-            ranks.add_column("model")
-            ranks.add_column("avg rank", justify="right")
-            for metric in METRICS:
-                ranks.add_column(metric_header(metric), justify="right")
-            for model, entry in ranking[distance].items():
-                style = "bold" if model == report.model else None
-                ranks.add_row(
-                    model,
-                    f"{entry['average_rank']:.3f}",
-                    *(f"{entry['means'][m]:.4f}" for m in METRICS),
-                    style=style,
-                )
-            console.print(ranks)
 
 
 def finite_or_none(value: float) -> float | None:

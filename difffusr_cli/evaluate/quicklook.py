@@ -1,5 +1,7 @@
-"""Quicklook PNGs for ``eval fusion --plot DIR``: a true-colour and a SWIR false-colour composite
-of each panel (input, Gram–Schmidt, net or product, reference) of one block per product.
+"""Quicklook PNGs for ``eval fusion --plot DIR``.
+
+A true-colour and a SWIR false-colour composite of each panel (input, Gram–Schmidt, net or product,
+reference) of one block per product.
 
 Every panel of a composite shares one stretch, taken from the reference panel (2nd–98th
 percentile of each channel over valid pixels), so brightness differences between panels are real.

@@ -1,5 +1,7 @@
-"""Streaming full-reference scores: the metrics of :mod:`difffusr_cli.metrics`, accumulated
-block by block so that an area larger than memory (a whole tile) is scored as one image.
+"""Streaming full-reference scores, accumulated block by block.
+
+The metrics of :mod:`difffusr_cli.metrics`, accumulated so that an area larger than memory (a whole
+tile) is scored as one image.
 
 :func:`~difffusr_cli.metrics.band_scores` needs the whole image in one tensor. Here each
 band keeps the sums its metrics are made of (pixel count, Σx, Σy, Σx², Σy², Σxy, Σ(x − y)² and the
@@ -17,12 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from difffusr_cli.metrics import DATA_RANGE, Scores, ScoreTable
+
+#: A group name: ``str`` or a narrower type of names (:data:`~difffusr_cli.bands.GroupName`).
+GroupKey = TypeVar("GroupKey", bound=str)
 
 #: Smallest image side the SSIM window accepts (torchmetrics pads it by reflection, 5 pixels).
 SSIM_MIN_SIDE = 6
@@ -136,10 +142,8 @@ class RunningBandScores:
         ref_ss = max(syy - sy * sy / n, 0.0)
         pred_ss = max(sxx - sx * sx / n, 0.0)
         cross = sxy - sx * sy / n
-        if ref_ss > 0:
-            r2 = 1.0 - see / ref_ss
-        else:
-            r2 = 1.0 if see == 0 else math.nan  # a constant band reproduced exactly
+        # r2 of a constant reference band: 1 when reproduced exactly, else undefined
+        r2 = 1.0 - see / ref_ss if ref_ss > 0 else (1.0 if see == 0 else math.nan)
         cc = cross / math.sqrt(pred_ss * ref_ss) if pred_ss > 0 and ref_ss > 0 else math.nan
         ref_mean = sy / n + shift
         if ref_mean != 0:
@@ -179,7 +183,7 @@ def aggregate_band_scores(scores: Sequence[Scores], data_range: float = DATA_RAN
 
 def score_table(
     per_band: Mapping[str, Scores],
-    groups: Mapping[str, Sequence[str]],
+    groups: Mapping[GroupKey, Sequence[str]],
     data_range: float = DATA_RANGE,
 ) -> ScoreTable:
     """A :class:`ScoreTable` of one image from its per-band scores.
@@ -187,9 +191,10 @@ def score_table(
     Args:
         per_band: band name → scores (every band of ``groups``).
         groups: group name → its band names; ``overall`` aggregates all of them.
+        data_range: the reflectance range of PSNR (1.0 for reflectance).
     """
     ordered = {name: per_band[name] for members in groups.values() for name in members}
-    per_group = {
+    per_group: dict[str, Scores] = {
         group: aggregate_band_scores([per_band[n] for n in members], data_range)
         for group, members in groups.items()
     }
@@ -207,8 +212,10 @@ def _mean_scores(items: Sequence[Scores]) -> Scores:
 
 
 def mean_over_images(tables: Sequence[ScoreTable]) -> ScoreTable:
-    """The mean of several images' tables, entry by entry, leaving NaN out (``metrics.py``'s
-    "averaged over images": a group's score is aggregated per image, then averaged).
+    """The mean of several images' tables, entry by entry, leaving NaN out.
+
+    As ``metrics.py``'s "averaged over images": a group's score is aggregated per image, then
+    averaged.
     """
     if not tables:
         raise ValueError("mean_over_images needs at least one table")

@@ -79,8 +79,9 @@ class _Restricted(pickle.Unpickler):
 
 
 def read_benchmark_pickle(path: Path) -> Mapping[str, Any]:
-    """The dict of an opensr-test ``<dataset>.pkl`` (``L2A``, ``HRharm``, ``metadata``), read with
-    the allow-list above.
+    """The dict of an opensr-test ``<dataset>.pkl``, read with the allow-list above.
+
+    Its keys are ``L2A``, ``HRharm`` and ``metadata``.
 
     Raises:
         InputError: unreadable, refused, or not a dict (one line naming ``path``).

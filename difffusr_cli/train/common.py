@@ -13,10 +13,9 @@ re-exported below keep ``common.X`` working for existing callers.
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ __all__ = [
     "Reporter",
     "RunDir",
     "Stage",
+    "StepProgress",
     "TrainResult",
     "apply_overrides",
     "copy_weights",
@@ -50,7 +50,6 @@ __all__ = [
     "load_config",
     "mosaic",
     "parse_override",
-    "progress_bar",
     "require",
     "seed_global",
     "step_rngs",
@@ -80,8 +79,9 @@ def step_rngs(seed: int, stream: int, step: int) -> tuple[torch.Generator, np.ra
 
 
 def seed_global(seed: int, step: int) -> None:
-    """Seed torch's global RNG (dropout, weight initialisation) from ``(seed, step)``; ``step`` ≥ −1
-    (−1: before the first step, for the initial weights).
+    """Seed torch's global RNG (dropout, weight initialisation) from ``(seed, step)``.
+
+    ``step`` ≥ −1 (−1: before the first step, for the initial weights).
     """
     sequence = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 99, int(step) + 1])
     torch.manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0]) & ((1 << 63) - 1))
@@ -147,9 +147,11 @@ class Precision:
         self.scaler.update()
 
     def state_dict(self) -> dict[str, Any]:
+        """The loss scaler's state, for the checkpoint."""
         return self.scaler.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; an empty ``state`` (older checkpoints) is ignored."""
         if state:
             self.scaler.load_state_dict(dict(state))
 
@@ -158,33 +160,17 @@ class Precision:
 # Progress
 
 
-@contextmanager
-def progress_bar(
-    total: int, initial: int, description: str, enabled: bool
-) -> Iterator[Callable[..., None]]:
-    """A tqdm bar on stderr; yields ``advance(**postfix)`` which moves it one step."""
-    if not enabled:
-        yield lambda **_: None
-        return
-    from tqdm.auto import tqdm
+class StepProgress(Protocol):
+    """``progress(title, done, total, **postfix)``: how a training run reports its steps.
 
-    with tqdm(
-        total=total,
-        initial=initial,
-        desc=description,
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-    ) as bar:
+    The loop calls it once before the first step (``done`` = the step it starts from, no
+    postfix) and after every step with the values to show beside a bar (``loss``, ``epoch``).
+    The library draws nothing itself; the CLI passes a bar (:mod:`difffusr_cli.cli.run_bars`).
+    """
 
-        def advance(**postfix: Any) -> None:
-            bar.set_postfix(
-                {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()},
-                refresh=False,
-            )
-            bar.update(1)
-
-        yield advance
+    def __call__(self, title: str, done: int, total: int, **postfix: float) -> None:
+        """Report ``done`` of ``total`` steps of the run ``title``."""
+        ...
 
 
 def finite_or_raise(value: float, what: str, step: int) -> float:

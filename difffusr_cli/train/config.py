@@ -17,7 +17,16 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.weights import read_toml
@@ -27,7 +36,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -103,25 +115,34 @@ def load_config(
 
 
 class ModelTrainConfig:
-    """Shared by the frozen training configs, which hold the network config in ``model``: their
-    TOML/JSON layout is a ``[model]`` section (``model_config.to_dict()``) and a ``[train]`` one.
+    """Shared by the frozen training configs, which hold the network config in ``model``.
+
+    Their TOML/JSON layout is a ``[model]`` section (``model_config.to_dict()``) and a ``[train]``
+    one.
 
     Subclasses set ``model_config`` to the network config class (``SRConfig``, ``FusionConfig``).
     """
 
     model_config: ClassVar[Any]
+    # What every subclass (a frozen dataclass) has; declared here for the shared methods. Plain
+    # annotations of a non-dataclass base are not fields of the subclasses.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    model: Any
+    max_steps: int | None
+    milestones: tuple[int, ...]
 
     def _check_counts(self, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
-        """The checks every training config shares: ``max_steps`` is None or ≥ 1 (0 is refused,
-        it would train nothing), the named counts are positive (or ≥ 0) integers,
-        ``checkpoint_every`` ≥ 0, valid milestones.
+        """The checks every training config shares.
+
+        ``max_steps`` is None or ≥ 1 (0 is refused, it would train nothing), the named counts are
+        positive (or ≥ 0) integers, ``checkpoint_every`` ≥ 0, valid milestones.
 
         Raises:
             ValueError: the first value that breaks a rule, named.
         """
         for name in positive:
             check_positive_int(getattr(self, name), name)
-        steps = self.max_steps  # type: ignore[attr-defined]
+        steps = self.max_steps
         require(
             steps is None or (type(steps) is int and steps >= 1),
             f"max_steps must be an integer >= 1 (leave --max-steps out to train every epoch), "
@@ -129,16 +150,16 @@ class ModelTrainConfig:
         )
         for name in (*non_negative, "checkpoint_every"):
             check_positive_int(getattr(self, name), name, minimum=0)
-        check_milestones(self.milestones)  # type: ignore[attr-defined]
+        check_milestones(self.milestones)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"model": ..., "train": ...}`` (JSON-able; the TOML layout)."""
         train = {
             k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in asdict(self).items()  # type: ignore[call-overload]
+            for k, v in asdict(self).items()
             if k != "model"
         }
-        return {"model": self.model.to_dict(), "train": train}  # type: ignore[attr-defined]
+        return {"model": self.model.to_dict(), "train": train}
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], where: str) -> Any:
@@ -171,7 +192,7 @@ def dataclass_from_mapping(cls: type[T], values: Any, where: str) -> T:
     """
     if not isinstance(values, Mapping):
         raise InputError(f"{where}: [train] must be a table, got {type(values).__name__}")
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise InputError(

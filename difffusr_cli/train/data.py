@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from rasterio.windows import Window
@@ -31,6 +31,9 @@ from difffusr_cli.train.hr_data import (
     download_hub_dataset,
     open_hr_dataset,
 )
+
+if TYPE_CHECKING:
+    from difffusr_cli.io.scene import Scene
 
 __all__ = [
     "HARMONIZE_DEFAULT",
@@ -80,8 +83,9 @@ _BAND_FILE_SUFFIXES = (".tif", ".tiff", ".jp2")
 
 
 def _is_product_itself(path: Path) -> bool:
-    """True when a folder is meant as one product (a SAFE, or one holding band rasters), so that
-    its open error is the real problem rather than a reason to look one level down.
+    """True when a folder is meant as one product (a SAFE, or one holding band rasters).
+
+    Then its open error is the real problem rather than a reason to look one level down.
     """
     from difffusr_cli.io.safe import looks_like_safe
 
@@ -90,12 +94,12 @@ def _is_product_itself(path: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in _BAND_FILE_SUFFIXES for p in path.iterdir())
 
 
-def _expand_products(paths: Iterable[Path]) -> list[tuple[Path, object]]:
+def _expand_products(paths: Iterable[Path]) -> list[tuple[Path, Scene]]:
     """``(path, Scene)`` for every product named or found one folder level down."""
     from difffusr_cli.io.safe import looks_like_safe
     from difffusr_cli.io.scene import open_scene
 
-    scenes: list[tuple[Path, object]] = []
+    scenes: list[tuple[Path, Scene]] = []
     for path in paths:
         if path.is_file() and path.suffix.lower() == ".txt":
             for number, entry in _list_file_entries(path):
@@ -159,7 +163,7 @@ class S2PatchSampler:
 
     def __init__(
         self,
-        scenes: Sequence[object],
+        scenes: Sequence[Scene],
         names: Sequence[str],
         patch: int,
         max_nodata: float,
@@ -171,23 +175,23 @@ class S2PatchSampler:
         self.max_nodata = max_nodata
         self._cache: dict[int, dict[GroupName, tuple[np.ndarray, np.ndarray]]] = {}
         for name, scene in zip(self.names, self.scenes, strict=False):
-            side = min(scene.width, scene.height)  # type: ignore[attr-defined]
+            side = min(scene.width, scene.height)
             if side < MIN_PATCH:
                 raise InputError(
-                    f"{name}: {scene.width}×{scene.height} px at 10 m is too small for training; "  # type: ignore[attr-defined]
+                    f"{name}: {scene.width}×{scene.height} px at 10 m is too small for training; "
                     f"the smallest patch is {MIN_PATCH} px ({MIN_PATCH * 10} m)"
                 )
             if side < patch:
                 largest = side // MIN_PATCH * MIN_PATCH
                 raise InputError(
-                    f"{name}: {scene.width}×{scene.height} px at 10 m is smaller than one "  # type: ignore[attr-defined]
+                    f"{name}: {scene.width}×{scene.height} px at 10 m is smaller than one "
                     f"{patch} px patch; use --patch-size {largest} or less (a multiple of "
                     f"{MIN_PATCH})"
                 )
         self.train_regions, self.val_regions = self._split(val_fraction)
 
     def _split(self, val_fraction: float) -> tuple[list[_Region], list[_Region]]:
-        whole = [_Region(i, 0, s.height - s.height % 6, s.width) for i, s in enumerate(self.scenes)]  # type: ignore[attr-defined]
+        whole = [_Region(i, 0, s.height - s.height % 6, s.width) for i, s in enumerate(self.scenes)]
         if len(whole) >= 2:
             n_val = min(len(whole) - 1, max(1, round(val_fraction * len(whole))))
             return whole[:-n_val], whole[-n_val:]
@@ -227,8 +231,8 @@ class S2PatchSampler:
                 f"{role} rows {r.row0}–{r.row1}" if len(uses) > 1 else role
                 for role, r in uses.items()
             )
-            size = f"{scene.width}×{scene.height} px at 10 m"  # type: ignore[attr-defined]
-            lines.append(f"  {name} ({scene.kind}, {size}): {detail}")  # type: ignore[attr-defined]
+            size = f"{scene.width}×{scene.height} px at 10 m"
+            lines.append(f"  {name} ({scene.kind}, {size}): {detail}")
         return lines
 
     def _read(
@@ -259,13 +263,13 @@ class S2PatchSampler:
         if scene_index in self._cache:
             return self._cache[scene_index]
         scene = self.scenes[scene_index]
-        pixels = scene.width * scene.height  # type: ignore[attr-defined]
+        pixels = scene.width * scene.height
         need = pixels * 4 * sum(len(GROUPS[g]) / GROUP_RATIO[g] ** 2 for g in GROUPS)
         used = sum(d.nbytes for c in self._cache.values() for d, _ in c.values())
         if used + need > _CACHE_BYTES:
             return None
         # whole 60 m cells only, so that every group nests (patches never reach past them)
-        width, height = scene.width, scene.height  # type: ignore[attr-defined]
+        width, height = scene.width, scene.height
         window = Window(0, 0, width - width % 6, height - height % 6)
         full = {group: scene.read_native(group, window) for group in GROUPS}
         self._cache[scene_index] = full
@@ -329,6 +333,6 @@ def open_s2_products(
         raise InputError("train fusion needs Sentinel-2 products: --data-dir PATH (repeatable)")
     opened = _expand_products(Path(p).expanduser() for p in paths)
     for _path, scene in opened:
-        scene.require_bands()  # type: ignore[attr-defined]
+        scene.require_bands()
     names = [str(path) for path, _ in opened]
     return S2PatchSampler([s for _, s in opened], names, patch, max_nodata, val_fraction)

@@ -33,10 +33,17 @@ from difffusr_cli import bands
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
 from difffusr_cli.degrade import upsample_bilinear, wald_degrade
 from difffusr_cli.errors import InputError, WeightsError
-from difffusr_cli.models.config import FusionConfig
+from difffusr_cli.models.config import FusionArch, FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult, require
+from difffusr_cli.train.common import (
+    Reporter,
+    RunDir,
+    Stage,
+    StepProgress,
+    TrainResult,
+    require,
+)
 from difffusr_cli.train.data import S2PatchSampler
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 
@@ -127,11 +134,11 @@ class FusionTrainConfig(common.ModelTrainConfig):
         require(self.grad_clip >= 0, "grad_clip must be >= 0")
 
 
-def _preset(arch: str, size: str) -> dict[str, Any]:
+def _preset(arch: FusionArch, size: str) -> dict[str, Any]:
     if size == "large":
         model = FusionConfig.large_mtf() if arch == "mtf" else FusionConfig.large_rrdb()
         return FusionTrainConfig(model=model).to_dict()
-    model = FusionConfig(arch, 16, 2, 8)  # type: ignore[arg-type]
+    model = FusionConfig(arch, 16, 2, 8)
     return FusionTrainConfig(
         model=model,
         batch_size=4,
@@ -143,7 +150,7 @@ def _preset(arch: str, size: str) -> dict[str, Any]:
     ).to_dict()
 
 
-def presets(arch: str) -> dict[str, Any]:
+def presets(arch: FusionArch) -> dict[str, Any]:
     """``--config`` presets for ``arch``: ``large`` (the authors' sizes), ``small`` (CPU-sized)."""
     return {"large": lambda: _preset(arch, "large"), "small": lambda: _preset(arch, "small")}
 
@@ -151,14 +158,18 @@ def presets(arch: str) -> dict[str, Any]:
 def resolve_config(
     spec: str, overrides: Mapping[str, Any], arch: str | None = None, run: RunDir | None = None
 ) -> FusionTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then
-    overrides.
+    """The run's configuration.
+
+    The saved one when resuming (``run``), else ``spec``; then overrides.
 
     ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
     """
     overrides = dict(overrides)
+    layout: FusionArch = "rrdb"
     if arch is not None:
-        if arch not in ("rrdb", "mtf"):
+        if arch == "mtf":
+            layout = "mtf"
+        elif arch != "rrdb":
             raise InputError(f"--arch {arch!r}: expected rrdb or mtf")
         overrides["model.arch"] = arch
     if run is not None:
@@ -166,9 +177,7 @@ def resolve_config(
         return FusionTrainConfig.from_mapping(
             common.apply_overrides(base, overrides), str(run.config_file)
         )
-    return common.load_config(
-        spec, presets(arch or "rrdb"), overrides, FusionTrainConfig.from_mapping
-    )
+    return common.load_config(spec, presets(layout), overrides, FusionTrainConfig.from_mapping)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +228,9 @@ def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorl
 
 
 def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
-    """``(guidance, ms)`` z-scored network inputs of ``world``, as the inference predictor
-    builds them.
+    """``(guidance, ms)`` z-scored network inputs of ``world``.
+
+    Built as the inference predictor builds them.
     """
     mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
     guidance = (world.guidance - mean) / std
@@ -267,8 +277,9 @@ def validate(
                     from_branch_space(net.branch(group)(guidance, ms).float(), group)
                 )
                 index = bands.indices(GROUPS[group])
-                outputs["gs"].append(gram_schmidt_fuse(world.guidance, world.degraded)[:, index])
-                outputs["bilinear"].append(bilinear_fuse(world.guidance, world.degraded)[:, index])
+                degraded: dict[str, Tensor] = dict(world.degraded.items())
+                outputs["gs"].append(gram_schmidt_fuse(world.guidance, degraded)[:, index])
+                outputs["bilinear"].append(bilinear_fuse(world.guidance, degraded)[:, index])
                 targets.append(world.target)
             target = torch.cat(targets)
             for method in _METHODS:
@@ -320,14 +331,14 @@ def build_net(
 
     path = resolve(init, "fusion")
     loaded = load_weights(path)
-    if loaded.kind != "fusion":
+    if loaded.kind != "fusion" or not isinstance(loaded.config, FusionConfig):
         raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not a fusion model")
     if loaded.config != config.model:
         report(
             f"--init {init}: using its architecture ({loaded.config.arch}) "
             "instead of the config's [model]"
         )
-        config = replace(config, model=loaded.config)  # type: ignore[arg-type]
+        config = replace(config, model=loaded.config)
     net = load_network(loaded, origin=str(path))
     assert isinstance(net, FusionNetwork)
     return net, config
@@ -341,7 +352,7 @@ def train_fusion(
     device: str = "auto",
     init: str | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: StepProgress | None = None,
     report: Reporter = print,
 ) -> TrainResult:
     """Train the three fusion branches; checkpoints, logs and quicklooks go to ``run``.
@@ -426,6 +437,7 @@ class FusionStage:
         self.run, self.val_native = run, native
 
     def train_step(self, step: int) -> StepResult:
+        """One Adam step of each branch on a Wald batch; the loss is the branches' mean L1."""
         config, net = self.config, self.network
         common.seed_global(config.seed, step)
         _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
@@ -447,13 +459,16 @@ class FusionStage:
         return StepResult(float(np.mean(list(step_losses.values()))), step_losses)
 
     def validate(self, done: int) -> Validation:
+        """Score the nets on the validation patches (mean ERGAS decides ``best``)."""
         scores, previews = validate(self.network, self.val_native, self.config.batch_size)
         _quicklook(self.run, done, previews)
         return Validation(scores["ergas_mean_net"], scores, scores)
 
     def optimizer_state(self) -> dict[str, Any]:
+        """``{"optimizers": {group: state dict}}``."""
         return {"optimizers": {g: o.state_dict() for g, o in self.optimizers.items()}}
 
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`optimizer_state` (``state`` is the whole checkpoint)."""
         for g, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][g])

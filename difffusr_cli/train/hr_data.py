@@ -24,15 +24,18 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from difffusr_cli.bands import OUTPUT_GSD
 from difffusr_cli.errors import InputError
 
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
+
 HRKind = Literal["sen2naip", "worldstrat", "folder"]
-HR_KINDS: tuple[str, ...] = ("sen2naip", "worldstrat", "folder")
+HR_KINDS: tuple[HRKind, ...] = ("sen2naip", "worldstrat", "folder")
 
 #: File suffixes read as high-resolution images.
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -126,7 +129,7 @@ class HRDataset:
 
 
 def open_hr_dataset(
-    kind: HRKind,
+    kind: str,
     data_dir: str | os.PathLike[str] | None,
     *,
     min_size: int,
@@ -152,7 +155,8 @@ def open_hr_dataset(
             than 3 bands or no known pixel size, a pixel size coarser than 2.5 m, no image large
             enough, or the Hub cannot be reached.
     """
-    if kind not in HR_KINDS:
+    layout = next((known for known in HR_KINDS if known == kind), None)
+    if layout is None:
         raise InputError(f"--data {kind!r}: expected one of {', '.join(HR_KINDS)}")
     if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
         raise InputError(f"--gsd must be a positive number of metres, got {gsd}")
@@ -169,11 +173,11 @@ def open_hr_dataset(
         )
     else:
         root = Path(data_dir).expanduser()
-    files = _find_image_files(kind, root)
+    files = _find_image_files(layout, root)
     images: list[HRImage] = []
     skipped: list[str] = []
     for path in files:
-        image = _probe_hr(path, kind, gsd, value_scale)
+        image = _probe_hr(path, layout, gsd, value_scale)
         if min(image.width, image.height) < min_size:
             skipped.append(
                 f"{path.name}: {image.width}×{image.height} px at {OUTPUT_GSD} m, smaller than the "
@@ -187,7 +191,7 @@ def open_hr_dataset(
             "m "
             f"(first: {skipped[0]}); use a smaller --patch-size or a finer --gsd"
         )
-    return HRDataset(kind=kind, root=root, images=tuple(images), skipped=tuple(skipped))
+    return HRDataset(kind=layout, root=root, images=tuple(images), skipped=tuple(skipped))
 
 
 def _find_image_files(kind: str, root: Path) -> list[Path]:
@@ -221,8 +225,9 @@ def _find_image_files(kind: str, root: Path) -> list[Path]:
 def _rgb_band_indexes(
     path: Path, descriptions: Sequence[str | None], colorinterp: Sequence[object]
 ) -> tuple[int, int, int]:
-    """1-based indexes of R, G, B: from band descriptions, else colour interpretation, else
-    1, 2, 3.
+    """1-based indexes of R, G, B.
+
+    From band descriptions, else colour interpretation, else 1, 2, 3.
     """
     names = [(d or "").strip().lower() for d in descriptions]
     by_name = {n: i + 1 for i, n in enumerate(names) if n}
@@ -234,15 +239,16 @@ def _rgb_band_indexes(
     found = {
         c: next((by_name[a] for a in alias if a in by_name), None) for c, alias in aliases.items()
     }
-    if all(found.values()):
-        return found["red"], found["green"], found["blue"]  # type: ignore[return-value]
+    red, green, blue = found["red"], found["green"], found["blue"]
+    if red and green and blue:
+        return red, green, blue
     interp = [getattr(c, "name", str(c)).lower() for c in colorinterp]
     if all(c in interp for c in ("red", "green", "blue")):
         return interp.index("red") + 1, interp.index("green") + 1, interp.index("blue") + 1
     return 1, 2, 3
 
 
-def _file_gsd(dataset: object) -> float | None:
+def _file_gsd(dataset: DatasetReader) -> float | None:
     """The pixel size in metres of a georeferenced raster in a projected metric CRS, else None."""
     crs = getattr(dataset, "crs", None)
     if crs is None or not crs.is_projected:
@@ -250,7 +256,7 @@ def _file_gsd(dataset: object) -> float | None:
     units = (crs.linear_units or "").lower()
     if units not in ("metre", "meter", "m", "metres", "meters"):
         return None
-    res_x, res_y = dataset.res  # type: ignore[attr-defined]
+    res_x, res_y = dataset.res
     return float(math.sqrt(abs(res_x * res_y)))
 
 

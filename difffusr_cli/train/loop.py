@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from difffusr_cli.errors import OutputError
-from difffusr_cli.train.common import Precision, progress_bar
+from difffusr_cli.train.common import Precision, StepProgress
 from difffusr_cli.train.run_dir import CsvLog, RunDir, Stage, TrainResult
 
 
@@ -133,8 +133,9 @@ class FitPlan:
 def make_schedulers(
     optimizers: Mapping[str, torch.optim.Optimizer], milestones: Sequence[int], gamma: float
 ) -> dict[str, torch.optim.lr_scheduler.MultiStepLR]:
-    """One ``MultiStepLR`` per optimizer, stepped once per completed epoch: during epoch ``e``
-    (0-based) the rate is ``lr · gamma^(number of milestones ≤ e)``.
+    """One ``MultiStepLR`` per optimizer, stepped once per completed epoch.
+
+    During epoch ``e`` (0-based) the rate is ``lr · gamma^(number of milestones ≤ e)``.
     """
     return {
         name: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
@@ -180,10 +181,23 @@ def fit(
     precision: Precision,
     *,
     state: Mapping[str, Any] | None = None,
-    progress: bool = True,
+    progress: StepProgress | None = None,
 ) -> TrainResult:
-    """Train ``stage`` from step 0, or from the checkpoint ``state`` (``--resume``), to
-    ``plan.total``; the run folder must exist and hold ``train_config.json``.
+    """Train ``stage`` to ``plan.total`` steps, from step 0 or from a checkpoint.
+
+    The run folder must exist and hold ``train_config.json``.
+
+    Args:
+        stage: the network, its optimizers and the step/validation hooks.
+        plan: step budget, schedule and cadences.
+        run: the run folder (log, checkpoints, weights exports).
+        precision: mixed precision and loss scaling.
+        state: the resumable checkpoint to continue from (``--resume``), or None.
+        progress: called before the first step and after every step (see
+            :class:`~difffusr_cli.train.common.StepProgress`); None reports nothing.
+
+    Returns:
+        The steps and epochs done, the ``last``/``best`` exports and every step's loss.
 
     Raises:
         InputError: a loss became NaN/inf (from the stage); OutputError: the run folder.
@@ -203,66 +217,68 @@ def fit(
     losses: list[float] = []
     window: list[Mapping[str, float]] = []
     tick = started = time.perf_counter()
-    with progress_bar(plan.total, start_step, plan.title, progress) as advance:
-        for step in range(start_step, plan.total):
-            epoch = step // plan.steps_per_epoch
-            rate = float(first_optimizer.param_groups[0]["lr"])
-            result = stage.train_step(step)
-            losses.append(result.loss)
-            window.append(result.terms)
-            done = step + 1
-            advance(loss=result.loss, epoch=epoch)
-            if done % plan.log_every == 0 or done == plan.total:
-                now = time.perf_counter()
-                means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="train",
-                    lr=rate,
-                    **means,
-                    steps_per_s=len(window) / max(now - tick, 1e-9),
-                    seconds=now - started,
-                )
-                window, tick = [], now
-            end_of_epoch = done % plan.steps_per_epoch == 0
-            if not (end_of_epoch or done == plan.total):
-                continue
-            epochs_done = math.ceil(done / plan.steps_per_epoch)
-            if end_of_epoch:
-                for scheduler in schedulers.values():
-                    scheduler.step()
-            if epochs_done % plan.val_every == 0 or done == plan.total:
-                checked = stage.validate(done)
-                log.write(
-                    step=done,
-                    epoch=epoch,
-                    phase="val",
-                    seconds=time.perf_counter() - started,
-                    **checked.row,
-                )
-                better = best_metric is None or (
-                    checked.metric > best_metric
-                    if stage.higher_is_better
-                    else checked.metric < best_metric
-                )
-                if better:
-                    best_metric = checked.metric
-                    save("best", done, checked.record)
-            run.save_state(
-                {
-                    "step": done,
-                    "best_metric": best_metric,
-                    "model": plan.model_config.to_dict(),
-                    "weights": stage.network.state_dict(),
-                    **stage.optimizer_state(),
-                    "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                    "scaler": precision.state_dict(),
-                }
+    if progress is not None:
+        progress(plan.title, start_step, plan.total)
+    for step in range(start_step, plan.total):
+        epoch = step // plan.steps_per_epoch
+        rate = float(first_optimizer.param_groups[0]["lr"])
+        result = stage.train_step(step)
+        losses.append(result.loss)
+        window.append(result.terms)
+        done = step + 1
+        if progress is not None:
+            progress(plan.title, done, plan.total, loss=result.loss, epoch=epoch)
+        if done % plan.log_every == 0 or done == plan.total:
+            now = time.perf_counter()
+            means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            log.write(
+                step=done,
+                epoch=epoch,
+                phase="train",
+                lr=rate,
+                **means,
+                steps_per_s=len(window) / max(now - tick, 1e-9),
+                seconds=now - started,
             )
-            save("last", done)
-            if plan.checkpoint_every and end_of_epoch and epochs_done % plan.checkpoint_every == 0:
-                save(f"epoch-{epochs_done:04d}", done)
+            window, tick = [], now
+        end_of_epoch = done % plan.steps_per_epoch == 0
+        if not (end_of_epoch or done == plan.total):
+            continue
+        epochs_done = math.ceil(done / plan.steps_per_epoch)
+        if end_of_epoch:
+            for scheduler in schedulers.values():
+                scheduler.step()
+        if epochs_done % plan.val_every == 0 or done == plan.total:
+            checked = stage.validate(done)
+            log.write(
+                step=done,
+                epoch=epoch,
+                phase="val",
+                seconds=time.perf_counter() - started,
+                **checked.row,
+            )
+            better = best_metric is None or (
+                checked.metric > best_metric
+                if stage.higher_is_better
+                else checked.metric < best_metric
+            )
+            if better:
+                best_metric = checked.metric
+                save("best", done, checked.record)
+        run.save_state(
+            {
+                "step": done,
+                "best_metric": best_metric,
+                "model": plan.model_config.to_dict(),
+                "weights": stage.network.state_dict(),
+                **stage.optimizer_state(),
+                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                "scaler": precision.state_dict(),
+            }
+        )
+        save("last", done)
+        if plan.checkpoint_every and end_of_epoch and epochs_done % plan.checkpoint_every == 0:
+            save(f"epoch-{epochs_done:04d}", done)
 
     best = run.checkpoint("best")
     done = max(plan.total, start_step)

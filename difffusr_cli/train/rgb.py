@@ -41,9 +41,10 @@ from difffusr_cli.degrade import (
     sample_gamma,
 )
 from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.models.config import SRConfig
 from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, Stage, TrainResult
+from difffusr_cli.train.common import Reporter, RunDir, Stage, StepProgress, TrainResult
 from difffusr_cli.train.hr_data import HRDataset
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
@@ -258,8 +259,10 @@ def split_indices(count: int, config: RGBTrainConfig) -> tuple[tuple[int, ...], 
 def build_model(
     config: RGBTrainConfig, init: str | None, report: Reporter
 ) -> tuple[DiffusionSR, RGBTrainConfig]:
-    """A fresh model (EMA = copy of the trained U-Net, cosine schedule) or one initialised from
-    ``init`` (a weights name or path; its architecture replaces ``config.model``).
+    """A fresh model, or one initialised from ``init``.
+
+    Fresh: EMA = copy of the trained U-Net, cosine schedule. ``init`` is a weights name or path;
+    its architecture replaces ``config.model``.
     """
     if init is None:
         common.seed_global(config.seed, -1)
@@ -272,14 +275,14 @@ def build_model(
 
     path = resolve(init, "rgb")
     loaded = load_weights(path)
-    if loaded.kind != "rgb":
+    if loaded.kind != "rgb" or not isinstance(loaded.config, SRConfig):
         raise WeightsError(f"--init {init}: {path} holds a {loaded.kind} model, not an RGB model")
     if loaded.config != config.model:
         report(f"--init {init}: using its architecture instead of the config's [model]")
-        config = replace(config, model=loaded.config)  # type: ignore[arg-type]
-    model = load_network(loaded, origin=str(path))
-    assert isinstance(model, DiffusionSR)
-    return model, config
+        config = replace(config, model=loaded.config)
+    network = load_network(loaded, origin=str(path))
+    assert isinstance(network, DiffusionSR)
+    return network, config
 
 
 def train_rgb(
@@ -290,7 +293,7 @@ def train_rgb(
     device: str = "auto",
     init: str | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: StepProgress | None = None,
     report: Reporter = print,
 ) -> TrainResult:
     """Train the RGB diffusion model; checkpoints, logs and quicklooks go to ``run``.
@@ -302,7 +305,8 @@ def train_rgb(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         init: fine-tune from these weights (name or path) instead of a random start.
         resume: continue the run in ``run`` from its ``last`` checkpoint and optimizer state.
-        progress: show a progress bar on stderr.
+        progress: receives every step (see :class:`~difffusr_cli.train.common.StepProgress`;
+            the CLI draws a bar on stderr); None reports nothing.
         report: receives the summary lines.
 
     Raises:

@@ -98,7 +98,7 @@ class RGBTrainConfig(common.ModelTrainConfig):
         )
         DegradationSettings(
             kernel_size=self.kernel_size,
-            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
+            sigma_range=(*self.blur_sigma,),
             noise_max=self.noise_max,
         )
 
@@ -106,7 +106,7 @@ class RGBTrainConfig(common.ModelTrainConfig):
         """The degradation ranges (isotropic for validation)."""
         return DegradationSettings(
             kernel_size=self.kernel_size,
-            sigma_range=tuple(self.blur_sigma),  # type: ignore[arg-type]
+            sigma_range=(*self.blur_sigma,),
             noise_max=self.noise_max,
             scale=SCALE,
             isotropic=isotropic,
@@ -138,8 +138,9 @@ PRESETS = {"large": _preset_large, "small": _preset_small}
 def resolve_config(
     spec: str, overrides: Mapping[str, Any], run: RunDir | None = None
 ) -> RGBTrainConfig:
-    """The run's configuration: the saved one when resuming (``run``), else ``spec``; then
-    overrides.
+    """The run's configuration.
+
+    The saved one when resuming (``run``), else ``spec``; then overrides.
 
     Raises:
         InputError / OutputError: see :func:`~difffusr_cli.train.common.load_config`.

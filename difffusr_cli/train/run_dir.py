@@ -121,10 +121,12 @@ class RunDir:
 
     @property
     def config_file(self) -> Path:
+        """``<out>/train_config.json``: the effective configuration."""
         return self.path / CONFIG_FILE
 
     @property
     def log_file(self) -> Path:
+        """``<out>/log.csv``: the training and validation log."""
         return self.path / LOG_FILE
 
     def quicklook(self, step: int) -> Path:
