@@ -12,6 +12,7 @@ re-exported below keep ``common.X`` working for existing callers.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -37,7 +38,8 @@ __all__ = [
     "CsvLog",
     "ModelTrainConfig",
     "Precision",
-    "Reporter",
+    "LineReporter",
+    "log_line",
     "RunDir",
     "Stage",
     "StepProgress",
@@ -58,7 +60,12 @@ __all__ = [
 ]
 
 #: ``report(line)`` receives the human-readable lines a run prints (data summary, notes).
-Reporter = Callable[[str], None]
+LineReporter = Callable[[str], None]
+
+
+def log_line(line: str) -> None:
+    """The default :data:`LineReporter` of library callers: the line goes to ``logging``."""
+    logging.getLogger("difffusr_cli.train").info(line)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,11 +37,12 @@ from difffusr_cli.models.config import FusionArch, FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.train import common
 from difffusr_cli.train.common import (
-    Reporter,
+    LineReporter,
     RunDir,
     Stage,
     StepProgress,
     TrainResult,
+    log_line,
     require,
 )
 from difffusr_cli.train.data import S2PatchSampler
@@ -320,7 +321,7 @@ def _to_tensors(
 
 
 def build_net(
-    config: FusionTrainConfig, init: str | None, report: Reporter
+    config: FusionTrainConfig, init: str | None, report: LineReporter
 ) -> tuple[FusionNetwork, FusionTrainConfig]:
     """Fresh networks, or networks initialised from ``init`` (whose architecture then wins)."""
     if init is None:
@@ -353,7 +354,7 @@ def train_fusion(
     init: str | None = None,
     resume: bool = False,
     progress: StepProgress | None = None,
-    report: Reporter = print,
+    report: LineReporter = log_line,
 ) -> TrainResult:
     """Train the three fusion branches; checkpoints, logs and quicklooks go to ``run``.
 

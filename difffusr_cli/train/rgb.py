@@ -44,7 +44,14 @@ from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.config import SRConfig
 from difffusr_cli.models.sr import DiffusionSR
 from difffusr_cli.train import common
-from difffusr_cli.train.common import Reporter, RunDir, Stage, StepProgress, TrainResult
+from difffusr_cli.train.common import (
+    LineReporter,
+    RunDir,
+    Stage,
+    StepProgress,
+    TrainResult,
+    log_line,
+)
 from difffusr_cli.train.hr_data import HRDataset
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
@@ -257,7 +264,7 @@ def split_indices(count: int, config: RGBTrainConfig) -> tuple[tuple[int, ...], 
 
 
 def build_model(
-    config: RGBTrainConfig, init: str | None, report: Reporter
+    config: RGBTrainConfig, init: str | None, report: LineReporter
 ) -> tuple[DiffusionSR, RGBTrainConfig]:
     """A fresh model, or one initialised from ``init``.
 
@@ -294,7 +301,7 @@ def train_rgb(
     init: str | None = None,
     resume: bool = False,
     progress: StepProgress | None = None,
-    report: Reporter = print,
+    report: LineReporter = log_line,
 ) -> TrainResult:
     """Train the RGB diffusion model; checkpoints, logs and quicklooks go to ``run``.
 
