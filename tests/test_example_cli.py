@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import rasterio
 
 from difffusr_cli.bands import BAND_NAMES
 from difffusr_cli.cli import main
 
 
+@pytest.mark.slow
 def test_example_runs_offline_with_the_shipped_models(tmp_path, capsys):
     out = tmp_path / "example.tif"
     assert main(["superres", "--example", "-o", str(out), "--steps", "2", "--quiet"]) == 0

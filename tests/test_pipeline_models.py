@@ -49,6 +49,7 @@ def run(safe: Path, out: Path, options: SuperresOptions, **changes) -> np.ndarra
     return read_product(out)[0]
 
 
+@pytest.mark.slow
 def test_end_to_end_with_learned_fusion(scene_and_models, tmp_path):
     safe, rgb, fusion = scene_and_models
     options = SuperresOptions(
@@ -80,6 +81,7 @@ def test_end_to_end_with_learned_fusion(scene_and_models, tmp_path):
     assert "patches/s" in summary.paragraph()
 
 
+@pytest.mark.slow
 def test_same_seed_same_pixels_and_different_seed_different_pixels(
     scene_and_models, fast, tmp_path
 ):
@@ -98,6 +100,7 @@ def test_batch_size_changes_pixels_by_at_most_one_dn(scene_and_models, fast, tmp
     assert np.abs(one.astype(int) - four.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_diffusion_patches_leave_no_seam(scene_and_models, fast, tmp_path):
     """Mean |gradient| across patch boundaries within 10 % of the gradient elsewhere (20 steps)."""
     safe = scene_and_models[0]

@@ -227,6 +227,7 @@ def test_unavailable_gpu_is_a_clear_error(setup, tmp_path, capsys):
     assert "no CUDA GPU" in error_line(capsys)
 
 
+@pytest.mark.slow
 def test_shared_dsen2_scene_with_compat_weights(shared_data, compat, tmp_path, capsys):
     """The DSen2 COG folder (Level-1C DN, no offset) with the compat small weights, on a window."""
     scene_dir = shared_data / "dsen2_T33UUB"

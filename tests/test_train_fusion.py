@@ -104,6 +104,7 @@ def test_branch_space_round_trips():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mtf", "rrdb"])
 def test_overfitting_one_batch_drives_each_branch_loss_down(arch):
     torch.manual_seed(0)
@@ -155,6 +156,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.slow
 def test_cli_run_writes_a_checkpoint_that_the_api_loads(products, tmp_path, capsys):
     from difffusr_cli.api import load_fusion_model
 
@@ -200,6 +202,7 @@ def test_cli_run_writes_a_checkpoint_that_the_api_loads(products, tmp_path, caps
     assert product.shape == (1, 12, 48, 48) and torch.isfinite(product).all()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_the_run_stopped(products, tmp_path, capsys):
     from difffusr_cli.weights import load_weights
 
@@ -262,6 +265,7 @@ def test_resume_continues_exactly_where_the_run_stopped(products, tmp_path, caps
     assert np.allclose(a, b, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_init_fine_tunes_from_a_checkpoint(products, tmp_path, capsys):
     data = ["--data-dir", str(products[0]), "--data-dir", str(products[1])]
     assert (

@@ -61,6 +61,7 @@ def image_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_overfitting_one_batch_drives_the_losses_down():
     torch.manual_seed(0)
     model = DiffusionSR(SRConfig.small()).train()
@@ -163,6 +164,7 @@ def test_cli_run_writes_a_checkpoint_that_the_api_loads(image_folder, tmp_path, 
     assert sr.shape == (1, 3, 24, 24) and torch.isfinite(sr).all()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_the_run_stopped(image_folder, tmp_path, capsys):
     from difffusr_cli.weights import load_weights
 

@@ -142,6 +142,7 @@ def _umask() -> int:
     return mask
 
 
+@pytest.mark.slow
 def test_default_superres_against_the_real_layout(real_layout, tmp_path, capsys) -> None:
     import rasterio
 
@@ -269,6 +270,7 @@ def _bombs(tmp: Path) -> list[Path]:
     ]
 
 
+@pytest.mark.slow
 def test_allocation_bombs_are_refused_within_1_gb(tmp_path: Path) -> None:
     bombs = _bombs(tmp_path)
     script = (
@@ -344,6 +346,7 @@ def test_convert_refuses_a_wrong_shape(compat: Path, tmp_path: Path, capsys) -> 
 # --- a Hub that never answers -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["pull", "superres"])
 def test_silent_endpoint_fails_within_30_s(tmp_path: Path, command: str) -> None:
     if command == "superres":
