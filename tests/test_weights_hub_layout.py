@@ -427,7 +427,7 @@ def test_malicious_opensr_data_file_runs_nothing(tmp_path: Path) -> None:
     evil = tmp_path / "naip.pkl"
     evil.write_bytes(pickle.dumps({"L2A": np.zeros((1, 4, 8, 8)), "HRharm": _Evil(marker)}))
     with pytest.raises(InputError, match="posix.system|os.system|nt.system") as caught:
-        load_dataset("naip", evil, "v2", opensr_test=None)
+        load_dataset("naip", evil, "v2")
     assert str(evil) in str(caught.value) and not marker.exists()
     # A well-formed file (arrays and a pandas metadata table) still loads, without opensr_test.
     good = tmp_path / "spot.pkl"
@@ -441,5 +441,51 @@ def test_malicious_opensr_data_file_runs_nothing(tmp_path: Path) -> None:
             }
         )
     )
-    bench = load_dataset("spot", good, "v2", opensr_test=None)
+    bench = load_dataset("spot", good, "v2")
     assert bench.crs == ("EPSG:32633",) and bench.lr.shape == (1, 3, 8, 8)
+
+
+def _opensr_hub_cache(tmp_path: Path, monkeypatch, name: str, payload: bytes) -> Path:
+    """A Hugging Face cache holding ``021/<name>/<name>.pkl`` of the opensr-test dataset repo, in
+    the real layout (refs/main → snapshot → symlink to a blob named by its sha256), offline."""
+    import hashlib
+
+    import huggingface_hub.constants as hub_constants
+
+    root = tmp_path / "hub"
+    repo = root / "datasets--isp-uv-es--opensr-test"
+    commit = "c0ffee" + "0" * 34
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    blob = repo / "blobs" / hashlib.sha256(payload).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(payload)
+    link = repo / "snapshots" / commit / "021" / name / f"{name}.pkl"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no opensr-test package cache
+    return link
+
+
+def test_downloaded_opensr_data_is_read_by_the_restricted_reader(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from difffusr_cli.errors import InputError
+    from difffusr_cli.evaluate.opensr_data import load_dataset, locate_datasets
+
+    good = {
+        "L2A": np.full((1, 4, 8, 8), 1000, np.uint16),
+        "HRharm": np.full((1, 4, 32, 32), 1000, np.uint16),
+    }
+    link = _opensr_hub_cache(tmp_path, monkeypatch, "spot", pickle.dumps(good))
+    assert locate_datasets(["spot"], None, "v3") == {"spot": link}
+    assert load_dataset("spot", None, "v3").lr.shape == (1, 3, 8, 8)  # through hf_hub_download
+
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps({"L2A": np.zeros((1, 4, 8, 8)), "HRharm": _Evil(marker)})
+    _opensr_hub_cache(tmp_path / "evil", monkeypatch, "spot", evil)
+    with pytest.raises(InputError, match="system"):
+        load_dataset("spot", None, "v3")
+    assert not marker.exists()

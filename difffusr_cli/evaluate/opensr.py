@@ -118,7 +118,7 @@ class OpenSRConfig:
         datasets: benchmark datasets, in order.
         data_dir: folder holding ``<dataset>.pkl`` (the package's layout) or the Hugging Face
             repository's ``<version folder>/<dataset>/<dataset>.pkl``; None = the package's cache
-            (``~/.config/opensr_test``), downloaded there when missing and online.
+            (``~/.config/opensr_test``) or the Hugging Face cache, downloaded there when missing and online.
         data_version: opensr_test.load's dataset version (``v3`` = the current benchmark).
         distances: correctness distances; ``nd`` is always computed, the others when their
             packages and weights are available.
@@ -367,7 +367,7 @@ def evaluate_opensr(
     rows: list[ResultRow] = []
     sources: dict[str, str] = {}
     for name in config.datasets:
-        dataset = load_dataset(name, files[name], config.data_version, opensr_test)
+        dataset = load_dataset(name, files[name], config.data_version)
         sources[name] = str(dataset.source)
         count = (
             len(dataset.image_ids)

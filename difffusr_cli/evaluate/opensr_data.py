@@ -7,16 +7,16 @@ Sentinel-2 L2A digital numbers in band order B01, B02, …; ``"HRharm"`` ``(N, 4
 harmonised high-resolution R, G, B, NIR; ``"metadata"`` a pandas table with ``hr_file``, ``crs``
 and ``affine`` per image. Both image arrays hold reflectance × 10000. See ``docs/evaluation.md``.
 
-Local files are read with the restricted reader of :mod:`difffusr_cli.evaluate.safe_pickle`
-(numpy arrays and the pandas metadata table only, no code runs); only a file the package
-downloads itself is still read by ``opensr_test.load``.
+difffusr reads the same files without ``opensr_test.load`` (which would ``pickle.load`` them):
+local files, the package's cache and downloads (through huggingface_hub's cache) are all read by
+the restricted reader of :mod:`difffusr_cli.evaluate.safe_pickle` (numpy arrays and the pandas
+metadata table only; no code runs).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,9 @@ DEFAULT_DATASETS: tuple[str, ...] = ("naip", "spot", "spain_crops", "spain_urban
 VERSION_FOLDER: dict[str, str] = {"v1": "020", "v2": "100", "v3": "021"}
 #: The Hugging Face dataset repository the package downloads from.
 HF_DATASET_REPO = "isp-uv-es/opensr-test"
+#: Seconds to wait for the Hub's answer about a file before giving up (the download itself may
+#: take longer: the pickles are tens to hundreds of MB).
+HUB_TIMEOUT_S = 10.0
 #: The benchmark stores reflectance × 10000 as integers (reflectance = DN / 10000, as its
 #: reference scripts divide); the L2A BOA offset is not applied (the HR images were harmonised to
 #: that LR, so the benchmark is self-consistent without it).
@@ -105,7 +108,7 @@ def candidate_files(name: str, data_dir: Path, version: str) -> tuple[Path, Path
 def locate_datasets(
     datasets: Sequence[str], data_dir: Path | None, version: str
 ) -> dict[str, Path | None]:
-    """The pickle of every dataset; None where it must be downloaded by the package.
+    """The pickle of every dataset; None where it must be downloaded (:func:`download_dataset`).
 
     Raises:
         InputError: ``data_dir`` is given and lacks some datasets (all are named), or ``data_dir``
@@ -135,7 +138,7 @@ def locate_datasets(
     cache = package_cache_dir()
     for name in datasets:
         path = cache / f"{name}.pkl"
-        found[name] = path if path.is_file() else None
+        found[name] = path if path.is_file() else cached_hub_file(name, version)
         if found[name] is None:
             missing.append(name)
     if missing and _hub_offline():
@@ -147,42 +150,59 @@ def locate_datasets(
     return found
 
 
-def load_dataset(name: str, path: Path | None, version: str, opensr_test: Any) -> BenchmarkDataset:
-    """Read one dataset with ``opensr_test.load`` (which downloads it when ``path`` is None).
+def hub_filename(name: str, version: str) -> str:
+    """The dataset's file in the Hugging Face repository: ``<folder>/<name>/<name>.pkl``."""
+    return f"{VERSION_FOLDER[version]}/{name}/{name}.pkl"
+
+
+def cached_hub_file(name: str, version: str) -> Path | None:
+    """The dataset's file in the Hugging Face cache, if a download put it there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(HF_DATASET_REPO, hub_filename(name, version), repo_type="dataset")
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def download_dataset(name: str, version: str) -> Path:
+    """Fetch the dataset's pickle into the Hugging Face cache (or find it there offline).
+
+    The download goes through huggingface_hub, not ``opensr_test.load``, so the file is read
+    afterwards by the same restricted reader as a local one.
+
+    Raises:
+        InputError: the Hub is unreachable or the file is not there.
+    """
+    from huggingface_hub import hf_hub_download
+
+    filename = hub_filename(name, version)
+    try:
+        local = hf_hub_download(
+            HF_DATASET_REPO, filename, repo_type="dataset", etag_timeout=HUB_TIMEOUT_S
+        )
+    except Exception as exc:  # noqa: BLE001 - every Hub failure is the same advice
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"cannot download {filename} from the Hugging Face dataset {HF_DATASET_REPO} "
+            f"({first}); pass --data-dir DIR holding {name}.pkl"
+        ) from None
+    return Path(local)
+
+
+def load_dataset(name: str, path: Path | None, version: str) -> BenchmarkDataset:
+    """Read one dataset, downloading it through the Hugging Face cache when ``path`` is None.
+
+    Every file, local or downloaded, is read with the restricted reader of
+    :mod:`difffusr_cli.evaluate.safe_pickle` (arrays and the metadata table; no code runs),
+    never with ``pickle.load``.
 
     Raises:
         InputError: the download failed, or the file is not an opensr-test pickle of usable shape.
     """
-    where = path if path is not None else package_cache_dir() / f"{name}.pkl"
-    if path is not None:
-        # A local file is read with difffusr's restricted reader: arrays and the metadata table,
-        # no code (opensr_test.load would pickle.load it).
-        from difffusr_cli.evaluate.safe_pickle import read_benchmark_pickle
+    from difffusr_cli.evaluate.safe_pickle import read_benchmark_pickle
 
-        return benchmark_from_dict(name, path, read_benchmark_pickle(path))
-    try:
-        # model_dir=None lets the package create its cache folder before downloading into it.
-        raw = opensr_test.load(
-            name, model_dir=str(path.parent) if path is not None else None, version=version
-        )
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        AttributeError,
-        ModuleNotFoundError,
-        ValueError,
-        TypeError,
-    ) as exc:
-        raise InputError(
-            f"{where}: not a readable opensr-test pickle ({type(exc).__name__}: {exc}); delete it "
-            "and download it again"
-        ) from exc
-    except OSError as exc:  # requests' errors are OSErrors too
-        raise InputError(
-            f"{where}: not found and the download failed ({type(exc).__name__}: {exc}); pass "
-            "--data-dir"
-        ) from exc
-    return benchmark_from_dict(name, where, raw)
+    if path is None:
+        path = download_dataset(name, version)
+    return benchmark_from_dict(name, path, read_benchmark_pickle(path))
 
 
 def benchmark_from_dict(name: str, source: Path, raw: Any) -> BenchmarkDataset:
