@@ -118,7 +118,8 @@ class OpenSRConfig:
         datasets: benchmark datasets, in order.
         data_dir: folder holding ``<dataset>.pkl`` (the package's layout) or the Hugging Face
             repository's ``<version folder>/<dataset>/<dataset>.pkl``; None = the package's cache
-            (``~/.config/opensr_test``) or the Hugging Face cache, downloaded there when missing and online.
+            (``~/.config/opensr_test``) or the Hugging Face cache, downloaded there when missing
+            and online.
         data_version: opensr_test.load's dataset version (``v3`` = the current benchmark).
         distances: correctness distances; ``nd`` is always computed, the others when their
             packages and weights are available.
