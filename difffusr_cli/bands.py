@@ -102,6 +102,9 @@ GROUPS: dict[GroupName, tuple[str, ...]] = {
 }
 #: Pixel-size ratio of each group to the 10 m reference grid.
 GROUP_RATIO: dict[GroupName, int] = {"10m": 1, "20m": 2, "60m": 6}
+#: 10 m pixels per 60 m pixel, the coarsest native pixel: a window of the 10 m grid that starts
+#: and ends on multiples of it covers whole pixels of every band.
+WINDOW_ALIGN: int = GROUP_RATIO["60m"]
 
 #: The diffusion model's input and output channels, in network order (R, G, B).
 RGB: tuple[str, str, str] = ("B04", "B03", "B02")

@@ -489,3 +489,23 @@ def test_downloaded_opensr_data_is_read_by_the_restricted_reader(tmp_path, monke
     with pytest.raises(InputError, match="system"):
         load_dataset("spot", None, "v3")
     assert not marker.exists()
+
+
+def test_manifest_architecture_is_checked(real_layout, tmp_path, monkeypatch) -> None:
+    from difffusr_cli.weights.resolve import check_architecture
+
+    entries = weights.load_manifest()
+    fusion, tiny = entries["fusion"], entries["fusion-tiny"]
+    check_architecture(fusion, "fusion-mtf", tmp_path)  # fusion-auto: either family member
+    check_architecture(fusion, "fusion-rrdb", tmp_path)
+    with pytest.raises(WeightsError, match="should be a fusion-mtf network"):
+        check_architecture(tiny, "fusion-rrdb", tmp_path / "x.safetensors")
+    # A manifest that names the wrong architecture for the Hub file is refused on pull.
+    text = (weights.PACKAGE_ROOT / "weights.toml").read_text()
+    manifest = tmp_path / "mine.toml"
+    manifest.write_text(
+        text.replace('architecture = "fusion-auto"', 'architecture = "fusion-rrdb"')
+    )
+    monkeypatch.setenv("DIFFFUSR_WEIGHTS_TOML", str(manifest))
+    with pytest.raises(WeightsError, match="tensors are a fusion-mtf network"):
+        weights.pull("fusion")

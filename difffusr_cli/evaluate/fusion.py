@@ -64,6 +64,7 @@ from difffusr_cli.bands import (
     GROUPS,
     RGB,
     SCALE,
+    WINDOW_ALIGN,
     GroupName,
 )
 from difffusr_cli.degrade import WALD_NYQUIST_GAIN, wald_sigma
@@ -95,9 +96,7 @@ GRAM_SCHMIDT = "gram-schmidt"
 BILINEAR = "bilinear"
 #: 10 m pixels per degraded 60 m cell (240 m): Wald blocks are multiples of it so that every
 #: degraded grid has whole cells.
-WALD_ALIGN = GROUP_RATIO["60m"] * WALD_FACTOR
-#: 10 m pixels per 60 m pixel: product-mode blocks are multiples of it.
-PRODUCT_ALIGN = GROUP_RATIO["60m"]
+WALD_ALIGN = WINDOW_ALIGN * WALD_FACTOR
 #: Default block side, 10 m pixels: Wald blocks are reconstructed on the 10 m grid, product-mode
 #: blocks on the 2.5 m grid (×4), so both are 960 pixels on the reconstruction's grid.
 DEFAULT_BLOCK: dict[str, int] = {"wald": 960, "product": 240}
@@ -138,7 +137,7 @@ class FusionEvalOptions:
 
     def validate(self, mode: EvalMode) -> None:
         """Check values and combinations; ``InputError`` names the offending option."""
-        align = WALD_ALIGN if mode == "wald" else PRODUCT_ALIGN
+        align = WALD_ALIGN if mode == "wald" else WINDOW_ALIGN
         if self.window is not None and self.bbox is not None:
             raise InputError("give --window or --bbox, not both")
         if self.window is not None and (self.window[2] <= 0 or self.window[3] <= 0):
@@ -330,7 +329,7 @@ def default_halo(mode: EvalMode, net_reach: int) -> int:
     if mode == "wald":
         reach = SSIM_REACH * ratio + WALD_ALIGN + wald_blur_reach() * ratio + net_reach
         return round_up(reach, WALD_ALIGN)
-    return round_up((SSIM_REACH + 1) * ratio, PRODUCT_ALIGN)
+    return round_up((SSIM_REACH + 1) * ratio, WINDOW_ALIGN)
 
 
 def wald_min_clean_side(group: str) -> int:

@@ -21,14 +21,13 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from torch import Tensor
 
-from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, RGB, SCALE, indices
+from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, indices
 from difffusr_cli.errors import InputError
 from difffusr_cli.evaluate.fusion import (
     BILINEAR,
     DEFAULT_BLOCK,
     GRAM_SCHMIDT,
     PRODUCT,
-    PRODUCT_ALIGN,
     FuseFn,
     FusionEvalOptions,
     FusionReport,
@@ -249,8 +248,8 @@ def _product_region(scene: Scene, product: ProductFile, options: FusionEvalOptio
     row0 = max(int(asked.row_off), int(fp.row_off))
     col1 = min(int(asked.col_off + asked.width), int(fp.col_off + fp.width))
     row1 = min(int(asked.row_off + asked.height), int(fp.row_off + fp.height))
-    col0, row0 = round_up(col0, PRODUCT_ALIGN), round_up(row0, PRODUCT_ALIGN)
-    col1, row1 = col1 // PRODUCT_ALIGN * PRODUCT_ALIGN, row1 // PRODUCT_ALIGN * PRODUCT_ALIGN
+    col0, row0 = round_up(col0, WINDOW_ALIGN), round_up(row0, WINDOW_ALIGN)
+    col1, row1 = col1 // WINDOW_ALIGN * WINDOW_ALIGN, row1 // WINDOW_ALIGN * WINDOW_ALIGN
     if col1 <= col0 or row1 <= row0:
         raise InputError(
             f"{product.path} and {region_label(options, scene)} share no whole 60 m pixel of "

@@ -28,7 +28,6 @@ from difffusr_cli.superres.options import (
     FUSION_METHODS,
     NODATA_RULE,
     PRODUCT_SUFFIX,
-    WINDOW_ALIGN,
     FusionMethod,
     OutputDType,
     SuperresOptions,
@@ -38,7 +37,6 @@ from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
 from difffusr_cli.superres.render import Counters, Renderer, make_layout, resolve_region
 from difffusr_cli.superres.resume import ProgressFile, fingerprint, progress_path_for
 from difffusr_cli.superres.run import (
-    EXAMPLE_MODELS,
     EXAMPLE_SIZE,
     superres_example,
     superres_many,
@@ -46,12 +44,10 @@ from difffusr_cli.superres.run import (
 )
 
 __all__ = [
-    "EXAMPLE_MODELS",
     "EXAMPLE_SIZE",
     "FUSION_METHODS",
     "NODATA_RULE",
     "PRODUCT_SUFFIX",
-    "WINDOW_ALIGN",
     "Counters",
     "FusionFn",
     "FusionMethod",

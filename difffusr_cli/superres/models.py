@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
-from difffusr_cli.bands import GROUPS
-from difffusr_cli.superres.options import WINDOW_ALIGN, FusionMethod, SuperresOptions
+from difffusr_cli.bands import GROUPS, WINDOW_ALIGN
+from difffusr_cli.superres.options import FusionMethod, SuperresOptions
 
 if TYPE_CHECKING:
     from difffusr_cli.models.predictors import FusionPredictor, RGBSuperResolver

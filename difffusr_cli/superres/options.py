@@ -5,15 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from difffusr_cli.bands import GROUP_RATIO
 from difffusr_cli.errors import InputError
 from difffusr_cli.io.writer import OutputDType
 from difffusr_cli.tiling import ALIGN
 
 FusionMethod = Literal["net", "gs", "bilinear"]
 FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
-#: 10 m pixels per 60 m pixel: processed windows are widened to whole 60 m pixels.
-WINDOW_ALIGN = GROUP_RATIO["60m"]
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
 PRODUCT_SUFFIX = "_difffusr.tif"
 #: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.

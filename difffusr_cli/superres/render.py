@@ -22,11 +22,11 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, GroupName, indices
 from difffusr_cli.device import autocast
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
-from difffusr_cli.superres.options import WINDOW_ALIGN, SuperresOptions
+from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import (
     ALIGN,
     Contribution,

@@ -417,9 +417,6 @@ def _interrupted_message(target: Path) -> str:
 
 #: Side of the generated example product on the 10 m grid (a multiple of 6): 480 m × 480 m.
 EXAMPLE_SIZE = 48
-#: Models the example uses unless the user names others: shipped in the package, so the example
-#: runs offline on a fresh install.
-EXAMPLE_MODELS = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
 
 
 def superres_example(
@@ -438,12 +435,13 @@ def superres_example(
     import tempfile
 
     from difffusr_cli.example import make_example_safe
+    from difffusr_cli.weights import DEMO_MODELS  # shipped in the package: works offline
 
     options = replace(
         options,
-        rgb_model=options.rgb_model or EXAMPLE_MODELS["rgb"],
+        rgb_model=options.rgb_model or DEMO_MODELS["rgb"],
         fusion_model=options.fusion_model
-        or (EXAMPLE_MODELS["fusion"] if options.fusion == "net" else None),
+        or (DEMO_MODELS["fusion"] if options.fusion == "net" else None),
     )
     with tempfile.TemporaryDirectory(prefix="difffusr-example-") as tmp:
         safe = make_example_safe(Path(tmp), size=EXAMPLE_SIZE, seed=options.seed)

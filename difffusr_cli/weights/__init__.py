@@ -31,6 +31,7 @@ from difffusr_cli.weights.format import (
 )
 from difffusr_cli.weights.hub import cache_root, hub_cache_dir
 from difffusr_cli.weights.manifest import (
+    DEMO_MODELS,
     FORMAT_VERSION,
     PACKAGE_ROOT,
     RGB_ARCHITECTURE,
@@ -52,6 +53,7 @@ from difffusr_cli.weights.resolve import (
 )
 
 __all__ = [
+    "DEMO_MODELS",
     "FORMAT_VERSION",
     "INFERENCE_ONLY_DROPS",
     "PACKAGE_ROOT",

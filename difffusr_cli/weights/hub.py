@@ -18,9 +18,9 @@ from difffusr_cli.errors import WeightsError
 from difffusr_cli.weights.choose import choose_file
 from difffusr_cli.weights.manifest import (
     _COMMIT,
-    _DEMO_MODEL,
     _MODEL_FLAG,
     DEFAULT_HUB_TIMEOUT,
+    DEMO_MODELS,
     ModelEntry,
     manifest_path,
 )
@@ -158,7 +158,7 @@ def _guidance(entry: ModelEntry) -> str:
         f"(`difffusr weights pull {entry.name}` on a connected machine, copy its cache folder to "
         f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); to only try the pipeline, use the "
         f"shipped demonstration model with {_MODEL_FLAG[entry.kind].split()[0]} "
-        f"{_DEMO_MODEL[entry.kind]}"
+        f"{DEMO_MODELS[entry.kind]}"
     )
 
 

@@ -35,7 +35,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _MODEL_FLAG = {"rgb": "--rgb-model PATH", "fusion": "--fusion-model PATH"}
 #: Packaged demonstration models (weights.toml), named in the offline guidance.
-_DEMO_MODEL = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
+#: The demonstration models shipped in the package (offline use, `superres --example`).
+DEMO_MODELS: dict[str, str] = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
 _KIND_NAME = {"rgb": "an RGB", "fusion": "a fusion"}
 
 # ---------------------------------------------------------------------------------------------

@@ -68,6 +68,26 @@ def _read_record(json_path: Path) -> dict[str, Any] | None:
         return None
 
 
+def check_architecture(entry: ModelEntry, found: str, path: Path) -> None:
+    """Refuse weights whose architecture (read from their keys) is not the manifest's.
+
+    An entry whose architecture ends in ``-auto`` (``fusion-auto``) accepts any member of its
+    family: the released fusion file may be either architecture.
+
+    Raises:
+        WeightsError: ``found`` differs from ``entry.architecture``.
+    """
+    wanted = entry.architecture
+    if not wanted or found == wanted:
+        return
+    if wanted.endswith("-auto") and found.startswith(wanted.removesuffix("auto")):
+        return
+    raise WeightsError(
+        f"{path}: model '{entry.name}' should be a {wanted} network (weights.toml) but its "
+        f"tensors are a {found} network"
+    )
+
+
 def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporter) -> PullResult:
     hub_file = _fetch_hub_file(entry, revision, reporter)
     out_dir = _converted_dir(entry, hub_file.commit)
@@ -112,6 +132,7 @@ def _ensure_converted(entry: ModelEntry, revision: str | None, reporter: Reporte
             f"{hub_file.path}: model '{entry.name}' should be a {entry.kind} model but holds a "
             f"{weights.kind} model"
         )
+    check_architecture(entry, weights.architecture, hub_file.path)
     check_loads(weights, hub_file.path)
     save_converted(
         weights,
@@ -199,6 +220,9 @@ def pull(
     entry = _entry(name, entries)
     if entry.source == "package":
         path = _package_file(entry)
+        record = _read_record(path.with_suffix(".json")) or {}
+        if isinstance(record.get("architecture"), str):
+            check_architecture(entry, record["architecture"], path)
         return PullResult(entry.name, path, path, entry.sha256, bool(entry.sha256), "")
     return _ensure_converted(entry, revision, reporter or StderrReporter())
 
