@@ -44,8 +44,8 @@ gives zero detail.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,26 @@ from difffusr_cli.degrade.resample import upsample_to
 
 #: How the synthetic pan is formed from a group's bands (see the module docstring).
 SyntheticPan = Literal["regression", "mean"]
+
+#: The one signature of every fusion step (the baselines here and the learned nets through
+#: :func:`learned_fusion`): ``fuse(rgb_sr (B, 3, 4h, 4w), groups {"10m": (B, 4, h, w), "20m":
+#: (B, 6, h/2, w/2), "60m": (B, 2, h/6, w/6)}, valid (B, 1, 4h, 4w) or (4h, 4w) bool)`` →
+#: ``(B, 12, 4h, 4w)`` reflectance in product order. ``valid`` marks the pixels whose
+#: statistics a method may use (the baselines' regression); the nets ignore it.
+FusionFn = Callable[[Tensor, Mapping[str, Tensor], Tensor], Tensor]
+
+
+def learned_fusion(predictor: Callable[[Tensor, dict[GroupName, Any]], Tensor]) -> FusionFn:
+    """A :class:`~difffusr_cli.models.predictors.FusionPredictor` as a :data:`FusionFn`.
+
+    The predictor takes the groups keyed by group name and needs no validity mask.
+    """
+
+    def fuse(rgb_sr: Tensor, groups: Mapping[str, Tensor], valid: Tensor) -> Tensor:
+        return predictor(rgb_sr, {g: groups[g] for g in GROUPS if g in groups})
+
+    return fuse
+
 
 #: Variance below which a statistic is treated as zero (reflectance², float32-safe).
 _VAR_EPS = 1e-12

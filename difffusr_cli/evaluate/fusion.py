@@ -76,7 +76,7 @@ from difffusr_cli.evaluate.running_scores import (
     mean_over_images,
     score_table,
 )
-from difffusr_cli.fusion_baselines import SyntheticPan
+from difffusr_cli.fusion_baselines import FusionFn, SyntheticPan, learned_fusion
 from difffusr_cli.metrics import DATA_RANGE, ScoreTable
 from difffusr_cli.tiling import round_up
 
@@ -85,7 +85,6 @@ if TYPE_CHECKING:
 
 EvalMode = Literal["wald", "product"]
 #: ``(rgb (1, 3, H, W), groups, valid (1, H, W) bool) -> (1, 12, H, W)`` reflectance, product order.
-FuseFn = Callable[[Tensor, Mapping[str, Tensor], Tensor], Tensor]
 
 #: Wald degradation factor of every group: the product's ×4 step over the 10 m grid.
 WALD_FACTOR = SCALE
@@ -233,13 +232,13 @@ class NetChoice:
     """The fusion nets to evaluate, or why there are none.
 
     Attributes:
-        fuse: the nets with the :data:`FuseFn` signature, or None.
+        fuse: the nets with the :data:`FusionFn` signature, or None.
         reach: receptive radius of the nets in output pixels (0 without nets).
         detail: the weights' name or path.
         reason: why ``fuse`` is None.
     """
 
-    fuse: FuseFn | None
+    fuse: FusionFn | None
     reach: int
     detail: str | None
     reason: str | None
@@ -267,23 +266,11 @@ def load_nets(options: FusionEvalOptions, device: torch.device) -> NetChoice:
             raise
         return NetChoice(None, 0, name, f"no fusion weights could be loaded: {exc}")
     return NetChoice(
-        fuse=lambda rgb, groups, valid: predictor(rgb, by_group(groups)),
+        fuse=learned_fusion(predictor),
         reach=int(predictor.net.receptive_radius),
         detail=name,
         reason=None,
     )
-
-
-def by_group(groups: Mapping[str, Tensor]) -> dict[GroupName, Tensor]:
-    """``groups`` keyed by :data:`~difffusr_cli.bands.GroupName`, in product order.
-
-    Args:
-        groups: ``10m``/``20m``/``60m`` → ``(1, C, h, w)`` reflectance on the group's grid.
-
-    Raises:
-        KeyError: a group is missing.
-    """
-    return {group: groups[group] for group in GROUPS}
 
 
 def as_group(name: str) -> GroupName:
@@ -298,7 +285,7 @@ def as_group(name: str) -> GroupName:
     raise ValueError(f"{name!r} is not a band group; expected one of {', '.join(GROUPS)}")
 
 
-def baselines(gs_pan: SyntheticPan) -> dict[str, FuseFn]:
+def baselines(gs_pan: SyntheticPan) -> dict[str, FusionFn]:
     """Gram–Schmidt (with the ``gs_pan`` synthetic pan) and bilinear upsampling, by label."""
     from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
 

@@ -30,8 +30,8 @@ from difffusr_cli.evaluate.fusion import (
     NET,
     WALD_ALIGN,
     WALD_FACTOR,
-    FuseFn,
     FusionEvalOptions,
+    FusionFn,
     FusionReport,
     NetChoice,
     ProductResult,
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 def _wald_block(
     scene: Scene,
     block: Block,
-    fusers: Mapping[str, FuseFn],
+    fusers: Mapping[str, FusionFn],
     acc: ScoreAccumulators,
     device: torch.device,
     keep: dict[str, np.ndarray] | None,
@@ -150,7 +150,7 @@ def _statistics_masks(
 
 
 def _fuse_with_group_statistics(
-    fuse: FuseFn,
+    fuse: FusionFn,
     guidance: Tensor,
     inputs: Mapping[str, Tensor],
     masks: Mapping[GroupName, Tensor],
@@ -243,7 +243,7 @@ def evaluate_wald(
         raise InputError("give at least one scene with --data")
     device = select_device(options.device)
     nets = nets if nets is not None else load_nets(options, device)
-    fusers: dict[str, FuseFn] = {}
+    fusers: dict[str, FusionFn] = {}
     if nets.fuse is not None:
         fusers[NET] = nets.fuse
     fusers.update(baselines(options.gs_pan))

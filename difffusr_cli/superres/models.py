@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -11,7 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
-from difffusr_cli.bands import GROUPS, WINDOW_ALIGN
+from difffusr_cli.bands import WINDOW_ALIGN
+from difffusr_cli.fusion_baselines import FusionFn
 from difffusr_cli.superres.options import FusionMethod, SuperresOptions
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ class SuperResolver(Protocol):
 
 
 #: ``(rgb_sr (B,3,H,W), groups, valid (B,H,W) bool) -> (B,12,H,W)`` reflectance in product order.
-FusionFn = Callable[[Tensor, Mapping[str, Tensor], Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def build_models(
     fusion_info: ModelInfo | None = None,
 ) -> Models:
     """Bundle loaded networks for the pipeline (``fusion`` is used only with ``method="net"``)."""
-    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
+    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse, learned_fusion
 
     unet = rgb.config.unet
     # The U-Net folds the image by `fold`, then halves it once per level below the first.
@@ -112,16 +111,10 @@ def build_models(
     if method == "net":
         if fusion is None:
             raise ValueError("fusion method 'net' needs a fusion model")
-        net = fusion
-
-        def fuse_net(rgb_sr: Tensor, groups: Mapping[str, Tensor], valid: Tensor) -> Tensor:
-            # The net takes the groups by name (GroupName keys); it needs no validity mask.
-            return net(rgb_sr, {g: groups[g] for g in GROUPS if g in groups})
-
         return Models(
             rgb=rgb,
             method="net",
-            fuse=fuse_net,
+            fuse=learned_fusion(fusion),
             fusion_halo=fusion.receptive_halo,
             patch_multiple=patch_multiple,
             rgb_info=rgb_info,
