@@ -194,7 +194,34 @@ class FusionPredictor:
         _check_image(rgb_sr, "rgb_sr", channels=3)
         b, _, height, width = rgb_sr.shape
         device = self.device
-        guidance = _zscore(rgb_sr.to(device=device, dtype=torch.float32), bands.RGB)
+        # Precision policy: only the networks run under an ambient autocast (bf16 on CUDA);
+        # normalisation, upsampling and de-normalisation stay in fp32 (bf16 keeps 8 bits of
+        # mantissa: a de-normalised band would collapse to a few hundred levels).
+        with torch.autocast(device.type, enabled=False):
+            ms = self._network_inputs(rgb_sr, groups, device)
+            guidance = _zscore(rgb_sr.to(device=device, dtype=torch.float32), bands.RGB)
+        outputs = self.net(guidance, ms)
+        with torch.autocast(device.type, enabled=False):
+            product = torch.cat(
+                [outputs[g][:, i : i + 1].float() for g, i in _PRODUCT_SOURCES], dim=1
+            )
+            mean, std = bands.norm_stats(bands.BAND_NAMES, product.device, product.dtype)
+            return (product * std + mean).to(rgb_sr.device)
+
+    def _network_inputs(
+        self, rgb_sr: Tensor, groups: Mapping[GroupName, Tensor], device: torch.device
+    ) -> dict[GroupName, Tensor]:
+        """Each branch's multispectral input: z-scored bands upsampled to ``rgb_sr``'s grid.
+
+        Args:
+            rgb_sr: the ``(B, 3, H, W)`` guidance of :meth:`__call__` (only its shape is used).
+            groups: the native-grid groups of :meth:`__call__`.
+            device: the networks' device.
+
+        Returns:
+            Per branch ``(B, C, H, W)`` float32, in the branch's channel order.
+        """
+        b, _, height, width = rgb_sr.shape
         upsampled: dict[GroupName, Tensor] = {}
         for group in _GROUPS:
             if group not in groups:
@@ -216,14 +243,10 @@ class FusionPredictor:
             up = F.interpolate(z, scale_factor=ratio, mode="bilinear", align_corners=False)
             # a coarse group covering whole native pixels overhangs the block bottom/right
             upsampled[group] = up[:, :, :height, :width]
-        ms = {
+        return {
             group: torch.cat([upsampled[g] for g in self.net.input_groups(group)], dim=1)
             for group in _GROUPS
         }
-        outputs = self.net(guidance, ms)
-        product = torch.cat([outputs[g][:, i : i + 1] for g, i in _PRODUCT_SOURCES], dim=1)
-        mean, std = bands.norm_stats(bands.BAND_NAMES, product.device, product.dtype)
-        return (product * std + mean).to(rgb_sr.device)
 
 
 def _product_sources() -> tuple[tuple[GroupName, int], ...]:

@@ -409,6 +409,9 @@ class Renderer:
             )
         rgb_t = torch.from_numpy(np.ascontiguousarray(rgb[None])).to(self.device)
         valid_t = torch.from_numpy(np.ascontiguousarray(valid[None])).to(self.device)
-        with autocast(self.device, self.dtype):
+        # Precision policy: only learned nets run under autocast; the Gram–Schmidt and bilinear
+        # baselines are statistics and interpolation, computed in fp32 whatever --precision says.
+        dtype = self.dtype if self.models.method == "net" else torch.float32
+        with autocast(self.device, dtype):
             out = self.models.fuse(rgb_t, inputs, valid_t)
         return out[0].float().cpu().numpy()
