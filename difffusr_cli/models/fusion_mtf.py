@@ -165,15 +165,26 @@ class MTFNetFusion(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """Local receptive radius in output pixels (an estimate; see :meth:`low_pass_pan`)."""
+        """How far (output pixels) the inputs of a tile's pixels reach beyond the tile.
+
+        Exact for tiles (and their context) that start on multiples of ``mtf_ratio``, the
+        pipeline's layout, and for the group's bands given on their native grid and upsampled
+        bilinearly by :class:`~difffusr_cli.models.predictors.FusionPredictor` (that upsampling
+        is included). The local nets (detail: 2 + 15 per RRDB; refinement: 2 + 2 per Resblock)
+        need the low-passed pan ``local`` pixels beyond the tile, i.e. in ``⌈local / ratio⌉``
+        more coarse cells; the bicubic back-projection reads 2 further cells on each side and the
+        MTF blur its kernel radius beyond them. The bands' bilinear upsampling reads one coarse
+        cell beyond the cells the local nets need. (A gradient check of the official-size branch
+        finds exactly this support: 81 pixels for the 60 m branch.)
+        """
         kernel_radius = max(
             int(self._mtf_filter(i).weight.shape[-1]) // 2 for i in range(len(self.mtf_filters))
         )
-        # the bicubic back-projection reaches ~2 coarse cells beyond the cell a pixel falls in
-        low_pass = kernel_radius + 3 * self.mtf_ratio
-        detail = 2 + RRDB.RADIUS * (self.nb // 2)
-        refine = 2 + 2 * (self.nb // 2)
-        return low_pass + detail + refine
+        local = (2 + RRDB.RADIUS * (self.nb // 2)) + (2 + 2 * (self.nb // 2))
+        cells = -(-local // self.mtf_ratio)
+        low_pass = (cells + 2) * self.mtf_ratio + kernel_radius
+        bands_upsampled = (cells + 1) * self.mtf_ratio
+        return max(low_pass, bands_upsampled)
 
     def _mtf_filter(self, band: int) -> nn.Conv2d:
         # every entry of mtf_filters is an nn.Conv2d (built in __init__)

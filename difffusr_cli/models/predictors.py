@@ -164,13 +164,18 @@ class FusionPredictor:
     def receptive_halo(self) -> int:
         """How far (10 m pixels) an output pixel's inputs reach: the halo a block needs.
 
-        The branches' local receptive radius (2.5 m pixels, rounded up to 10 m pixels) plus one
-        60 m pixel (6 × 10 m) for the bilinear upsampling of the coarsest group. The RRDB
-        branches' channel attention also pools globally over the block, which no halo bounds,
-        so blocks should be blended; the MTF branches' area resampling is aligned to the block
-        origin, so blocks should start on 60 m pixel boundaries.
+        RRDB: the branches' local receptive radius (2.5 m pixels, rounded up to 10 m pixels)
+        plus one 60 m pixel (6 × 10 m) for the bilinear upsampling of the coarsest group in front
+        of them; their channel attention also pools globally over the block, which no halo
+        bounds, so blocks should be blended. MTF: the branches' radius already includes the
+        upsampling (:attr:`MTFNetFusion.receptive_radius`, exact for blocks that start on 60 m
+        pixel boundaries, which the MTF area resampling needs anyway); nothing is global, so
+        blocks with this halo agree wherever they overlap.
         """
-        return math.ceil(self.net.receptive_radius / bands.SCALE) + bands.GROUP_RATIO["60m"]
+        radius = math.ceil(self.net.receptive_radius / bands.SCALE)
+        if self.config.arch == "mtf":
+            return radius
+        return radius + bands.GROUP_RATIO["60m"]
 
     @torch.no_grad()
     def __call__(self, rgb_sr: Tensor, groups: Mapping[GroupName, Tensor]) -> Tensor:
