@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import resource
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
+import numpy as np
 import torch
 
 from difffusr_cli.errors import InputError
@@ -136,3 +137,43 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def to_device(
+    arrays: Mapping[str, np.ndarray], device: torch.device, staging: torch.Tensor | None = None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Move several arrays to ``device`` as float32 in one host→device copy.
+
+    The arrays are packed into one flat buffer, copied once and returned as views of the copy.
+    On CUDA the buffer is pinned host memory (the copy is non-blocking) and is reused between
+    calls: pass back the returned ``staging``. Reuse is safe as long as the caller waits for the
+    results of one call (e.g. copies them back) before the next call.
+
+    Args:
+        arrays: name → array of any shape (bool or numeric; stored as float32).
+        device: the target device.
+        staging: the pinned buffer of a previous call, or None.
+
+    Returns:
+        ``(tensors, staging)``: name → float32 tensor of the array's shape on ``device``, and the
+        pinned buffer to pass next time (None off CUDA).
+    """
+    total = sum(int(a.size) for a in arrays.values())
+    if device.type == "cuda":
+        if staging is None or staging.numel() < total:
+            staging = torch.empty(total, dtype=torch.float32, pin_memory=True)
+        flat = staging[:total]
+    else:
+        flat = torch.empty(total, dtype=torch.float32)
+    host = flat.numpy()
+    offset = 0
+    for a in arrays.values():
+        host[offset : offset + a.size].reshape(a.shape)[...] = a
+        offset += a.size
+    on_device = flat.to(device, non_blocking=True)
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name, a in arrays.items():
+        out[name] = on_device[offset : offset + a.size].view(a.shape)
+        offset += a.size
+    return out, staging

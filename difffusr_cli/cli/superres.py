@@ -80,12 +80,16 @@ def superres(
         ),
     ] = 0,
     patch_size: Annotated[
-        int,
+        Optional[int],
         typer.Option(
             "--patch-size",
-            help="Diffusion patch side in 2.5 m pixels (multiple of 32 for the published models).",
+            help=(
+                "Diffusion patch side in 2.5 m pixels (multiple of 32 for the published models). "
+                "Default: 640 (11 % of the compute on overlap; 256 spent 31 %), smaller for "
+                "models with fine self-attention and for small regions."
+            ),
         ),
-    ] = 256,
+    ] = None,
     overlap: Annotated[
         int,
         typer.Option(
@@ -94,7 +98,29 @@ def superres(
             )
         ),
     ] = 32,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            "--batch-size",
+            help=(
+                "Patches per network call, or auto: from the free GPU memory on CUDA, 4 "
+                "elsewhere (pixels agree across batch sizes within float rounding)."
+            ),
+        ),
+    ] = "auto",
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the denoiser and fusion nets (slow first batch; GPU runs).",
+        ),
+    ] = False,
+    channels_last: Annotated[
+        bool,
+        typer.Option(
+            "--channels-last", help="Run the networks in the channels-last memory format."
+        ),
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[
         Literal["auto", "fp32", "bf16", "fp16"],
@@ -173,7 +199,9 @@ def superres(
         seed=seed,
         patch_size=patch_size,
         overlap=overlap,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size),
+        compile=compile,
+        channels_last=channels_last,
         device=device,
         precision=precision,
         window=window,
@@ -203,3 +231,15 @@ def superres(
     finally:
         if isinstance(reporter, ConsoleReporter):
             reporter.close()
+
+
+def _batch_size(text: str) -> int | None:
+    """``--batch-size``: ``auto`` (None) or a positive integer."""
+    from difffusr_cli.errors import InputError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--batch-size {text!r}: expected a positive integer or auto") from None

@@ -59,6 +59,10 @@ class Models:
         fusion_halo: how far (10 m pixels) a fused pixel's inputs reach.
         patch_multiple: the patch size must be a multiple of this (the U-Net's down-sampling).
         rgb_info, fusion_info: provenance (``fusion_info`` is None for gs/bilinear).
+        attention_stride: output pixels per self-attention position of the U-Net (its fold
+            times its finest attention stride; 0: no attention); bounds the automatic patch.
+        fusion_arch: ``"mtf"`` or ``"rrdb"`` for the learned nets, ``""`` otherwise (it decides
+            the default fusion tiles, :func:`difffusr_cli.superres.compute.fusion_tiling`).
     """
 
     rgb: SuperResolver
@@ -68,6 +72,8 @@ class Models:
     patch_multiple: int
     rgb_info: ModelInfo
     fusion_info: ModelInfo | None = None
+    fusion_arch: str = ""
+    attention_stride: int = 0
 
 
 def model_info(name: str, path: Path) -> ModelInfo:
@@ -108,6 +114,7 @@ def build_models(
     unet = rgb.config.unet
     # The U-Net folds the image by `fold`, then halves it once per level below the first.
     patch_multiple = unet.fold * 2 ** (unet.levels - 1)
+    attention_stride = unet.fold * min(unet.attn_strides, default=0)
     if method == "net":
         if fusion is None:
             raise ValueError("fusion method 'net' needs a fusion model")
@@ -119,10 +126,20 @@ def build_models(
             patch_multiple=patch_multiple,
             rgb_info=rgb_info,
             fusion_info=fusion_info,
+            fusion_arch=fusion.config.arch,
+            attention_stride=attention_stride,
         )
     baseline = gram_schmidt_fuse if method == "gs" else bilinear_fuse
     # Bilinear upsampling of the 60 m group reaches one 60 m pixel further.
-    return Models(rgb, method, baseline, WINDOW_ALIGN, patch_multiple, rgb_info)
+    return Models(
+        rgb,
+        method,
+        baseline,
+        WINDOW_ALIGN,
+        patch_multiple,
+        rgb_info,
+        attention_stride=attention_stride,
+    )
 
 
 def load_models(
@@ -134,14 +151,17 @@ def load_models(
         WeightsError: unknown name, missing/unsafe/mismatched weights, or no Hub access.
     """
     from difffusr_cli import api, weights
+    from difffusr_cli.superres.compute import accelerate
 
     rgb_name = options.rgb_model or weights.default_model_name("rgb")
     rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
     rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
     rgb_info = model_info(str(rgb_name), rgb_path)
     if options.fusion != "net":
+        accelerate(rgb, None, compile=options.compile, channels_last=options.channels_last)
         return build_models(rgb, None, options.fusion, rgb_info)
     fusion_name = options.fusion_model or weights.default_model_name("fusion")
     fusion_path = weights.resolve(fusion_name, "fusion", reporter=reporter)
     fusion = api.load_fusion_model(fusion_path, device, reporter=reporter)
+    accelerate(rgb, fusion, compile=options.compile, channels_last=options.channels_last)
     return build_models(rgb, fusion, "net", rgb_info, model_info(str(fusion_name), fusion_path))

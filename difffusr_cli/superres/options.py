@@ -33,8 +33,17 @@ class SuperresOptions:
         fusion: ``net`` (learned nets), ``gs`` (Gram–Schmidt) or ``bilinear``.
         steps: DDIM sampler steps (network calls) per patch.
         seed: noise seed; each patch's noise depends on (seed, patch row, patch column) only.
-        patch_size, overlap: diffusion patch side and overlap (multiples of 4).
-        batch_size: patches per network call (patches of one patch row only).
+        patch_size, overlap: diffusion patch side and overlap (multiples of 4). ``patch_size``
+            None = auto (:func:`~difffusr_cli.superres.compute.auto_patch`): 640 for the
+            published U-Net (10.8 % of its compute on overlap, (640/608)²; 256 spent 30.6 %),
+            smaller for a model whose self-attention would span more than 64 × 64 positions, and
+            never much larger than the region.
+        batch_size: patches per network call (patches of one patch row only); None = auto
+            (from free GPU memory on CUDA, a small fixed batch elsewhere:
+            :func:`difffusr_cli.superres.compute.resolve_compute`).
+        fusion_batch_size: fusion tiles per network call (tiles of one tile row); None = auto.
+        compile: ``torch.compile`` the denoiser and the fusion nets.
+        channels_last: run the networks in the channels-last memory format.
         device: ``auto | cpu | cuda | cuda:N | mps``.
         precision: ``auto | fp32 | bf16 | fp16`` (auto: bf16 autocast on CUDA, fp32 elsewhere).
         window: ``(col, row, width, height)`` on the 10 m grid, or None.
@@ -45,7 +54,9 @@ class SuperresOptions:
         quiet: no progress bar and no summary.
         scale, offset: override the input's radiometric convention
             (reflectance = DN·scale + offset).
-        fusion_tile, fusion_overlap: fusion tile side and blended overlap (multiples of 24).
+        fusion_tile, fusion_overlap: fusion tile side and blended overlap (multiples of 24);
+            None = chosen for the fusion step
+            (:func:`~difffusr_cli.superres.compute.fusion_tiling`).
         block_rows: output rows written (and recorded for resume) at a time.
     """
 
@@ -54,9 +65,9 @@ class SuperresOptions:
     fusion: FusionMethod = "net"
     steps: int = 20
     seed: int = 0
-    patch_size: int = 256
+    patch_size: int | None = None
     overlap: int = 32
-    batch_size: int = 4
+    batch_size: int | None = None
     device: str = "auto"
     precision: str = "auto"
     window: tuple[int, int, int, int] | None = None
@@ -68,9 +79,12 @@ class SuperresOptions:
     quiet: bool = False
     scale: float | None = None
     offset: float | None = None
-    fusion_tile: int = 480
-    fusion_overlap: int = 48
+    fusion_tile: int | None = None
+    fusion_overlap: int | None = None
     block_rows: int = 512
+    fusion_batch_size: int | None = None
+    compile: bool = False
+    channels_last: bool = False
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
@@ -88,20 +102,24 @@ class SuperresOptions:
             raise InputError(f"--steps {self.steps}: expected 2 to 1000")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: expected a non-negative integer")
-        if self.patch_size < 16 or self.patch_size % 4:
+        # auto patches are at least twice the overlap (superres.compute.auto_patch)
+        patch = self.patch_size if self.patch_size is not None else 2 * self.overlap
+        if self.patch_size is not None and (self.patch_size < 16 or self.patch_size % 4):
             raise InputError(
                 f"--patch-size {self.patch_size}: expected a multiple of 4 (whole 10 m pixels), "
                 "at least 16"
             )
-        if self.patch_size > MAX_PATCH:
+        if self.patch_size is not None and self.patch_size > MAX_PATCH:
             raise InputError(f"--patch-size {self.patch_size}: expected at most {MAX_PATCH}")
-        if self.overlap < 0 or self.overlap % 4 or self.overlap > self.patch_size // 2:
+        if self.overlap < 0 or self.overlap % 4 or self.overlap > patch // 2:
             raise InputError(
                 f"--overlap {self.overlap}: expected a multiple of 4 between 0 and half the patch "
-                f"size ({self.patch_size // 2})"
+                f"size ({patch // 2})"
             )
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size {self.batch_size}: expected at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: expected at least 1 or auto")
+        if self.fusion_batch_size is not None and self.fusion_batch_size < 1:
+            raise InputError(f"fusion batch size {self.fusion_batch_size}: expected at least 1")
         if self.window is not None and self.bbox is not None:
             raise InputError("give --window or --bbox, not both")
         if self.window is not None:
@@ -120,14 +138,14 @@ class SuperresOptions:
             raise InputError(f"--dtype {self.dtype!r}: expected uint16 or float32")
         if self.resume and self.overwrite:
             raise InputError("give --resume or --overwrite, not both")
-        if self.fusion_tile < ALIGN or self.fusion_tile % ALIGN:
+        if self.fusion_tile is not None and (self.fusion_tile < ALIGN or self.fusion_tile % ALIGN):
             raise InputError(
                 f"fusion tile {self.fusion_tile}: expected a positive multiple of {ALIGN}"
             )
-        if (
+        if self.fusion_overlap is not None and (
             self.fusion_overlap < 0
             or self.fusion_overlap % ALIGN
-            or self.fusion_overlap >= self.fusion_tile
+            or (self.fusion_tile is not None and self.fusion_overlap >= self.fusion_tile)
         ):
             raise InputError(
                 f"fusion overlap {self.fusion_overlap}: expected a multiple of {ALIGN} below the "

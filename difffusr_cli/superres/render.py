@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from torch import Tensor
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, GroupName, indices
-from difffusr_cli.device import autocast
+from difffusr_cli.device import autocast, to_device
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
@@ -103,10 +103,10 @@ def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> L
     return Layout(
         height=int(region.height) * SCALE,
         width=int(region.width) * SCALE,
-        patch=options.patch_size,
+        patch=options.patch_size or 0,
         overlap=options.overlap,
-        tile=options.fusion_tile,
-        tile_overlap=options.fusion_overlap,
+        tile=options.fusion_tile or 0,  # resolved (superres.compute.resolve_compute)
+        tile_overlap=options.fusion_overlap or 0,
         halo=round_up(fusion_halo * SCALE, ALIGN),
         block_rows=options.block_rows,
     )
@@ -133,6 +133,7 @@ class Renderer:
         layout: the tiling of the region.
         models: the models (their ``method`` decides what B02–B04 are).
         steps, seed, batch_size: sampler settings.
+        fusion_batch_size: fusion tiles per network call (0: ``batch_size``).
         device, dtype: where and in what precision the networks run.
         on_patches: called with the number of patches finished (run or skipped).
     """
@@ -150,9 +151,12 @@ class Renderer:
         device: torch.device,
         dtype: torch.dtype,
         on_patches: Callable[[int], None] = lambda n: None,
+        fusion_batch_size: int = 0,
     ) -> None:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
+        self.fusion_batch_size = fusion_batch_size or batch_size
+        self._staging: Tensor | None = None  # pinned host buffer of the fusion inputs (CUDA)
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
@@ -323,7 +327,12 @@ class Renderer:
 
     # -- fusion tiles ----------------------------------------------------------------------
     def _tile_row(self, index: int, top: int) -> Iterator[Contribution]:
-        """Fuse one row of tiles: 12 bands + validity per tile, context ``halo`` cropped away."""
+        """Fuse one row of tiles: 12 bands + validity per tile, context ``halo`` cropped away.
+
+        Tiles with valid pixels are fused ``fusion_batch_size`` at a time (one host→device copy
+        and one device→host copy per batch); contributions come out in column order whatever the
+        batch, so the blended sums are the same.
+        """
         layout, halo = self.layout, self.layout.halo
         th, tw = layout.tile_shape
         rows_in = Span(top - halo, top + th + halo)
@@ -341,15 +350,20 @@ class Renderer:
             factor = SCALE * GROUP_RATIO[group]
             valid &= np.repeat(np.repeat(group_valid, factor, axis=0), factor, axis=1)
         core = slice(halo, halo + th)
-        for left in layout.tile_cols:
-            context = slice(left, left + tw + 2 * halo)  # the tile and its context, strip columns
-            tile_valid = valid[core, left + halo : left + halo + tw]
-            out = np.zeros((13, th, tw), dtype=np.float32)
-            if tile_valid.any():
-                rgb = self._guidance(rows_in, Span(left - halo, left + tw + halo))
-                fused = self._fuse(rgb, groups, left, tw + 2 * halo, valid[:, context])
-                out[:12] = fused[:, core, halo : halo + tw]
-                if not np.isfinite(out[:12][:, tile_valid]).all():
+        cols = layout.tile_cols
+        tile_valid = [valid[core, left + halo : left + halo + tw] for left in cols]
+        todo = [k for k, v in enumerate(tile_valid) if v.any()]
+        emitted = 0  # tiles of the row yielded so far (in column order)
+        for start in range(0, len(todo), self.fusion_batch_size):
+            batch = todo[start : start + self.fusion_batch_size]
+            lefts = [cols[k] for k in batch]
+            rgbs = [self._guidance(rows_in, Span(left - halo, left + tw + halo)) for left in lefts]
+            fused = self._fuse(rgbs, groups, lefts, tw + 2 * halo, valid)
+            outputs: dict[int, np.ndarray] = {}
+            for k, left, rgb, values in zip(batch, lefts, rgbs, fused, strict=True):
+                out = np.zeros((13, th, tw), dtype=np.float32)
+                out[:12] = values
+                if not np.isfinite(out[:12][:, tile_valid[k]]).all():
                     name = self.models.fusion_info.name if self.models.fusion_info else ""
                     raise WeightsError(
                         f"the fusion step ({self.models.method} {name}".rstrip()
@@ -359,10 +373,26 @@ class Renderer:
                 if self.models.method != "net":
                     # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
                     out[indices(RGB)] = rgb[:, core, halo : halo + tw]
-                out[12] = tile_valid
-            yield left, out, self._tile_weights
+                out[12] = tile_valid[k]
+                outputs[k] = out
+            last = batch[-1] if start + len(batch) < len(todo) else len(cols) - 1
+            for k in range(emitted, last + 1):
+                empty = k not in outputs
+                yield (
+                    cols[k],
+                    outputs.pop(k) if not empty else self._empty_tile(),
+                    self._tile_weights,
+                )
+            emitted = last + 1
+        for k in range(emitted, len(cols)):  # a row without valid tiles
+            yield cols[k], self._empty_tile(), self._tile_weights
         if index + 1 < len(layout.tile_rows):
             self.sr.drop_before(layout.tile_rows[index + 1] - halo)
+
+    def _empty_tile(self) -> np.ndarray:
+        """The contribution of a tile without valid pixels: zeros, validity 0."""
+        th, tw = self.layout.tile_shape
+        return np.zeros((13, th, tw), dtype=np.float32)
 
     def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
         """The blended SR RGB of ``rows`` × ``cols`` (region pixels).
@@ -393,25 +423,41 @@ class Renderer:
 
     def _fuse(
         self,
-        rgb: np.ndarray,
+        rgbs: Sequence[np.ndarray],
         groups: Mapping[GroupName, np.ndarray],
-        left: int,
+        lefts: Sequence[int],
         width: int,
         valid: np.ndarray,
     ) -> np.ndarray:
-        """Run the fusion step on one tile with context: ``(12, th + 2·halo, width)``."""
-        inputs: dict[str, Tensor] = {}
+        """Run the fusion step on a batch of tiles with context; return their cores.
+
+        Args:
+            rgbs: per tile the ``(3, th + 2·halo, width)`` guidance (:meth:`_guidance`).
+            groups: the tile row's band strips on their native grids.
+            lefts: each tile's left column (strip column ``left`` is its context's first).
+            width: ``tw + 2·halo``.
+            valid: ``(th + 2·halo, strip width)`` validity of the row's strip.
+
+        Returns:
+            ``(B, 12, th, tw)`` float32 reflectance of the tiles' cores (the halo is cropped on
+            the device, before the copy back).
+        """
+        halo = self.layout.halo
+        th, tw = self.layout.tile_shape
+        arrays: dict[str, np.ndarray] = {"rgb": np.stack(rgbs)}
         for group, data in groups.items():
             factor = SCALE * GROUP_RATIO[group]
-            cols = slice(left // factor, (left + width) // factor)
-            inputs[group] = torch.from_numpy(np.ascontiguousarray(data[None, :, :, cols])).to(
-                self.device
+            arrays[group] = np.stack(
+                [data[:, :, left // factor : (left + width) // factor] for left in lefts]
             )
-        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb[None])).to(self.device)
-        valid_t = torch.from_numpy(np.ascontiguousarray(valid[None])).to(self.device)
+        arrays["valid"] = np.stack([valid[:, left : left + width] for left in lefts])
+        inputs, self._staging = to_device(arrays, self.device, self._staging)
+        valid_t = inputs.pop("valid") > 0.5
+        rgb_t = inputs.pop("rgb")
         # Precision policy: only learned nets run under autocast; the Gram–Schmidt and bilinear
         # baselines are statistics and interpolation, computed in fp32 whatever --precision says.
         dtype = self.dtype if self.models.method == "net" else torch.float32
         with autocast(self.device, dtype):
             out = self.models.fuse(rgb_t, inputs, valid_t)
-        return out[0].float().cpu().numpy()
+            cores = out[:, :, halo : halo + th, halo : halo + tw].float()
+        return cores.cpu().numpy()

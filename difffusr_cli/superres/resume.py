@@ -57,6 +57,10 @@ def fingerprint(
         "fusion_halo": layout.halo,
         "block_rows": layout.block_rows,
         "batch_size": options.batch_size,
+        "fusion_batch_size": options.fusion_batch_size,
+        # other kernels, other rounding: never mixed within one product
+        "compile": options.compile,
+        "channels_last": options.channels_last,
         "window": [int(region.col_off), int(region.row_off), int(region.width), int(region.height)],
         "dtype": options.dtype,
         "precision": precision_name(dtype),

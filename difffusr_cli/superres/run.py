@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from difffusr_cli.bands import BAND_NAMES
+from difffusr_cli.bands import BAND_NAMES, SCALE
 from difffusr_cli.device import (
     describe,
     peak_memory,
@@ -30,6 +30,7 @@ from difffusr_cli.device import (
     select_precision,
 )
 from difffusr_cli.errors import InputError, OutputError
+from difffusr_cli.superres.compute import recorded_fingerprint, resolve_compute
 from difffusr_cli.superres.lock import OutputLock
 from difffusr_cli.superres.models import Models, load_models
 from difffusr_cli.superres.options import SuperresOptions
@@ -84,14 +85,17 @@ def superres_scene(
         )
     scene.require_bands()
     region = resolve_region(scene, options.window, options.bbox)
-    if options.patch_size % models.patch_multiple:
+    record_path = progress_path_for(output)
+    recorded = recorded_fingerprint(record_path) if options.resume else None
+    shape = (int(region.height) * SCALE, int(region.width) * SCALE)
+    options = resolve_compute(options, models, device, dtype, shape, recorded)
+    if (options.patch_size or 0) % models.patch_multiple:
         raise InputError(
             f"--patch-size {options.patch_size}: the RGB model {models.rgb_info.name} needs a "
             f"multiple of {models.patch_multiple}"
         )
     layout = make_layout(region, options, models.fusion_halo)
     transform, width, height = output_grid(scene, region)
-    record_path = progress_path_for(output)
     partial = partial_path_for(output)
     expected = fingerprint(scene, region, layout, options, models, device, dtype)
     check_no_interrupted_run(output, options)
@@ -138,7 +142,8 @@ def superres_scene(
             models,
             steps=options.steps,
             seed=options.seed,
-            batch_size=options.batch_size,
+            batch_size=int(options.batch_size or 1),
+            fusion_batch_size=int(options.fusion_batch_size or 1),
             device=device,
             dtype=dtype,
             on_patches=on_patches,
@@ -379,15 +384,6 @@ def _require_same_settings(
     from rasterio.errors import RasterioError
 
     region = resolve_region(scene, options.window, options.bbox)
-    expected = fingerprint(
-        scene,
-        region,
-        make_layout(region, options, models.fusion_halo),
-        options,
-        models,
-        device,
-        dtype,
-    )
     try:
         with rasterio.open(target) as ds:
             text = ds.tags().get(FINGERPRINT_TAG)
@@ -399,6 +395,18 @@ def _require_same_settings(
             f"{target} exists and records no settings fingerprint (an older difffusr); "
             "pass --overwrite to replace it"
         )
+    # auto batch sizes: the product's own (they depend on the free GPU memory of its run)
+    shape = (int(region.height) * SCALE, int(region.width) * SCALE)
+    options = resolve_compute(options, models, device, dtype, shape, stored)
+    expected = fingerprint(
+        scene,
+        region,
+        make_layout(region, options, models.fusion_halo),
+        options,
+        models,
+        device,
+        dtype,
+    )
     detail = changed_settings(stored, json.loads(fingerprint_text(expected)))
     if detail:
         raise OutputError(
