@@ -4,7 +4,9 @@ Modules (each imports only those above it in this list):
 
 - :mod:`.options` — :class:`SuperresOptions` and its validation, shared constants;
 - :mod:`.progress` — :class:`ProgressSink`, how a run reports progress (the library prints nothing);
-- :mod:`.models` — model loading and provenance (:class:`Models`, :class:`ModelInfo`);
+- :mod:`.models` — model loading and provenance (:class:`Models`, :class:`ModelInfo`),
+  ``--compile`` / ``--channels-last`` (:func:`accelerate`);
+- :mod:`.compute` — defaults chosen for the device and models: patch, fusion tiles, batch sizes;
 - :mod:`.render` — the processed region, its tiling and the block-by-block :class:`Renderer`;
 - :mod:`.resume` — the progress record and the settings fingerprint;
 - :mod:`.outputs` — output naming, product tags, :class:`RunSummary`;
@@ -21,6 +23,7 @@ from difffusr_cli.superres.models import (
     ModelInfo,
     Models,
     SuperResolver,
+    accelerate,
     build_models,
     load_models,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "RunSummary",
     "SuperResolver",
     "SuperresOptions",
+    "accelerate",
     "build_models",
     "fingerprint",
     "load_models",

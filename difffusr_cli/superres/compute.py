@@ -4,10 +4,11 @@
   halo costs little (the halo is the nets' receptive field, rounded to 60 m pixels).
 - :func:`resolve_compute`: fills in what the options leave to ``auto`` (tile, overlap, patch and
   tile batch sizes) so that the layout, the product tags and the resume fingerprint see numbers.
-- :func:`accelerate`: ``--compile`` (``torch.compile``) and ``--channels-last`` on the networks.
 
-None of these choices changes what a pixel is computed from; batch sizes, the memory format and
-compilation change only how reductions are ordered (float tolerance; see docs/superres.md).
+None of these choices changes what a pixel is computed from except the patch size (the patch
+grid and its noise); batch sizes change only how reductions are ordered (float tolerance; see
+docs/superres.md). ``--compile`` and ``--channels-last`` are applied where the models are loaded
+(:func:`difffusr_cli.superres.models.accelerate`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import ALIGN, round_up
 
 if TYPE_CHECKING:
-    from difffusr_cli.models.predictors import FusionPredictor, RGBSuperResolver
     from difffusr_cli.superres.models import Models
 
 #: ``(tile, overlap)`` of the fusion tiles per fusion step (2.5 m pixels, multiples of 24).
@@ -179,34 +179,3 @@ def recorded_fingerprint(progress_record: Path) -> dict[str, Any] | None:
         return None
     stored = record.get("fingerprint") if isinstance(record, dict) else None
     return stored if isinstance(stored, dict) else None
-
-
-def accelerate(
-    rgb: RGBSuperResolver,
-    fusion: FusionPredictor | None,
-    *,
-    compile: bool = False,
-    channels_last: bool = False,
-) -> None:
-    """Apply ``--channels-last`` and ``--compile`` to the networks, in place.
-
-    Channels-last stores the convolution weights (and so the activations they produce) as
-    NHWC, the layout tensor cores read fastest. Compilation (``nn.Module.compile``: the state
-    dict keeps its keys) covers the EMA denoiser, which runs ``steps`` times per patch, and the
-    fusion branches. Both leave every value the same up to the order of float reductions.
-
-    Args:
-        rgb: the diffusion super-resolver.
-        fusion: the fusion nets, or None (gs/bilinear).
-        compile: compile the denoiser and the fusion branches with ``torch.compile``.
-        channels_last: convert the networks to ``torch.channels_last``.
-    """
-    if channels_last:
-        rgb.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if fusion is not None:
-            fusion.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if compile:
-        rgb.model.denoiser(ema=True).compile()
-        if fusion is not None:
-            for group in ("10m", "20m", "60m"):
-                fusion.net.branch(group).compile()
