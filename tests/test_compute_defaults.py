@@ -31,12 +31,12 @@ def _models(config: SRConfig, device: str = "meta"):
     return build_models(rgb, None, "bilinear", INFO)
 
 
-def test_auto_patch_is_640_for_the_published_unet_and_smaller_for_the_demo_model() -> None:
+def test_auto_patch_is_672_for_the_published_unet_and_smaller_for_the_demo_model() -> None:
     big = (40_000, 40_000)
     official = resolve_compute(SuperresOptions(), _models(OFFICIAL_SHAPES), CPU, torch.float32, big)
-    assert official.patch_size == 640 and official.patch_size % 32 == 0
-    assert (640 / (640 - official.overlap)) ** 2 <= 1.12  # overlap overhead of the default
-    # the demo model attends at stride 4: 640 would mean 160 × 160 attention positions
+    assert official.patch_size == 672 and official.patch_size % 32 == 0
+    assert (672 / (672 - official.overlap)) ** 2 <= 1.12  # overlap overhead of the default
+    # the demo model attends at stride 4: 672 would mean 168 × 168 attention positions
     demo = resolve_compute(SuperresOptions(), _models(SRConfig.small()), CPU, torch.float32, big)
     assert demo.patch_size == 256
     # a small region gets a patch not much larger than itself; an explicit patch stays
@@ -51,12 +51,12 @@ def test_auto_patch_is_640_for_the_published_unet_and_smaller_for_the_demo_model
 
 
 def test_the_published_unet_accepts_the_default_patch() -> None:
-    """Shapes only (meta tensors): encoder, degradation code and denoiser at 640 × 640."""
+    """Shapes only (meta tensors): encoder, degradation code and denoiser at 672 × 672."""
     with torch.device("meta"):
         sr = DiffusionSR(OFFICIAL_SHAPES)
-        ctx, fea = sr.condition(torch.empty(2, 3, 160, 160))
-        out = sr.denoiser()(torch.empty(2, 3, 640, 640), torch.empty(2, 1), ctx, fea)
-    assert tuple(out.shape) == (2, 3, 640, 640)
+        ctx, fea = sr.condition(torch.empty(2, 3, 168, 168))
+        out = sr.denoiser()(torch.empty(2, 3, 672, 672), torch.empty(2, 1), ctx, fea)
+    assert tuple(out.shape) == (2, 3, 672, 672)
 
 
 def test_auto_batches_on_the_cpu_and_on_resume() -> None:

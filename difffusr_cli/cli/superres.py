@@ -85,7 +85,7 @@ def superres(
             "--patch-size",
             help=(
                 "Diffusion patch side in 2.5 m pixels (multiple of 32 for the published models). "
-                "Default: 640 (11 % of the compute on overlap; 256 spent 31 %), smaller for "
+                "Default: 672 (10 % of the compute on overlap; 256 spent 31 %), smaller for "
                 "models with fine self-attention and for small regions."
             ),
         ),

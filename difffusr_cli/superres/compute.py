@@ -63,9 +63,9 @@ def fusion_tiling(models: Models) -> tuple[int, int]:
 
 
 #: The automatic diffusion patch: at most this side (2.5 m pixels) ...
-AUTO_PATCH = 640
+AUTO_PATCH = 672
 #: ... and at most this many self-attention positions per side (attention costs the square of
-#: the positions: the published U-Net attends at 20 × 20 on 640-pixel patches; the demo model,
+#: the positions: the published U-Net attends at 21 × 21 on 672-pixel patches; the demo model,
 #: attending at stride 4, would attend at 160 × 160 and run 3–4 × slower per pixel than at 256).
 MAX_ATTENTION_SIDE = 64
 

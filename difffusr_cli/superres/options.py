@@ -34,8 +34,9 @@ class SuperresOptions:
         steps: DDIM sampler steps (network calls) per patch.
         seed: noise seed; each patch's noise depends on (seed, patch row, patch column) only.
         patch_size, overlap: diffusion patch side and overlap (multiples of 4). ``patch_size``
-            None = auto (:func:`~difffusr_cli.superres.compute.auto_patch`): 640 for the
-            published U-Net (10.8 % of its compute on overlap, (640/608)²; 256 spent 30.6 %),
+            None = auto (:func:`~difffusr_cli.superres.compute.auto_patch`): 672 for the
+            published U-Net (10.3 % of its compute on overlap, (672/640)², 11.5 % on a full
+            tile with its snapped last patches; 256 spent 30.6 %),
             smaller for a model whose self-attention would span more than 64 × 64 positions, and
             never much larger than the region.
         batch_size: patches per network call (patches of one patch row only); None = auto
