@@ -48,7 +48,8 @@ class RunSummary:
         if self.status == "skipped":
             return f"{self.output}: already complete, skipped."
         if self.status == "failed":
-            return f"failed: {self.input}: {self.error}"
+            named = str(self.input) in self.error
+            return f"failed: {self.error}" if named else f"failed: {self.input}: {self.error}"
         rate = self.patches_run / self.seconds if self.seconds > 0 else 0.0
         resumed = (
             f", {_count(self.blocks_resumed, 'block')} kept from the interrupted run"
