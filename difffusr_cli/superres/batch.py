@@ -136,9 +136,9 @@ class BatchReport:
     """``DIR/difffusr-batch.json``: what happened to each input, rewritten as the batch goes.
 
     Each rewrite is atomic (a temporary file, then ``os.replace``): a reader sees the previous or
-    the new report, never half of one. Rewrites are at most one per ``min_interval`` seconds,
-    except :meth:`save` with ``force`` (a batch's start and end), so that a batch of thousands
-    of inputs does not spend its time rewriting its report. ``path`` None keeps it in memory.
+    the new report, never half of one. A finish is written at most ``min_interval`` seconds after
+    the previous rewrite (at the latest with the next start, or the batch's end), so that a rerun
+    that skips thousands of inputs does not spend its time rewriting its report. ``path`` None keeps it in memory.
     """
 
     path: Path | None
@@ -166,7 +166,7 @@ class BatchReport:
         """The input ``index`` has started."""
         with self._lock:
             self.entries[index]["status"] = "running"
-        self.save()
+        self.save(force=True)  # a start is always recorded (and with it the last finish)
 
     def finished(self, index: int, summary: RunSummary) -> None:
         """The input ``index`` ended as ``summary`` says (written, skipped or failed)."""
