@@ -22,6 +22,7 @@ def small_scenes(folder: Path, count: int = 3) -> list[Path]:
 
 def fast_options(folder: Path, **changes) -> SuperresOptions:
     """A random-weight RGB model with bilinear fusion on a 12 × 12 window: a second a scene."""
+    folder.mkdir(parents=True, exist_ok=True)
     rgb, _ = write_random_models(folder)
     settings = dict(
         rgb_model=str(rgb),

@@ -138,7 +138,8 @@ class BatchReport:
     Each rewrite is atomic (a temporary file, then ``os.replace``): a reader sees the previous or
     the new report, never half of one. A finish is written at most ``min_interval`` seconds after
     the previous rewrite (at the latest with the next start, or the batch's end), so that a rerun
-    that skips thousands of inputs does not spend its time rewriting its report. ``path`` None keeps it in memory.
+    that skips thousands of inputs does not spend its time rewriting its report. ``path`` None
+    keeps the report in memory only.
     """
 
     path: Path | None
