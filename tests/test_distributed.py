@@ -94,3 +94,24 @@ def test_the_cli_honours_dask_scheduler_address(
     assert "batch: " in err and "error: 1 of 3 inputs failed" in err
     report = json.loads((out / "difffusr-batch.json").read_text())
     assert [e["status"] for e in report["inputs"]] == ["done", "failed", "done"]
+
+
+@pytest.mark.slow
+def test_the_documented_local_example(scenes, options, tmp_path, monkeypatch):
+    """docs/batch.md: --inputs-from FILE -o DIR/ --scheduler local:2 --keep-going."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    listing = tmp_path / "scenes.txt"
+    listing.write_text("".join(f"{s}\n" for s in scenes))
+    args = ["superres", "--inputs-from", str(listing), *cli_args(options), "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers
+    try:
+        assert main([*args, "-o", f"{tmp_path / 'serial'}/"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "products"
+    assert main([*args, "-o", f"{out}/", "--scheduler", "local:2", "--keep-going"]) == 0
+    report = json.loads((out / "difffusr-batch.json").read_text())
+    assert [e["status"] for e in report["inputs"]] == ["done"] * 3
+    serial = {p.name: sha256(p) for p in (tmp_path / "serial").glob("*.tif")}
+    assert {p.name: sha256(p) for p in out.glob("*.tif")} == serial and len(serial) == 3

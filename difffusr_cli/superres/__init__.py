@@ -18,6 +18,7 @@ Import the public names from this package (``from difffusr_cli.superres import s
 
 from __future__ import annotations
 
+from difffusr_cli.superres.batch import BatchReport, read_inputs_file
 from difffusr_cli.superres.many import superres_many
 from difffusr_cli.superres.models import (
     FusionFn,
@@ -47,6 +48,7 @@ from difffusr_cli.superres.run import (
 
 __all__ = [
     "EXAMPLE_SIZE",
+    "BatchReport",
     "FUSION_METHODS",
     "NODATA_RULE",
     "PRODUCT_SUFFIX",
@@ -71,6 +73,7 @@ __all__ = [
     "product_stem",
     "product_tags",
     "progress_path_for",
+    "read_inputs_file",
     "resolve_region",
     "superres_example",
     "superres_many",
