@@ -4,10 +4,12 @@ Writes an RGB diffusion model of the published architecture (``SRConfig.large()`
 parameters) and RRDB fusion networks (``FusionConfig.large_rrdb()``) with random weights, then runs
 ``difffusr superres`` in a fresh process on the generated example scene (48 × 48 px at 10 m, one
 diffusion patch) and prints the run's summary, whose ``peak memory`` is the process's peak RSS:
-the models, torch and one patch batch's activations. The scene buffers come on top (about 3.3 GB
-for a full 10,980-pixel-wide tile, docs/superres.md "Memory").
+the models, torch and one patch batch's activations (``--fusion net`` adds the fusion networks'
+tile activations; bilinear, the default, leaves them out). The scene buffers come on top
+(about 3.3 GB for a full 10,980-pixel-wide tile, docs/superres.md "Memory").
 
     python benchmarks/batch_worker_memory.py [--patch-size 256] [--batch-size 1] [--steps 2]
+        [--fusion bilinear|net]
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main() -> None:
     parser.add_argument("--patch-size", default="256")
     parser.add_argument("--batch-size", default="1")
     parser.add_argument("--steps", default="2")
+    # The published-size RRDB fusion takes many minutes on a small CPU: bilinear by default.
+    parser.add_argument("--fusion", default="bilinear", choices=["net", "bilinear"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -50,7 +54,8 @@ def main() -> None:
         safe = make_example_safe(folder / "scene", size=48)
         command = [
             sys.executable, "-m", "difffusr_cli.cli", "superres", str(safe),
-            "-o", str(folder / "o.tif"), "--rgb-model", str(rgb), "--fusion-model", str(fusion),
+            "-o", str(folder / "o.tif"), "--rgb-model", str(rgb), "--fusion", args.fusion,
+            *(["--fusion-model", str(fusion)] if args.fusion == "net" else []),
             "--patch-size", args.patch_size, "--batch-size", args.batch_size,
             "--steps", args.steps, "--device", "cpu",
         ]  # fmt: skip

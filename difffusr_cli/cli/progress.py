@@ -16,6 +16,8 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import IO, Any, Literal
 
@@ -241,3 +243,56 @@ class LogProgress:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class _SilentBar:
+    """A tqdm-shaped download bar that draws nothing (the part huggingface_hub uses)."""
+
+    def __init__(self, *, total: int | None = None, initial: int = 0, **_: Any) -> None:
+        self.n, self.total = initial, total
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "total": self.total}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        """Nothing to show."""
+
+    def refresh(self) -> None:
+        """Nothing to draw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __enter__(self) -> _SilentBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LogReporter:
+    """A :class:`~difffusr_cli.weights.Reporter` for log mode: notes as the sink's lines.
+
+    With ``--log-format json`` the notes are JSON objects too; no download or checksum bars.
+    """
+
+    def __init__(self, sink: LogProgress) -> None:
+        self._sink = sink
+
+    def note(self, message: str) -> None:
+        """One line, through the sink."""
+        self._sink.on_message(message)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """No bar."""
+        yield lambda n: None
+
+    @property
+    def download_bar(self) -> Callable[..., Any] | None:
+        """A bar class that draws nothing (huggingface_hub's own bars would break the lines)."""
+        return _SilentBar

@@ -214,7 +214,7 @@ def superres(
 
     Example: `difffusr superres S2B_MSIL2A_….SAFE -o out.tif`. Try `--example -o example.tif` first.
     """
-    from difffusr_cli.cli.progress import LogProgress, RichProgress
+    from difffusr_cli.cli.progress import LogProgress, LogReporter, RichProgress
     from difffusr_cli.errors import InputError
 
     if not os.environ.get("DIFFFUSR_DEBUG"):
@@ -265,13 +265,15 @@ def superres(
     from difffusr_cli.cli.console import ConsoleReporter
     from difffusr_cli.weights import StderrReporter
 
-    reporter = StderrReporter() if quiet else ConsoleReporter()
     lines = log_format == "json" or not sys.stderr.isatty()
-    progress: LogProgress | RichProgress = (
-        LogProgress(log_interval, log_format, progress=not quiet)
-        if lines
-        else RichProgress(bar=not quiet)
-    )
+    progress: LogProgress | RichProgress
+    reporter: ConsoleReporter | LogReporter | StderrReporter
+    if lines:  # a batch log: timed lines (text or JSON), weights notes among them
+        progress = LogProgress(log_interval, log_format, progress=not quiet)
+        reporter = LogReporter(progress)
+    else:
+        progress = RichProgress(bar=not quiet)
+        reporter = StderrReporter() if quiet else ConsoleReporter()
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     close_client = None
     try:
