@@ -305,3 +305,48 @@ def test_hub_repo_from_an_offline_cache(shard, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "1 shard(s) (synthetic_01.zip), 2 ROI(s), 4 tile(s)" in printed
     assert "harmonisation gamma" in printed and (out / "last.safetensors").is_file()
+
+
+def test_worldstrat_reads_the_published_hr_dataset_layout(tmp_path):
+    """hr_dataset/<AOI>/<AOI>_{ps,pan,rgbn}.tiff + _rgb.png, lr_dataset/<AOI>/L2A/… (Zenodo)."""
+    aoi = "Landcover-1234"
+    hr, lr = tmp_path / "hr_dataset" / aoi, tmp_path / "lr_dataset" / aoi / "L2A"
+    hr.mkdir(parents=True)
+    lr.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    products = {
+        f"{aoi}_ps.tiff": (4, 60, 1.5),
+        f"{aoi}_pan.tiff": (1, 60, 1.5),
+        f"{aoi}_rgbn.tiff": (4, 15, 6.0),
+    }
+    arrays = {}
+    for name, (count, size, res) in products.items():
+        arrays[name] = (rng.random((count, size, size)) * 3000).astype(np.uint16)
+        with rasterio.open(
+            hr / name,
+            "w",
+            driver="GTiff",
+            width=size,
+            height=size,
+            count=count,
+            dtype="uint16",
+            crs="EPSG:32633",
+            transform=Affine(res, 0, 500000, 0, -res, 6000000),
+        ) as dst:
+            dst.write(arrays[name])
+    with rasterio.open(
+        hr / f"{aoi}_rgb.png", "w", driver="PNG", width=60, height=60, count=3, dtype="uint8"
+    ) as dst:
+        dst.write(np.zeros((3, 60, 60), np.uint8))
+    with rasterio.open(
+        lr / f"{aoi}-1-L2A_data.tiff", "w", driver="GTiff", width=6, height=6, count=12,
+        dtype="uint16",
+    ) as dst:  # fmt: skip
+        dst.write(np.zeros((12, 6, 6), np.uint16))
+    data = open_hr_dataset("worldstrat", tmp_path, min_size=16)
+    (image,) = data.images
+    assert image.path.name == f"{aoi}_ps.tiff" and image.rgb_bands == (1, 2, 3)
+    assert (image.width, image.height, image.gsd) == (36, 36, 1.5)
+    # R, G, B = bands 1, 2, 3 / 10000, area-averaged from 1.5 m to 2.5 m
+    red = data.read(0)[0]
+    assert abs(float(red.mean()) - float(arrays[f"{aoi}_ps.tiff"][0].mean()) / 10000) < 2e-3
