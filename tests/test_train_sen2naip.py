@@ -256,9 +256,9 @@ def test_train_rgb_from_a_zip_read_in_place(shard, tmp_path, capsys):
 COMMIT = "5e2a1b0c0ffee00000000000000000000000000a"
 
 
-def _dataset_cache(hub: Path, shards: dict[str, Path]) -> Path:
+def _dataset_cache(hub: Path, shards: dict[str, Path], repo: str = "isp-uv-es/SEN2NAIP") -> Path:
     """``datasets--isp-uv-es--SEN2NAIP/{refs,blobs,snapshots}`` as huggingface_hub writes it."""
-    root = hub / "datasets--isp-uv-es--SEN2NAIP"
+    root = hub / ("datasets--" + repo.replace("/", "--"))
     (root / "blobs").mkdir(parents=True)
     (root / "refs").mkdir()
     for name, source in shards.items():
@@ -350,3 +350,99 @@ def test_worldstrat_reads_the_published_hr_dataset_layout(tmp_path):
     # R, G, B = bands 1, 2, 3 / 10000, area-averaged from 1.5 m to 2.5 m
     red = data.read(0)[0]
     assert abs(float(red.mean()) - float(arrays[f"{aoi}_ps.tiff"][0].mean()) / 10000) < 2e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# SEN2NAIP v2: TACO containers written by the documented byte layout (needs the taco extra)
+
+
+def _parquet(rows: list[tuple[str, str, int, int]]) -> bytes:
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    ids, formats, offsets, lengths = zip(*rows, strict=True)
+    table = pa.table(
+        {
+            "tortilla:id": list(ids),
+            "tortilla:file_format": list(formats),
+            "tortilla:offset": pa.array(offsets, pa.uint64()),
+            "tortilla:length": pa.array(lengths, pa.uint64()),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _container(magic: bytes, items: list[tuple[str, str, bytes]], header: int) -> bytes:
+    """magic, footer offset, footer length (u64 LE), payloads, Parquet footer (offsets from 0)."""
+    body, rows, position = b"", [], header
+    for item_id, file_format, payload in items:
+        rows.append((item_id, file_format, position, len(payload)))
+        body += payload
+        position += len(payload)
+    footer = _parquet(rows)
+    head = magic + position.to_bytes(8, "little") + len(footer).to_bytes(8, "little")
+    return head + bytes(header - len(head)) + body + footer
+
+
+def write_taco(path: Path, hr_arrays: list[np.ndarray], scale: float | None = None) -> Path:
+    folder = path.parent
+    samples = []
+    for i, hr in enumerate(hr_arrays):
+        lr = _geotiff_bytes(hr[:, ::4, ::4].copy(), folder)
+        hr_bytes = _geotiff_bytes(hr, folder)
+        if scale is not None:  # a GDAL band scale carried by the file itself
+            with rasterio.MemoryFile(hr_bytes) as memory, memory.open() as src:
+                profile, data = src.profile, src.read()
+            with rasterio.MemoryFile() as memory:
+                with memory.open(**profile) as dst:
+                    dst.write(data)
+                    dst.scales = (scale,) * data.shape[0]
+                hr_bytes = memory.read()
+        tortilla = _container(b"#y", [("lr", "GTiff", lr), ("hr", "GTiff", hr_bytes)], 18)
+        samples.append((f"ROI_{i:04d}", "TORTILLA", tortilla))
+    path.write_bytes(_container(b"WX", samples, 42))
+    return path
+
+
+def test_sen2naipv2_taco_hr_items_are_read_in_place(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    hrs = [(rng.random((4, 32, 32)) * 4000).astype(np.uint16) for _ in range(3)]
+    taco = write_taco(tmp_path / "sen2naipv2-unet.0001.part.taco", hrs)
+    data = open_hr_dataset("sen2naip", taco, min_size=16)
+    assert len(data) == 3 and all(im.uri.startswith("/vsisubfile/") for im in data.images)
+    assert "1 file(s), 3 sample(s); HR reflectance = value × 0.0001" in data.summary()[0]
+    assert np.allclose(data.read(1), hrs[1][:3] / 10000, atol=1e-6)
+    # the file's own scale wins over the dtype default
+    scaled = write_taco(tmp_path / "scaled.taco", hrs[:1], scale=1 / 20000)
+    assert np.allclose(open_hr_dataset("sen2naip", scaled, min_size=16).read(0), hrs[0][:3] / 2e4)
+    broken = tmp_path / "broken.taco"
+    broken.write_bytes(b"no taco here")
+    with pytest.raises(InputError, match="broken.taco: not a TACO/tortilla container"):
+        open_hr_dataset("sen2naip", broken, min_size=16)
+    code = main(
+        ["train", "rgb", "--data", "sen2naip", "--data-dir", str(taco), *FAST]
+        + ["--out", str(tmp_path / "run"), "--max-steps", "1"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "SEN2NAIP v2 (TACO)" in capsys.readouterr().out
+    # the same container through a Hub dataset cache, offline; --shards picks the part
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    repo = "tacofoundation/SEN2NAIPv2"
+    _dataset_cache(hub, {f"{taco.name}": taco, "sen2naipv2-unet.0002.part.taco": scaled}, repo)
+    one = open_hr_dataset("sen2naip", None, min_size=16, hub_repo=repo, shards=[1])
+    assert len(one) == 3 and f"{repo}@{COMMIT[:12]}" in one.summary()[0]
+
+
+def test_taco_without_pyarrow_says_which_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if not installed
+    taco = tmp_path / "x.taco"
+    taco.write_bytes(b"WX" + bytes(40))
+    with pytest.raises(InputError, match=r"x.taco: reading .taco files needs pyarrow .*\[taco\]"):
+        open_hr_dataset("sen2naip", taco, min_size=16)

@@ -218,6 +218,10 @@ def open_hr_dataset(
         found = hub_shards(hub_repo, hub_revision, shards, data_dir)
         if found is not None:
             paths, where = found
+            if paths[0].suffix.lower() == ".taco":
+                from difffusr_cli.train.taco import open_taco
+
+                return open_taco(paths, where, min_size=min_size)
             return open_v1(paths, where, min_size=min_size)
         if shards is not None:
             raise InputError(f"--shards: {hub_repo} holds no synthetic/synthetic_NN.zip shards")
@@ -231,7 +235,10 @@ def open_hr_dataset(
         root = Path(data_dir).expanduser()
     if layout == "sen2naip":
         from difffusr_cli.train.sen2naip import looks_like_v1, open_v1
+        from difffusr_cli.train.taco import is_taco, open_taco
 
+        if is_taco(root) and shards is None:
+            return open_taco([root], str(root), min_size=min_size)
         if looks_like_v1(root) or shards is not None:
             return open_v1([root], str(root), min_size=min_size, shards=shards)
     files = _find_image_files(layout, root)

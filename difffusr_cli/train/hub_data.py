@@ -18,6 +18,8 @@ from difffusr_cli.weights.hub import hub_cache_dir
 
 #: A SEN2NAIP v1 shard inside the repository (``synthetic/synthetic_01.zip``).
 _SHARD_FILE = re.compile(r"(?:^|/)synthetic_0*(\d+)\.zip$", re.IGNORECASE)
+#: A SEN2NAIP v2 TACO part (``sen2naipv2-unet.0001.part.taco``; a lone ``x.taco`` is part 1).
+_TACO_FILE = re.compile(r"(?:\.0*(\d+)\.part)?\.taco$", re.IGNORECASE)
 
 
 def _offline() -> bool:
@@ -62,13 +64,23 @@ def _online_listing(repo: str, revision: str) -> tuple[str, list[str]]:
     return str(info.sha or revision), sorted(s.rfilename for s in info.siblings or [])
 
 
+def _taco_parts(files: Sequence[str]) -> dict[int, str]:
+    """Part number → file of the ``.taco`` containers (numbered in file order when unnumbered)."""
+    tacos = [(m, name) for name in files if (m := _TACO_FILE.search(name))]
+    numbered = {int(m.group(1)): name for m, name in tacos if m.group(1)}
+    return numbered if len(numbered) == len(tacos) else {i + 1: n for i, (_, n) in enumerate(tacos)}
+
+
 def hub_shards(
     repo: str,
     revision: str | None,
     shards: Sequence[int] | None,
     local_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Path], str] | None:
-    """The SEN2NAIP v1 shards of a dataset repository, downloaded or found in the cache.
+    """The SEN2NAIP shards of a dataset repository, downloaded or found in the cache.
+
+    v1 shards are ``synthetic_NN.zip``; without them, the repository's ``.taco`` containers
+    (SEN2NAIP v2, ``NAME.000N.part.taco``) are the shards, numbered by part.
 
     Args:
         repo: ``ORG/NAME`` (``isp-uv-es/SEN2NAIP``).
@@ -77,7 +89,7 @@ def hub_shards(
         local_dir: download into this folder instead of the cache.
 
     Returns:
-        ``(zip paths, "repo@commit")``, or None when the repository has no shards (then its
+        ``(paths, "repo@commit")``, or None when the repository has no shards (then its
         GeoTIFFs are the data, :func:`download_hub_dataset`).
 
     Raises:
@@ -101,6 +113,8 @@ def hub_shards(
         listing = _online_listing(repo, rev)
     commit, files = listing
     available = {int(m.group(1)): name for name in files if (m := _SHARD_FILE.search(name))}
+    if not available:
+        available = _taco_parts(files)
     if not available:
         return None
     wanted = sorted(available) if shards is None else list(shards)
