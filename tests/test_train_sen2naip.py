@@ -190,6 +190,20 @@ def test_histogram_matching_follows_the_reference():
         # monotone: the order of the pixels is kept
         order = torch.argsort(x[c].flatten())
         assert (torch.diff(out[c].flatten()[order]) >= -1e-7).all()
+    # 8-bit tiles (values k/255, the counting path) follow the same definition as the sort path:
+    # a value's quantile is the mid-rank of its run, read off the reference CDF linearly
+    levels = torch.randint(0, 256, (3, 32, 32), generator=generator)
+    x8 = levels.float() / 255
+    got = match_histograms(x8, counts, edges).numpy()
+    for c in range(3):
+        flat = x8[c].numpy().ravel()
+        ranks = (
+            np.searchsorted(np.sort(flat), flat, "left")
+            + np.searchsorted(np.sort(flat), flat, "right")
+        ) / (2 * flat.size)
+        cdf = np.concatenate([[0], np.cumsum(hist.counts[c]) / hist.counts[c].sum()])
+        want = np.interp(ranks, cdf, hist.edges[c]).reshape(32, 32)
+        assert np.allclose(got[c], want, atol=1e-6)
     # equal inputs stay equal (ties share one quantile)
     flat = match_histograms(torch.full((3, 8, 8), 0.3), counts, edges)
     assert flat.unique().numel() <= 3

@@ -156,6 +156,27 @@ def _interp(q: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     return f0 + weight.clamp(0.0, 1.0) * (f1 - f0)
 
 
+def _distinct_runs(values: Tensor) -> tuple[Tensor, Tensor]:
+    """``(index of each value among the sorted distinct values, run length of each)``.
+
+    8-bit data (every value k/255 within 1e-3 of a level) take a 256-bin count, the rest a sort.
+    """
+    scaled = values.to(torch.float64) * 255.0
+    levels = torch.round(scaled)
+    if (
+        values.numel() > 0
+        and float(levels.min()) >= 0
+        and float(levels.max()) <= 255
+        and float((scaled - levels).abs().max()) < 1e-3
+    ):
+        index = levels.to(torch.int64)
+        counts = torch.bincount(index.reshape(-1), minlength=256)
+        present = counts > 0
+        return (torch.cumsum(present, 0) - 1)[index], counts[present]
+    _, inverse, runs = torch.unique(values, return_inverse=True, return_counts=True)
+    return inverse, runs
+
+
 def match_histograms(x: Tensor, counts: Tensor, edges: Tensor) -> Tensor:
     """Map each channel of ``x`` so its histogram follows a reference histogram.
 
@@ -188,13 +209,12 @@ def match_histograms(x: Tensor, counts: Tensor, edges: Tensor) -> Tensor:
         if not total > 0:
             raise ValueError(f"reference histogram {c} has no counts")
         cdf = torch.cat([weights.new_zeros(1), torch.cumsum(weights, 0) / total])
-        values = x[c].reshape(-1).to(torch.float64)
-        ordered = torch.sort(values).values
-        low = torch.searchsorted(ordered, values, right=False)
-        high = torch.searchsorted(ordered, values, right=True)
-        quantile = (low + high).to(torch.float64) / (2.0 * values.numel())
+        # one quantile per distinct value, the mid-rank of its run
+        inverse, runs = _distinct_runs(x[c])
+        after = torch.cumsum(runs, 0).to(torch.float64)
+        quantile = (2.0 * after - runs) / (2.0 * x[c].numel())
         mapped = _interp(quantile, cdf, edges[c].to(torch.float64))
-        out[c] = mapped.reshape(x.shape[1:]).to(torch.float32)
+        out[c] = mapped[inverse].to(torch.float32)
     return out
 
 
