@@ -297,6 +297,19 @@ def test_hub_repo_from_an_offline_cache(shard, tmp_path, monkeypatch, capsys):
     assert len(data) == 8 and f"isp-uv-es/SEN2NAIP@{COMMIT[:12]}" in data.summary()[0]
     with pytest.raises(InputError, match="--shards 7: isp-uv-es/SEN2NAIP@main has shards 1,2"):
         open_hr_dataset("sen2naip", None, min_size=16, hub_repo="isp-uv-es/SEN2NAIP", shards=[1, 7])
+    # online but the Hub fails: the cached snapshot stands in (downloads from the cache only)
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
+    cached = open_hr_dataset("sen2naip", None, min_size=16, hub_repo="isp-uv-es/SEN2NAIP")
+    assert len(cached) == 8
+    with pytest.raises(InputError, match="listing the dataset failed .ConnectionError"):
+        open_hr_dataset("sen2naip", None, min_size=16, hub_repo="someone/elsewhere")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     code = main(
         [

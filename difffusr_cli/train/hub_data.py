@@ -51,17 +51,40 @@ def _cached_listing(repo: str, revision: str) -> tuple[str, list[str]] | None:
     return commit, files
 
 
-def _online_listing(repo: str, revision: str) -> tuple[str, list[str]]:
+#: Seconds the repository listing may wait for the Hub (``DIFFFUSR_HUB_TIMEOUT`` overrides).
+LISTING_TIMEOUT = 10.0
+
+
+def _online_listing(repo: str, revision: str) -> tuple[str, list[str], bool]:
+    """``(commit, files, offline)``: the Hub's listing, else the cached one when the Hub fails.
+
+    ``offline`` is True when the cached snapshot stands in (downloads then use the cache only).
+    """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
-        info = HfApi().dataset_info(repo, revision=revision, files_metadata=False)
+        timeout = float(os.environ.get("DIFFFUSR_HUB_TIMEOUT", LISTING_TIMEOUT))
+    except ValueError:
+        timeout = LISTING_TIMEOUT
+    try:
+        info = HfApi().dataset_info(repo, revision=revision, timeout=timeout)
+    except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise InputError(f"--hub-repo {repo}@{revision}: {_first_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - any network-library failure becomes one line
+        cached = _cached_listing(repo, revision)
+        if cached is not None:
+            return (*cached, True)
         raise InputError(
             f"--hub-repo {repo}: listing the dataset failed ({type(exc).__name__}: "
-            f"{_first_line(exc)}); download the shards yourself and pass --data-dir"
+            f"{_first_line(exc)}) and it is not in the Hugging Face cache {hub_cache_dir()}; "
+            "download the shards yourself and pass --data-dir"
         ) from None
-    return str(info.sha or revision), sorted(s.rfilename for s in info.siblings or [])
+    return str(info.sha or revision), sorted(s.rfilename for s in info.siblings or []), False
 
 
 def _taco_parts(files: Sequence[str]) -> dict[int, str]:
@@ -109,9 +132,9 @@ def hub_shards(
                 f"Hugging Face cache {hub_cache_dir()}; go online once, or download the shards "
                 "yourself and pass --data-dir"
             )
+        commit, files = listing
     else:
-        listing = _online_listing(repo, rev)
-    commit, files = listing
+        commit, files, offline = _online_listing(repo, rev)
     available = {int(m.group(1)): name for name in files if (m := _SHARD_FILE.search(name))}
     if not available:
         available = _taco_parts(files)

@@ -175,15 +175,18 @@ def _tree_tiles(tree: Path, *, required: bool) -> list[Tile]:
         if p.is_file() and (m := _MEMBER.search(p.absolute().as_posix()))
     )
     tiles = []
+    metadata_of: dict[Path, Any] = {}
     for path, match in found:
         if path.suffix.lower() not in _TIFF:
             continue
         roi, era, _ = match.groups()
         era_dir = path.parent
-        meta_file = era_dir / "metadata.json"
-        metadata = (
-            _read_json(meta_file.read_bytes(), str(meta_file)) if meta_file.is_file() else None
-        )
+        if era_dir not in metadata_of:
+            meta_file = era_dir / "metadata.json"
+            metadata_of[era_dir] = (
+                _read_json(meta_file.read_bytes(), str(meta_file)) if meta_file.is_file() else None
+            )
+        metadata = metadata_of[era_dir]
         tiles.append(
             Tile(
                 shard=era_dir.absolute().parent.parent.name,
