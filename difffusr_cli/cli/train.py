@@ -116,7 +116,8 @@ def train_rgb_command(
             "--data-dir",
             help=(
                 "Folder of high-resolution images (searched recursively); sen2naip: also a "
-                "synthetic_NN.zip shard or a folder of them, read in place."
+                "synthetic_NN.zip shard, a folder of them, an extracted ROI_* tree, or SEN2NAIP "
+                "v2 .taco files, read in place."
             ),
         ),
     ] = None,
