@@ -3,9 +3,11 @@
 **RGB** (:func:`open_hr_dataset`): a folder of high-resolution images, each resampled once to the
 2.5 m output grid (area average when finer) and held as ``(3, H, W)`` float32 R, G, B reflectance:
 
-- ``sen2naip``: SEN2NAIP's synthetic set, NAIP tiles (RGB or RGBN uint8, 2.5 m) as GeoTIFF; a
-  folder, or a Hugging Face dataset repository (``hub_repo``) downloaded through the Hub cache.
-  When a folder holds ``hr*.tif`` files only those are used (the LR halves are not needed).
+- ``sen2naip``: SEN2NAIP's synthetic set, NAIP tiles (RGB or RGBN uint8, 2.5 m). As published:
+  v1 ``synthetic_NN.zip`` shards read in place, or their extracted ``ROI_*/{early,late}`` trees
+  (:mod:`.sen2naip`); v2 ``.taco`` containers (:mod:`.taco`); either from a Hugging Face dataset
+  repository (``hub_repo``) through the Hub cache (:mod:`.hub_data`). Any other folder of
+  GeoTIFFs too: when it holds ``hr*.tif`` files only those are used (not the LR halves).
 - ``worldstrat``: WorldStrat's high-resolution SPOT tiles (``*_ps.tif[f]``, pansharpened R, G, B,
   NIR, 1.5 m unless the file says otherwise), rescaled to 2.5 m.
 - ``folder``: any GeoTIFF/PNG/JPEG with 3 or more bands; the pixel size is ``gsd`` when given,
