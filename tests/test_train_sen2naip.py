@@ -242,7 +242,7 @@ def test_train_rgb_from_a_zip_read_in_place(shard, tmp_path, capsys):
 
     out = tmp_path / "run"
     args = ["train", "rgb", "--data", "sen2naip", "--data-dir", str(shard), *FAST]
-    code = main([*args, "--out", str(out), "--max-steps", "2", "--harmonize", "histogram"])
+    code = main([*args, "--out", str(out), "--max-steps", "1", "--harmonize", "histogram"])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "SEN2NAIP v1 in" in printed and "2 ROI(s), 4 tile(s)" in printed
