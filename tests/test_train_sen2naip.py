@@ -248,6 +248,8 @@ def test_train_rgb_from_a_zip_read_in_place(shard, tmp_path, capsys):
     assert "SEN2NAIP v1 in" in printed and "2 ROI(s), 4 tile(s)" in printed
     assert "histogram matching" in printed
     assert json.loads((out / "train_config.json").read_text())["train"]["harmonize"] == "histogram"
+    source = json.loads((out / "best.json").read_text())["source"]
+    assert source["harmonize"] == "histogram" and source["data"] == f"sen2naip:{shard}"
     sr = load_rgb_model(out / "best.safetensors").super_resolve(torch.rand(1, 3, 4, 4), steps=2)
     assert sr.shape == (1, 3, 16, 16) and torch.isfinite(sr).all()
     # histogram matching needs the metadata; the others are refused in one line
@@ -377,6 +379,15 @@ def test_worldstrat_reads_the_published_hr_dataset_layout(tmp_path):
     # R, G, B = bands 1, 2, 3 / 10000, area-averaged from 1.5 m to 2.5 m
     red = data.read(0)[0]
     assert abs(float(red.mean()) - float(arrays[f"{aoi}_ps.tiff"][0].mean()) / 10000) < 2e-3
+    # Zenodo's hr_dataset.zip, read in place
+    archive = tmp_path / "hr_dataset.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for file in sorted((tmp_path / "hr_dataset").rglob("*")):
+            out.write(file, file.relative_to(tmp_path).as_posix())
+    zipped = open_hr_dataset("worldstrat", archive, min_size=16)
+    (member,) = zipped.images
+    assert member.path == archive / "hr_dataset" / aoi / f"{aoi}_ps.tiff"
+    assert member.uri.startswith("/vsizip/") and np.array_equal(zipped.read(0), data.read(0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -243,11 +243,11 @@ def open_hr_dataset(
             return open_taco([root], str(root), min_size=min_size)
         if looks_like_v1(root) or shards is not None:
             return open_v1([root], str(root), min_size=min_size, shards=shards)
-    files = _find_image_files(layout, root)
+    files, uris = _find_image_files(layout, root)
     images: list[HRImage] = []
     skipped: list[str] = []
     for path in files:
-        image = _probe_hr(path, layout, gsd, value_scale)
+        image = _probe_hr(path, layout, gsd, value_scale, uris.get(path, ""))
         if min(image.width, image.height) < min_size:
             skipped.append(
                 f"{path.name}: {image.width}×{image.height} px at {OUTPUT_GSD} m, smaller than the "
@@ -264,10 +264,32 @@ def open_hr_dataset(
     return HRDataset(kind=layout, root=root, images=tuple(images), skipped=tuple(skipped))
 
 
-def _find_image_files(kind: str, root: Path) -> list[Path]:
+def _zip_members(root: Path) -> dict[Path, str]:
+    """``archive/member`` → ``/vsizip/`` URI of each image in a zip (read in place)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(root) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{root}: not a readable zip file ({exc})") from None
+    absolute = root.absolute().as_posix()
+    return {
+        root / name: f"/vsizip/{{{absolute}}}/{name}"
+        for name in sorted(names)
+        if Path(name).suffix.lower() in _IMAGE_SUFFIXES
+    }
+
+
+def _find_image_files(kind: str, root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """The image files to probe, and the URIs of those that live inside a zip."""
     if not root.exists():
         raise InputError(f"--data-dir {root}: does not exist")
-    if root.is_file():
+    uris: dict[Path, str] = {}
+    if root.is_file() and root.suffix.lower() == ".zip":
+        uris = _zip_members(root)
+        candidates = list(uris)
+    elif root.is_file():
         candidates = [root]
     else:
         candidates = sorted(
@@ -289,7 +311,7 @@ def _find_image_files(kind: str, root: Path) -> list[Path]:
         wanted = "images (.tif, .tiff, .png, .jpg)"
     if not candidates:
         raise InputError(f"--data-dir {root}: no {wanted} found (searched recursively)")
-    return candidates
+    return candidates, uris
 
 
 def rgb_band_indexes(
@@ -330,14 +352,16 @@ def file_gsd(dataset: DatasetReader) -> float | None:
     return float(math.sqrt(abs(res_x * res_y)))
 
 
-def _probe_hr(path: Path, kind: str, gsd: float | None, value_scale: float | None) -> HRImage:
+def _probe_hr(
+    path: Path, kind: str, gsd: float | None, value_scale: float | None, uri: str = ""
+) -> HRImage:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with rasterio.open(uri or path) as src:
                 count, dtype = src.count, src.dtypes[0]
                 rgb = rgb_band_indexes(src.descriptions, src.colorinterp)
                 georef_gsd = file_gsd(src)
@@ -369,6 +393,7 @@ def _probe_hr(path: Path, kind: str, gsd: float | None, value_scale: float | Non
         gsd=float(pixel),
         width=max(1, round(width * factor)),
         height=max(1, round(height * factor)),
+        uri=uri,
     )
 
 

@@ -415,6 +415,7 @@ def train_rgb(
         source={
             "trained_by": "difffusr train rgb",
             "data": f"{data.kind}:{data.root}",
+            "harmonize": harmonized,
             "out": str(run.path),
         },
     )
