@@ -52,7 +52,7 @@ from difffusr_cli.train.common import (
     TrainResult,
     log_line,
 )
-from difffusr_cli.train.hr_data import HRDataset
+from difffusr_cli.train.hr_data import HarmoniseMode, HRDataset
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
 from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
 
@@ -96,6 +96,20 @@ class RGBBatch:
     lr_key: Tensor
 
 
+#: How the summary names each harmonisation.
+_HARMONISE_WORDS: dict[str, str] = {
+    "gamma": "gamma (x^(1/γ) per band, γ drawn per image)",
+    "histogram": "histogram matching to the sim_histograms of each ROI era",
+    "none": "off",
+}
+
+
+def _mode(harmonized: bool | HarmoniseMode) -> HarmoniseMode:
+    if isinstance(harmonized, bool):
+        return "gamma" if harmonized else "none"
+    return harmonized
+
+
 def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     _, height, width = image.shape
     top = int(rng.integers(height - size + 1))
@@ -109,9 +123,18 @@ def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 
 
 def make_batch(
-    data: HRDataset, indices: tuple[int, ...], config: RGBTrainConfig, harmonized: bool, step: int
+    data: HRDataset,
+    indices: tuple[int, ...],
+    config: RGBTrainConfig,
+    harmonized: bool | HarmoniseMode,
+    step: int,
 ) -> RGBBatch:
-    """The batch of ``step``: a function of the seed and the step only (exact ``--resume``)."""
+    """The batch of ``step``: a function of the seed and the step only (exact ``--resume``).
+
+    ``harmonized``: ``gamma`` (or True) draws γ per image, ``histogram`` reads the images
+    histogram-matched to their ``sim_histograms``, ``none`` (or False) leaves them as they are.
+    """
+    mode = _mode(harmonized)
     steps_per_epoch = math.ceil(len(indices) * config.repeat / config.batch_size)
     epoch, position = divmod(step, steps_per_epoch)
     _, order_rng = common.step_rngs(config.seed, _STREAM_ORDER, epoch)
@@ -121,10 +144,10 @@ def make_batch(
         indices[order[(position * config.batch_size + j) % len(order)]]
         for j in range(config.batch_size)
     ]
-    images = [data.read(i) for i in chosen]
+    images = [data.read(i, matched=mode == "histogram") for i in chosen]
     hr = torch.from_numpy(np.stack([_random_crop(im, config.patch_size, rng) for im in images]))
     hr_key = torch.from_numpy(np.stack([_random_crop(im, config.patch_size, rng) for im in images]))
-    if harmonized:
+    if mode == "gamma":
         gamma = sample_gamma(generator, len(chosen))
         hr, hr_key = harmonize(hr, gamma), harmonize(hr_key, gamma)
     params = sample_degradation(len(chosen), generator, config.degradation())
@@ -134,17 +157,24 @@ def make_batch(
 
 
 def make_validation_set(
-    data: HRDataset, indices: tuple[int, ...], config: RGBTrainConfig, harmonized: bool
+    data: HRDataset,
+    indices: tuple[int, ...],
+    config: RGBTrainConfig,
+    harmonized: bool | HarmoniseMode,
 ) -> tuple[Tensor, Tensor]:
-    """Fixed validation pairs: centre crops (HR) and their isotropic degradations (LR)."""
+    """Fixed validation pairs: centre crops (HR) and their isotropic degradations (LR).
+
+    Harmonised as in :func:`make_batch`, gamma with the distribution's median γ.
+    """
+    mode = _mode(harmonized)
     crops = []
     for i in indices:
-        image = data.read(i)
+        image = data.read(i, matched=mode == "histogram")
         _, height, width = image.shape
         top, left = (height - config.patch_size) // 2, (width - config.patch_size) // 2
         crops.append(image[:, top : top + config.patch_size, left : left + config.patch_size])
     hr = torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
-    if harmonized:
+    if mode == "gamma":
         hr = harmonize(hr, DEFAULT_GAMMA)
     generator, _ = common.step_rngs(config.seed, _STREAM_VAL, 0)
     params = sample_degradation(len(indices), generator, config.degradation(isotropic=True))
@@ -327,7 +357,15 @@ def train_rgb(
             "--init and --resume exclude each other (a resumed run keeps its own weights)"
         )
     train_idx, val_idx = split_indices(len(data), config)
-    harmonized = data.harmonize_default if config.harmonize is None else config.harmonize
+    harmonized = config.harmonise_mode(data.harmonise_default)
+    if harmonized == "histogram":
+        missing = data.missing_histograms()
+        if missing:
+            raise InputError(
+                f"--harmonize histogram: {len(missing)} of {len(data)} tile(s) have no "
+                f"sim_histograms (first: {missing[0]}); it needs SEN2NAIP v1 tiles with their "
+                "era's metadata.json"
+            )
     for line in data.summary():
         report(line)
     report(
@@ -337,7 +375,7 @@ def train_rgb(
             if val_idx
             else "a crop of the training image (only one image)"
         )
-        + f"; harmonisation {'on' if harmonized else 'off'}"
+        + f"; harmonisation {_HARMONISE_WORDS[harmonized]}"
     )
 
     state = run.load_state() if resume else None
@@ -377,6 +415,7 @@ def train_rgb(
         source={
             "trained_by": "difffusr train rgb",
             "data": f"{data.kind}:{data.root}",
+            "harmonize": harmonized,
             "out": str(run.path),
         },
     )
@@ -395,7 +434,7 @@ class RGBStage:
         config: RGBTrainConfig,
         data: HRDataset,
         train_idx: tuple[int, ...],
-        harmonized: bool,
+        harmonized: HarmoniseMode,
         precision: common.Precision,
         device: torch.device,
     ) -> None:
