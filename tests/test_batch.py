@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from batch_helpers import cli_args, fast_options, small_scenes
+from pipeline_helpers import StandInSR, stand_in_models
 
 from difffusr_cli.cli import main
 from difffusr_cli.cli.progress import LogProgress
@@ -110,25 +113,48 @@ def test_inputs_from_through_the_cli_with_a_shard(scenes, options, tmp_path, cap
     assert (out / "difffusr-batch.shard-1-of-2.json").is_file()
 
 
-def test_log_lines_when_stderr_is_not_a_terminal(scenes, options, tmp_path, capsys):
-    out = tmp_path / "o.tif"
-    args = ["superres", str(scenes[0]), "-o", str(out), *cli_args(options)[:-5]]
-    slow = ["--window", "0", "0", "24", "24", "--steps", "6", "--log-interval", "0.1"]
-    assert main([*args, *slow]) == 0
-    lines = capsys.readouterr().err.strip().splitlines()
-    progress = [line for line in lines if " progress " in line]
-    summary = [i for i, line in enumerate(lines) if "Wrote " in line]
-    assert len(progress) >= 2 and len(summary) == 1
-    assert lines.index(progress[1]) < summary[0]  # before the run ends
-    assert all("/" in line and "patches" in line and "ETA" in line for line in progress)
+class _SlowSR(StandInSR):
+    """The stand-in super-resolver, 0.1 s a call: a run that lasts several log intervals."""
 
-    assert main([*args, *slow, "--overwrite", "--log-format", "json"]) == 0
+    def super_resolve(self, lr, steps=20, *, noise=None):
+        time.sleep(0.1)
+        return super().super_resolve(lr, steps, noise=noise)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_come_during_a_run(scenes, options, tmp_path, fmt):
+    models = replace(stand_in_models(method="bilinear"), rgb=_SlowSR())
+    stream = io.StringIO()
+    sink = LogProgress(0.1, fmt, stream=stream)  # type: ignore[arg-type]
+    run = replace(options, rgb_model=None, batch_size=1, window=(0, 0, 24, 24), quiet=False)
+    try:
+        superres_many([scenes[0]], tmp_path / "o.tif", run, models=models, progress=sink)
+    finally:
+        sink.close()
+    lines = stream.getvalue().strip().splitlines()  # 16 patches at 0.1 s: over 1.6 s
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]
+        events = [r["event"] for r in records]
+        assert events.count("progress") >= 2 and events[-1] == "product"
+        assert records[-1]["status"] == "written" and records[-1]["patches_run"] == 16
+        done = [r for r in records if r["event"] == "progress" and r["patches_done"]]
+        assert done and all(r["rate"] > 0 and r["eta_s"] is not None for r in done)
+    else:
+        progress = [line for line in lines if " progress o.tif: " in line]
+        assert len(progress) >= 2 and "Wrote " in lines[-1]
+        assert all("/16 patches" in line and "ETA" in line for line in progress)
+        assert any("patches/s" in line for line in progress)
+
+
+def test_the_cli_writes_lines_when_stderr_is_not_a_terminal(scenes, options, tmp_path, capsys):
+    out = tmp_path / "o.tif"
+    argv = ["superres", str(scenes[0]), "-o", str(out), *cli_args(options), "--log-format", "json"]
+    assert main(argv) == 0
     records = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
-    events = [r["event"] for r in records]
-    assert events.count("progress") >= 2 and events[-1] == "product"
-    assert records[-1]["status"] == "written" and records[-1]["output"] == str(out)
-    done = [r for r in records if r["event"] == "progress" and r["patches_done"]]
-    assert done and all(r["rate"] > 0 and r["eta_s"] is not None for r in done)
+    assert records[-1]["event"] == "product" and records[-1]["output"] == str(out)
+    assert main(argv[:-2] + ["--overwrite"]) == 0  # text: no bar (no ANSI codes), summary line
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err and "Wrote " in err.strip().splitlines()[-1]
 
 
 def test_a_slow_run_has_a_rate_after_its_first_patch(monkeypatch):
