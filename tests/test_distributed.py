@@ -115,3 +115,29 @@ def test_the_documented_local_example(scenes, options, tmp_path, monkeypatch):
     assert [e["status"] for e in report["inputs"]] == ["done"] * 3
     serial = {p.name: sha256(p) for p in (tmp_path / "serial").glob("*.tif")}
     assert {p.name: sha256(p) for p in out.glob("*.tif")} == serial and len(serial) == 3
+
+
+@pytest.mark.parametrize("spec", ["local:0", "local:x"])
+def test_a_bad_local_spec_is_one_line(spec):
+    from difffusr_cli.errors import InputError
+    from difffusr_cli.superres.distributed import connect
+
+    with pytest.raises(InputError, match="local:N"):
+        connect(spec)
+
+
+def test_without_distributed_the_error_names_the_extra(monkeypatch, tmp_path, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_distributed(name, *args, **kwargs):
+        if name == "distributed":
+            raise ImportError("No module named 'distributed'", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_distributed)
+    assert (
+        main(["superres", "x.SAFE", "-o", str(tmp_path / "o.tif"), "--scheduler", "local:2"]) == 2
+    )
+    assert "difffusr[dask]" in capsys.readouterr().err
