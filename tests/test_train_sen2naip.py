@@ -429,7 +429,7 @@ def write_taco(path: Path, hr_arrays: list[np.ndarray], scale: float | None = No
     folder = path.parent
     samples = []
     for i, hr in enumerate(hr_arrays):
-        lr = _geotiff_bytes(hr[:, ::4, ::4].copy(), folder)
+        lr = _tiff(hr[:, ::4, ::4].copy(), 10.0)  # the published LR: 10 m, a quarter the size
         hr_bytes = _geotiff_bytes(hr, folder)
         if scale is not None:  # a GDAL band scale carried by the file itself
             with rasterio.MemoryFile(hr_bytes) as memory, memory.open() as src:
@@ -450,30 +450,34 @@ def test_sen2naipv2_taco_hr_items_are_read_in_place(tmp_path, monkeypatch, capsy
     rng = np.random.default_rng(0)
     hrs = [(rng.random((4, 32, 32)) * 4000).astype(np.uint16) for _ in range(3)]
     taco = write_taco(tmp_path / "sen2naipv2-unet.0001.part.taco", hrs)
-    data = open_hr_dataset("sen2naip", taco, min_size=16)
+    data = open_hr_dataset("sen2naip", taco, min_size=16, pairs="degrade")
+    assert data.pairs == "degrade" and "pairs: degrade (HR alone)" in data.summary()[0]
     assert len(data) == 3 and all(im.uri.startswith("/vsisubfile/") for im in data.images)
     assert "1 file(s), 3 sample(s); HR reflectance = value × 0.0001" in data.summary()[0]
     assert np.allclose(data.read(1), hrs[1][:3] / 10000, atol=1e-6)
     # the file's own scale wins over the dtype default
     scaled = write_taco(tmp_path / "scaled.taco", hrs[:1], scale=1 / 20000)
-    assert np.allclose(open_hr_dataset("sen2naip", scaled, min_size=16).read(0), hrs[0][:3] / 2e4)
+    scaled_data = open_hr_dataset("sen2naip", scaled, min_size=16, pairs="degrade")
+    assert np.allclose(scaled_data.read(0), hrs[0][:3] / 2e4)
     broken = tmp_path / "broken.taco"
     broken.write_bytes(b"no taco here")
     with pytest.raises(InputError, match="broken.taco: not a TACO/tortilla container"):
         open_hr_dataset("sen2naip", broken, min_size=16)
     code = main(
         ["train", "rgb", "--data", "sen2naip", "--data-dir", str(taco), *FAST]
-        + ["--out", str(tmp_path / "run"), "--max-steps", "1"]
+        + ["--out", str(tmp_path / "run"), "--max-steps", "1", "--pairs", "degrade"]
     )
     assert code == 0, capsys.readouterr().err
-    assert "SEN2NAIP v2 (TACO)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "SEN2NAIP v2 (TACO)" in printed and "LR by the degradation model" in printed
+    assert "harmonisation gamma" in printed
     # the same container through a Hub dataset cache, offline; --shards picks the part
     hub = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     repo = "tacofoundation/SEN2NAIPv2"
     _dataset_cache(hub, {f"{taco.name}": taco, "sen2naipv2-unet.0002.part.taco": scaled}, repo)
     one = open_hr_dataset("sen2naip", None, min_size=16, hub_repo=repo, shards=[1])
-    assert len(one) == 3 and f"{repo}@{COMMIT[:12]}" in one.summary()[0]
+    assert one.pairs == "own" and len(one) == 3 and f"{repo}@{COMMIT[:12]}" in one.summary()[0]
 
 
 def test_taco_without_pyarrow_says_which_extra(tmp_path, monkeypatch):
@@ -484,3 +488,116 @@ def test_taco_without_pyarrow_says_which_extra(tmp_path, monkeypatch):
     taco.write_bytes(b"WX" + bytes(40))
     with pytest.raises(InputError, match=r"x.taco: reading .taco files needs pyarrow .*\[taco\]"):
         open_hr_dataset("sen2naip", taco, min_size=16)
+
+
+# The cross-sensor set's own pairs: LR 130² RGBN Sentinel-2 at 10 m, HR 520² NAIP at 2.5 m
+# (here LR 10², HR 40²).
+
+
+def _tiff(data: np.ndarray, pixel: float, scale: float | None = None, offset: float = 0.0) -> bytes:
+    """GeoTIFF bytes at ``pixel`` metres, optionally with a GDAL band scale/offset."""
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0])
+    profile.update(dtype=data.dtype.name, crs="EPSG:32613")
+    with rasterio.MemoryFile() as memory:
+        transform = Affine(pixel, 0, 500000, 0, -pixel, 4000000)
+        with memory.open(**profile, transform=transform) as dst:
+            dst.write(data)
+            if scale is not None:
+                dst.scales = (scale,) * data.shape[0]
+                dst.offsets = (offset,) * data.shape[0]
+        return memory.read()
+
+
+def crosssensor_pairs(count: int = 2, lr_side: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(lr, hr)`` uint16 RGBN: HR reflectance × 10000; LR = its 4×4 means, stored as
+    reflectance × 10000 + 1000 (a Sentinel-2 L2A style offset the file declares)."""
+    rng = np.random.default_rng(7)
+    pairs = []
+    for _ in range(count):
+        hr = (rng.random((4, 4 * lr_side, 4 * lr_side)) * 3000 + 200).astype(np.uint16)
+        means = hr.reshape(4, lr_side, 4, lr_side, 4).astype(np.float64).mean(axis=(2, 4))
+        pairs.append((np.round(means + 1000).astype(np.uint16), hr))
+    return pairs
+
+
+def write_crosssensor(path: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Path:
+    samples = []
+    for i, (lr, hr) in enumerate(pairs):
+        items = [("lr", "GTiff", _tiff(lr, 10.0, 1e-4, -0.1)), ("hr", "GTiff", _tiff(hr, 2.5))]
+        samples.append((f"crosssensor_{i:04d}", "TORTILLA", _container(b"#y", items, 18)))
+    path.write_bytes(_container(b"WX", samples, 42))
+    return path
+
+
+def test_crosssensor_pairs_are_used_as_published(tmp_path, capsys):
+    from difffusr_cli.api import load_rgb_model
+    from difffusr_cli.train import rgb
+
+    pytest.importorskip("pyarrow")
+    pairs = crosssensor_pairs()
+    taco = write_crosssensor(tmp_path / "sen2naipv2-crosssensor.taco", pairs)
+    data = open_hr_dataset("sen2naip", taco, min_size=16)  # auto: every sample has lr and hr
+    line = data.summary()[0]
+    assert data.pairs == "own" and "2 sample(s)" in line and "pairs: own" in line
+    # each file's own scale: the LR declares scale and offset, the HR falls back to its dtype
+    assert "LR reflectance = value × 0.0001 + -0.1 (band scale)" in line, line
+    assert "HR reflectance = value × 0.0001 (uint16 default)" in line, line
+    assert data.read(1).shape == (3, 40, 40) and data.read_lr(1).shape == (3, 10, 10)
+    assert np.allclose(data.read_lr(1), pairs[1][0][:3] * 1e-4 - 0.1, atol=1e-6)
+    assert np.allclose(data.read(1), pairs[1][1][:3] * 1e-4, atol=1e-6)
+    # crops are aligned: every LR pixel is the mean of the 4×4 HR pixels under it
+    config = rgb.resolve_config("small", {"train.batch_size": 2, "train.patch_size": 16})
+    for step in range(3):
+        batch = rgb.make_batch(data, (0, 1), config, "none", step)
+        assert batch.hr.shape == (2, 3, 16, 16) and batch.lr.shape == (2, 3, 4, 4)
+        assert torch.allclose(torch.nn.functional.avg_pool2d(batch.hr, 4), batch.lr, atol=1e-4)
+        assert batch.lr_key.shape == (2, 3, 4, 4)
+    val_hr, val_lr = rgb.make_validation_set(data, (1,), config, "none")
+    assert torch.allclose(torch.nn.functional.avg_pool2d(val_hr, 4), val_lr, atol=1e-4)
+    with pytest.raises(ValueError, match="harmonisation gamma"):
+        rgb.make_batch(data, (0, 1), config, "gamma", 0)
+    # a cheap train rgb run from the pairs
+    out = tmp_path / "run"
+    args = ["train", "rgb", "--data", "sen2naip", "--data-dir", str(taco), *FAST]
+    assert main([*args, "--out", str(out), "--max-steps", "2"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "LR from the published pairs (no degradation)" in printed
+    assert "harmonisation off" in printed
+    assert json.loads((out / "train_config.json").read_text())["train"]["pairs"] == "own"
+    source = json.loads((out / "best.json").read_text())["source"]
+    assert source["pairs"] == "own" and source["harmonize"] == "none"
+    sr = load_rgb_model(out / "best.safetensors").super_resolve(torch.rand(1, 3, 4, 4), steps=2)
+    assert sr.shape == (1, 3, 16, 16) and torch.isfinite(sr).all()
+    # --resume reads the pairs back from the saved config
+    resumed = [*args, "--out", str(out), "--max-steps", "3", "--resume"]
+    assert main(resumed) == 0, capsys.readouterr().err
+    assert "LR from the published pairs" in capsys.readouterr().out
+
+
+def test_pairs_errors_name_the_file(tmp_path, shard, capsys):
+    pytest.importorskip("pyarrow")
+    good = crosssensor_pairs(count=2)
+    # HR 40² over LR 12²: not ×4
+    lr12 = np.ones((4, 12, 12), np.uint16) * 2000
+    odd = write_crosssensor(tmp_path / "odd.taco", [good[0], (lr12, good[1][1])])
+    # no lr item: auto falls back to degrade, --pairs own is refused
+    hr_only = tmp_path / "hr_only.taco"
+    sample = _container(b"#y", [("hr", "GTiff", _tiff(good[0][1], 2.5))], 18)
+    hr_only.write_bytes(_container(b"WX", [("s0", "TORTILLA", sample)], 42))
+    assert open_hr_dataset("sen2naip", hr_only, min_size=16).pairs == "degrade"
+    taco = write_crosssensor(tmp_path / "pairs.taco", good)
+    cases = [
+        ([str(odd)], "odd.taco: sample crosssensor_0001: HR 40×40 px, LR 12×12 px, not a ×4 pair"),
+        ([str(hr_only), "--pairs", "own"], "hr_only.taco: sample s0 has no 'lr' item"),
+        ([str(shard), "--pairs", "own"], "holds no SEN2NAIP v2 .taco containers"),
+        ([str(taco), "--harmonize", "gamma"], "--harmonize gamma: published pairs"),
+        ([str(taco), "--pairs", "mine"], "pairs must be own, degrade or auto"),
+    ]
+    for extra, message in cases:
+        run = tmp_path / "refused"
+        argv = ["train", "rgb", "--data", "sen2naip", *FAST, "--out", str(run), "--data-dir"]
+        code = main([*argv, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert message in err, err
+        assert not run.exists()

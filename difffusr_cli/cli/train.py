@@ -169,6 +169,17 @@ def train_rgb_command(
     no_harmonize: Annotated[
         bool, typer.Option("--no-harmonize", help="Same as --harmonize none.")
     ] = False,
+    pairs: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pairs",
+            help=(
+                "Where the LR comes from: own (SEN2NAIP v2 .taco LR/HR pairs as published, no "
+                "degradation or harmonisation), degrade (the HR through the degradation model) "
+                "or auto (default: own when every .taco sample has lr and hr items)."
+            ),
+        ),
+    ] = None,
     config: _ConfigOpt = "large",
     sets: _SetOpt = None,
     max_steps: _MaxStepsOpt = None,
@@ -201,6 +212,7 @@ def train_rgb_command(
         patch_size=patch_size,
         seed=seed,
         harmonize="none" if no_harmonize else harmonize,
+        pairs=pairs,
     )
     run = RunDir(out, resume=resume)
     settings = rgb.resolve_config(config, overrides, run if resume else None)
@@ -212,6 +224,7 @@ def train_rgb_command(
         value_scale=value_scale,
         hub_repo=hub_repo,
         shards=_parse_shards(shards),
+        pairs=settings.pairs,
     )
     with step_bar(progress) as advance:
         result = rgb.train_rgb(

@@ -5,8 +5,9 @@
 
 - ``sen2naip``: SEN2NAIP's synthetic set, NAIP tiles (RGB or RGBN uint8, 2.5 m). As published:
   v1 ``synthetic_NN.zip`` shards read in place, or their extracted ``ROI_*/{early,late}`` trees
-  (:mod:`.sen2naip`); v2 ``.taco`` containers (:mod:`.taco`); either from a Hugging Face dataset
-  repository (``hub_repo``) through the Hub cache (:mod:`.hub_data`). Any other folder of
+  (:mod:`.sen2naip`); v2 ``.taco`` containers (:mod:`.taco`; HR alone, or ``pairs="own"``: the
+  published LR/HR pairs); either from a Hugging Face dataset repository (``hub_repo``) through
+  the Hub cache (:mod:`.hub_data`). Any other folder of
   GeoTIFFs too: when it holds ``hr*.tif`` files only those are used (not the LR halves).
 - ``worldstrat``: WorldStrat's high-resolution SPOT tiles (``*_ps.tif[f]``, pansharpened R, G, B,
   NIR, 1.5 m unless the file says otherwise), rescaled to 2.5 m.
@@ -58,6 +59,9 @@ HARMONISE_DEFAULT: dict[str, HarmoniseMode] = {
 }
 #: Whether harmonisation is on by default (kept for callers of earlier versions).
 HARMONIZE_DEFAULT: dict[str, bool] = {k: v != "none" for k, v in HARMONISE_DEFAULT.items()}
+#: Where ``train rgb`` gets its LR: published pairs (SEN2NAIP v2) or the degradation model.
+PairsMode = Literal["own", "degrade"]
+PAIRS_MODES: tuple[PairsMode, ...] = ("own", "degrade")
 #: Images kept in memory (bytes of float32) before reads go back to the files.
 HR_CACHE_BYTES = 2 << 30
 #: Tolerance on "not coarser than 2.5 m".
@@ -79,6 +83,9 @@ class HRImage:
         width, height: size once resampled to 2.5 m, pixels.
         uri: what GDAL opens when it is not ``path`` (a ``/vsizip/`` member); "" for ``path``.
         histogram: SEN2NAIP v1 ``sim_histograms`` of the tile's ROI era, if any.
+        value_offset: reflectance = stored value × value_scale + value_offset.
+        georeferenced: ``gsd`` comes from the file (else it is the dataset's default).
+        lr: the published LR of a pair (``pairs == "own"``, on its own ×4 coarser grid), or None.
     """
 
     path: Path
@@ -89,6 +96,9 @@ class HRImage:
     height: int
     uri: str = ""
     histogram: Histogram | None = field(default=None, compare=False, repr=False)
+    value_offset: float = 0.0
+    georeferenced: bool = True
+    lr: HRImage | None = field(default=None, compare=False, repr=False)
 
     @property
     def source(self) -> str:
@@ -106,6 +116,8 @@ class HRDataset:
         images: the usable images.
         skipped: one line per file left out and why.
         layout: lines describing the dataset's layout (SEN2NAIP v1: shards, ROIs, eras).
+        pairs: ``own``: every image carries its published LR (:meth:`read_lr`); ``degrade``: the
+            LR is made by the degradation model.
     """
 
     kind: str
@@ -113,6 +125,7 @@ class HRDataset:
     images: tuple[HRImage, ...]
     skipped: tuple[str, ...] = ()
     layout: tuple[str, ...] = ()
+    pairs: PairsMode = "degrade"
     _cache: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -152,6 +165,23 @@ class HRDataset:
             self._cache[(index, matched)] = image
         return image
 
+    def read_lr(self, index: int) -> np.ndarray:
+        """The published LR of image ``index``: ``(3, H/4, W/4)`` float32 R, G, B reflectance.
+
+        Raises:
+            InputError: the image has no LR (``pairs == "degrade"``), or it cannot be read.
+        """
+        lr = self.images[index].lr
+        if lr is None:
+            raise InputError(f"{self.images[index].path}: no published LR (pairs = degrade)")
+        key = (-1 - index, False)  # LR entries: negative indexes beside the HR ones
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = _read_resampled(lr)
+            if sum(a.nbytes for a in self._cache.values()) + cached.nbytes <= HR_CACHE_BYTES:
+                self._cache[key] = cached
+        return cached
+
     def summary(self) -> list[str]:
         """Human-readable lines: what was found, sizes, pixel sizes, what was skipped."""
         sizes = [im.width * im.height for im in self.images]
@@ -178,6 +208,7 @@ def open_hr_dataset(
     hub_repo: str | None = None,
     hub_revision: str | None = None,
     shards: Sequence[int] | None = None,
+    pairs: str | None = None,
 ) -> HRDataset:
     """Find and check the high-resolution images of a dataset.
 
@@ -196,11 +227,13 @@ def open_hr_dataset(
         hub_repo: a Hugging Face dataset repository to download (``sen2naip`` only).
         hub_revision: its branch, tag or commit.
         shards: SEN2NAIP v1 shard numbers to use (``synthetic_NN.zip``); None: all.
+        pairs: ``own`` (published LR/HR pairs: SEN2NAIP v2 only), ``degrade``, or None/``auto``
+            (``own`` for ``.taco`` files whose every sample has ``lr`` and ``hr`` items).
 
     Raises:
         InputError: unknown kind, missing/empty folder, an unreadable file, a file with fewer
             than 3 bands or no known pixel size, a pixel size coarser than 2.5 m, no image large
-            enough, or the Hub cannot be reached.
+            enough, the Hub cannot be reached, or ``pairs="own"`` for data without pairs.
     """
     layout = next((known for known in HR_KINDS if known == kind), None)
     if layout is None:
@@ -209,6 +242,8 @@ def open_hr_dataset(
         raise InputError(f"--gsd must be a positive number of metres, got {gsd}")
     if value_scale is not None and not (math.isfinite(value_scale) and value_scale > 0):
         raise InputError(f"--value-scale must be a positive number, got {value_scale}")
+    if pairs not in (None, "auto", *PAIRS_MODES):
+        raise InputError(f"--pairs {pairs!r}: expected own, degrade or auto")
     if shards is not None and kind != "sen2naip":
         raise InputError(f"--shards works with --data sen2naip, not {kind}")
     if hub_repo is not None:
@@ -223,7 +258,8 @@ def open_hr_dataset(
             if paths[0].suffix.lower() == ".taco":
                 from difffusr_cli.train.taco import open_taco
 
-                return open_taco(paths, where, min_size=min_size)
+                return open_taco(paths, where, min_size=min_size, pairs=pairs)
+            _refuse_own_pairs(pairs, where)
             return open_v1(paths, where, min_size=min_size)
         if shards is not None:
             raise InputError(f"--shards: {hub_repo} holds no synthetic/synthetic_NN.zip shards")
@@ -240,9 +276,10 @@ def open_hr_dataset(
         from difffusr_cli.train.taco import is_taco, open_taco
 
         if is_taco(root) and shards is None:
-            return open_taco([root], str(root), min_size=min_size)
-        if looks_like_v1(root) or shards is not None:
-            return open_v1([root], str(root), min_size=min_size, shards=shards)
+            return open_taco([root], str(root), min_size=min_size, pairs=pairs)
+    _refuse_own_pairs(pairs, str(root))
+    if layout == "sen2naip" and (looks_like_v1(root) or shards is not None):
+        return open_v1([root], str(root), min_size=min_size, shards=shards)
     files, uris = _find_image_files(layout, root)
     images: list[HRImage] = []
     skipped: list[str] = []
@@ -262,6 +299,14 @@ def open_hr_dataset(
             f"(first: {skipped[0]}); use a smaller --patch-size or a finer --gsd"
         )
     return HRDataset(kind=layout, root=root, images=tuple(images), skipped=tuple(skipped))
+
+
+def _refuse_own_pairs(pairs: str | None, where: str) -> None:
+    if pairs == "own":
+        raise InputError(
+            f"--pairs own: {where} holds no SEN2NAIP v2 .taco containers, the only data with "
+            "published LR/HR pairs (use --pairs degrade)"
+        )
 
 
 def _zip_members(root: Path) -> dict[Path, str]:
@@ -419,6 +464,8 @@ def _read_resampled(image: HRImage) -> np.ndarray:
     except (RasterioIOError, OSError) as exc:
         raise InputError(f"{image.path}: unreadable image ({exc})") from None
     data *= np.float32(image.value_scale)
+    if image.value_offset:
+        data += np.float32(image.value_offset)
     if not np.isfinite(data).all():
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     return data
