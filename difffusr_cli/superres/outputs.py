@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from difffusr_cli import __version__
 from difffusr_cli.device import precision_name
 from difffusr_cli.errors import InputError
+from difffusr_cli.superres.joint import effective_sampling
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import NODATA_RULE, PRODUCT_SUFFIX, SuperresOptions
 
@@ -38,6 +39,11 @@ class RunSummary:
     peak_memory_kind: str = ""
     width: int = 0
     height: int = 0
+    #: ``joint`` or ``independent`` (what was done; see :func:`effective_sampling`).
+    sampling: str = ""
+    #: Mean |a − b| (reflectance) of overlapping patches' final predictions before blending,
+    #: ``{"horizontal": …, "vertical": …}`` (None where no patches overlap that way).
+    overlap_disagreement: dict[str, float | None] | None = None
 
     def paragraph(self) -> str:
         """The one-paragraph summary printed at the end of a run."""
@@ -56,7 +62,16 @@ class RunSummary:
             f"{self.patches_skipped} skipped as nodata, "
             f"{_count(self.blocks_written, 'block')} written{resumed}; device {self.device}; "
             f"peak memory {self.peak_memory / 2**20:,.0f} MiB ({self.peak_memory_kind})."
+            f"{self._disagreement_text()}"
         )
+
+    def _disagreement_text(self) -> str:
+        """`` Overlap disagreement …`` for the paragraph, or ``""`` when nothing overlapped."""
+        values = self.overlap_disagreement or {}
+        parts = [f"{v:.4f} {k}" for k, v in values.items() if v is not None]
+        if not parts:
+            return ""
+        return f" {self.sampling.capitalize()} sampling: overlap disagreement {', '.join(parts)}."
 
 
 def _count(n: int, noun: str, plural: str | None = None) -> str:
@@ -164,6 +179,7 @@ def product_tags(
         "fusion_model_file": models.fusion_info.file if models.fusion_info else "",
         "steps": options.steps,
         "seed": options.seed,
+        "sampling": effective_sampling(options, models),
         "patch_size": options.patch_size,
         "overlap": options.overlap,
         "batch_size": options.batch_size,

@@ -25,6 +25,12 @@ from torch import Tensor
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, GroupName, indices
 from difffusr_cli.device import autocast
 from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.superres.joint import (
+    RowTracker,
+    check_finite,
+    sample_row_jointly,
+    samples_jointly,
+)
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import (
@@ -133,6 +139,9 @@ class Renderer:
         layout: the tiling of the region.
         models: the models (their ``method`` decides what B02–B04 are).
         steps, seed, batch_size: sampler settings.
+        sampling: ``joint`` (patches of a row on one canvas, see :mod:`.joint`) or
+            ``independent``; a model without a joint sampler is always sampled independently
+            (:attr:`sampling` says what is done).
         device, dtype: where and in what precision the networks run.
         on_patches: called with the number of patches finished (run or skipped).
     """
@@ -150,9 +159,16 @@ class Renderer:
         device: torch.device,
         dtype: torch.dtype,
         on_patches: Callable[[int], None] = lambda n: None,
+        sampling: str = "joint",
     ) -> None:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
+        # Joint sampling needs a model with a joint sampler; others are sampled patch by patch.
+        self.sampling = (
+            "joint" if sampling == "joint" and samples_jointly(models.rgb) else "independent"
+        )
+        restarts = [self.restart_patch_row(b) for b in range(layout.block_count)]
+        self.tracker = RowTracker.for_layout(layout, restarts)
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
@@ -213,6 +229,12 @@ class Renderer:
         tops, tile_height = self.layout.tile_rows, self.layout.tile_shape[0]
         first = next((top for top in tops if top + tile_height > row), row)
         return max(first - self.layout.halo, 0)
+
+    def restart_patch_row(self, block: int) -> int:
+        """The first patch row a run restarted at block ``block`` computes."""
+        first = self._sr_rows_needed_from(self.layout.block(block).start) if block else 0
+        tops, patch = self.layout.patch_rows, self.layout.patch
+        return next((i for i, top in enumerate(tops) if top + patch > first), len(tops))
 
     def patches_to_run(self, done: Iterable[int]) -> int:
         """How many patches a run that skips the ``done`` blocks goes through (progress total)."""
@@ -277,7 +299,23 @@ class Renderer:
 
     # -- diffusion patches -----------------------------------------------------------------
     def _patch_row(self, index: int, top: int) -> Iterator[Contribution]:
-        """Super-resolve one row of patches (batched), skipping patches without valid pixels."""
+        """Super-resolve one row of patches (batched), skipping patches without valid pixels.
+
+        With joint sampling the row is one canvas continuing the finished row above; a row whose
+        row above is unknown (a resume without its saved state) first recomputes the rows above
+        it, from the nearest one that is known, without contributing them again.
+        """
+        if not self.tracker.has_carry_for(index):
+            first = max(i for i in range(index + 1) if self.tracker.has_carry_for(i))
+            for row in range(first, index):
+                for _ in self._compute_patch_row(row, self.layout.patch_rows[row], replay=True):
+                    pass
+        yield from self._compute_patch_row(index, top)
+
+    def _compute_patch_row(
+        self, index: int, top: int, replay: bool = False
+    ) -> Iterator[Contribution]:
+        """The patches of row ``index`` (``replay``: only for the carry to the next row)."""
         patch, cols = self.layout.patch, self.layout.patch_cols
         lr_size = patch // SCALE
         window = Window(
@@ -291,14 +329,46 @@ class Renderer:
         for col, left in enumerate(cols):
             if valid[:, left // SCALE : left // SCALE + lr_size].any():
                 todo.append((col, left))
-            else:
+            elif not replay:
                 self.counters.patches_skipped += 1
                 self.on_patches(1)
+        lr_of = [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in todo]
+        predictions: dict[int, np.ndarray] = {}
+        if self.sampling == "joint" and todo:
+            with autocast(self.device, self.dtype):
+                row = sample_row_jointly(
+                    self.models.rgb,  # type: ignore[arg-type]
+                    np.stack(lr_of),
+                    [left for _, left in todo],
+                    seed=self.seed,
+                    top=top,
+                    width=cols[-1] + patch,
+                    weights=self._patch_weights,
+                    steps=self.steps,
+                    batch_size=self.batch_size,
+                    above=self.tracker.carry_above(index),
+                    device=self.device,
+                )
+            check_finite(
+                self.models.rgb_info.name,
+                self.region,
+                index,
+                top,
+                todo,
+                [row.canvas[:, :, left : left + patch] for _, left in todo],
+            )
+            predictions = {col: row.patches_x0[k] for k, (col, _) in enumerate(todo)}
+            self.tracker.finish_row(index, predictions, row.canvas, row.covered)
+            if not replay:
+                # One contribution, weight 1 where computed: the row's pixels are the canvas, and
+                # rows shared with the row above are equal in both, so blending changes nothing.
+                yield 0, row.canvas, row.covered.astype(np.float32)
+                self.counters.patches_run += len(todo)
+                self.on_patches(len(todo))
+            return
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
-            lr = np.stack(
-                [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in batch]
-            )
+            lr = np.stack(lr_of[start : start + self.batch_size])
             noise = torch.stack([patch_noise(self.seed, index, col, patch) for col, _ in batch])
             with autocast(self.device, self.dtype):
                 sr = self.models.rgb.super_resolve(
@@ -307,19 +377,15 @@ class Renderer:
                     noise=noise.to(self.device),
                 )
             values_np = sr.float().cpu().numpy()
-            for k, (col, left) in enumerate(batch):
-                if not np.isfinite(values_np[k]).all():
-                    top_10m = int(self.region.row_off) + top // SCALE
-                    left_10m = int(self.region.col_off) + left // SCALE
-                    raise WeightsError(
-                        f"the RGB model {self.models.rgb_info.name} gave non-finite values for "
-                        f"patch row {index}, column {col} (10 m pixel {left_10m}, {top_10m}); "
-                        "its weights are probably broken"
-                    )
-            for (_, left), values in zip(batch, values_np, strict=True):
-                yield left, values, self._patch_weights
-            self.counters.patches_run += len(batch)
-            self.on_patches(len(batch))
+            check_finite(self.models.rgb_info.name, self.region, index, top, batch, list(values_np))
+            for (col, left), values in zip(batch, values_np, strict=True):
+                predictions[col] = values
+                if not replay:
+                    yield left, values, self._patch_weights
+            if not replay:
+                self.counters.patches_run += len(batch)
+                self.on_patches(len(batch))
+        self.tracker.finish_row(index, predictions)
 
     # -- fusion tiles ----------------------------------------------------------------------
     def _tile_row(self, index: int, top: int) -> Iterator[Contribution]:
