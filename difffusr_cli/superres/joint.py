@@ -30,10 +30,22 @@ from difffusr_cli.bands import SCALE
 from difffusr_cli.errors import OutputError, WeightsError
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
-from difffusr_cli.tiling import Layout, Span
+from difffusr_cli.tiling import Layout, Span, round_up
 
 #: Side (2.5 m pixels) of the tiles of the joint noise field; each tile has its own generator.
 NOISE_TILE = 64
+#: Context columns (2.5 m pixels) a jointly sampled patch sees beyond each side (see
+#: :func:`joint_margin`); the network costs (patch + 2 × margin) / patch of a patch.
+JOINT_MARGIN = 16
+#: Blend weight of a patch's margins: they decide only pixels no patch covers (the row's ends).
+MARGIN_WEIGHT = 1e-6
+
+
+class RowResultLike(Protocol):
+    """What a joint sampler returns (see :class:`~difffusr_cli.models.predictors.RowResult`)."""
+
+    canvas: Tensor
+    patches_x0: Tensor
 
 
 @runtime_checkable
@@ -50,7 +62,7 @@ class RowSuperResolver(Protocol):
         batch_size: int = 4,
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
-    ) -> object:
+    ) -> RowResultLike:
         """See :meth:`difffusr_cli.models.predictors.RGBSuperResolver.super_resolve_row`."""
         ...
 
@@ -113,8 +125,9 @@ class RowCarry:
         top: the first region row held (the next patch row's top edge).
         patches: patch column index → ``(3, n, patch)`` float32 reflectance, the bottom ``n`` rows
             of that patch's final prediction (for the vertical disagreement).
-        canvas: ``(3, n, W)`` float32 reflectance of the finished canvas (joint sampling), or None.
-        covered: ``(n, W)`` bool, where the canvas was computed, or None.
+        canvas: ``(3, margin + n, W)`` float32 reflectance of the finished canvas from
+            ``margin`` rows above ``top`` (joint sampling), or None.
+        covered: ``(margin + n, W)`` bool, where the canvas was computed, or None.
     """
 
     row: int
@@ -130,14 +143,26 @@ class JointRow:
 
     Attributes:
         canvas: ``(3, patch, W)`` float32 reflectance, the row's finished pixels.
-        covered: ``(patch, W)`` bool, where a patch was computed.
+        context: ``(3, margin + patch, W)`` float32, the canvas from ``margin`` rows above the
+            row down to its bottom (what the next row reads as known pixels).
+        covered: ``(margin + patch, W)`` bool, the columns a patch was computed in.
         patches_x0: ``(V, 3, patch, patch)`` float32, each patch's last x0 prediction before
             blending.
     """
 
     canvas: np.ndarray
+    context: np.ndarray
     covered: np.ndarray
     patches_x0: np.ndarray
+
+
+def joint_margin(patch_multiple: int) -> int:
+    """The context columns (2.5 m pixels) a jointly sampled patch sees on each side.
+
+    :data:`JOINT_MARGIN`, rounded up so that a patch plus its margins stays a multiple of the
+    network's ``patch_multiple``.
+    """
+    return round_up(JOINT_MARGIN, max(patch_multiple // 2, SCALE))
 
 
 def sample_row_jointly(
@@ -145,6 +170,7 @@ def sample_row_jointly(
     lr: np.ndarray,
     lefts: Sequence[int],
     *,
+    margin: int,
     seed: int,
     top: int,
     width: int,
@@ -156,39 +182,64 @@ def sample_row_jointly(
 ) -> JointRow:
     """Sample the patches of one row on one canvas ``width`` columns wide from region row ``top``.
 
-    ``lr`` is the patches' ``(V, 3, h, w)`` LR reflectance, ``lefts`` their left columns.
+    Each patch runs on its window widened by ``margin`` pixels on every side, and only its own
+    ``patch × patch`` pixels enter the blend (the margins' weight is negligible wherever a patch
+    covers them): a network's predictions are worst at its input's edges, so neighbouring
+    patches, beside and below, then agree where they overlap. The canvas therefore spans rows
+    ``[top − margin, top + patch + margin)`` and columns ``[−margin, width + margin)``.
 
-    The starting noise is :func:`noise_field` of the canvas; the rows finished by the patch row
-    above (``above``'s canvas, where it was covered) are known pixels: their x0 is fixed to them
-    at every step and they come back unchanged, so the two rows agree exactly in their overlap.
+    Args:
+        rgb: the joint sampler.
+        lr: ``(3, (patch + 2·margin) / 4, (width + 2·margin) / 4)`` LR reflectance of the
+            canvas, margins included.
+        lefts: the patches' left columns on the region grid.
+        margin: context pixels on each side (multiple of 4).
+        seed: the noise seed (the canvas noise is :func:`noise_field`).
+        top: the row's top edge on the region grid.
+        width: the row's width (the last patch's right edge).
+        weights: ``(patch, patch)`` blend weights of a patch.
+        steps: network calls per patch.
+        batch_size: patches per network call.
+        above: the carry of the patch row above: its finished rows (where covered) are known
+            pixels, with their x0 fixed to them at every step, returned unchanged, so the two
+            rows agree exactly in their overlap.
+        device: where the model runs.
+
+    Returns:
+        The row's canvas and context (margin columns cropped) and the patches' last predictions.
     """
-    p = weights.shape[0]
-    noise = noise_field(seed, Span(top, top + p), Span(0, width))
+    p, m = weights.shape[0], margin
+    size, full = p + 2 * m, width + 2 * m
+    noise = noise_field(seed, Span(top - m, top + p + m), Span(-m, width + m))
     known = mask = None
     if above is not None and above.canvas is not None and above.covered is not None:
-        n = above.canvas.shape[1]
-        known_np = np.zeros((3, p, width), dtype=np.float32)
-        mask_np = np.zeros((p, width), dtype=bool)
-        known_np[:, :n] = above.canvas
-        mask_np[:n] = above.covered
-        known, mask = torch.from_numpy(known_np), torch.from_numpy(mask_np)
+        n = above.canvas.shape[1]  # rows from top − margin down to the bottom of the row above
+        known = torch.zeros((3, size, full), dtype=torch.float32)
+        mask = torch.zeros((size, full), dtype=torch.bool)
+        known[:, :n, m : m + width] = torch.from_numpy(above.canvas)
+        mask[:n, m : m + width] = torch.from_numpy(above.covered)
+    view = np.full((size, size), MARGIN_WEIGHT, dtype=np.float32)
+    view[m : m + p, m : m + p] = weights
+    lr_views = np.stack([lr[:, :, left // SCALE : (left + size) // SCALE] for left in lefts])
     result = rgb.super_resolve_row(
-        torch.from_numpy(np.ascontiguousarray(lr)).to(device),
+        torch.from_numpy(lr_views).to(device),
         list(lefts),
         noise.to(device),
-        torch.from_numpy(weights),
+        torch.from_numpy(view),
         steps=steps,
         batch_size=batch_size,
         known=None if known is None else known.to(device),
         known_mask=None if mask is None else mask.to(device),
     )
-    covered = np.zeros((p, width), dtype=bool)
+    covered = np.zeros((p + m, width), dtype=bool)
     for left in lefts:
         covered[:, left : left + p] = True
+    context = result.canvas.float().cpu().numpy()[:, : m + p, m : m + width]
     return JointRow(
-        canvas=result.canvas.float().cpu().numpy(),  # type: ignore[attr-defined]
+        canvas=np.ascontiguousarray(context[:, m:]),
+        context=np.ascontiguousarray(context),
         covered=covered,
-        patches_x0=result.patches_x0.float().cpu().numpy(),  # type: ignore[attr-defined]
+        patches_x0=result.patches_x0[:, :, m : m + p, m : m + p].float().cpu().numpy(),
     )
 
 
@@ -260,8 +311,9 @@ class RowTracker:
             index: the patch row.
             predictions: patch column index → ``(3, patch, patch)`` final prediction
                 (reflectance, before blending), for the patches that ran.
-            canvas: the row's finished ``(3, patch, W)`` canvas (joint sampling only).
-            covered: its ``(patch, W)`` coverage (joint sampling only).
+            canvas: the row's finished canvas from ``margin`` rows above its top, ``(3,
+                margin + patch, W)`` (joint sampling only; :attr:`JointRow.context`).
+            covered: its ``(margin + patch, W)`` coverage (joint sampling only).
         """
         self.stats[index] = self._row_stats(index, predictions)
         if index + 1 < len(self.tops):

@@ -28,6 +28,7 @@ from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.joint import (
     RowTracker,
     check_finite,
+    joint_margin,
     sample_row_jointly,
     samples_jointly,
 )
@@ -317,14 +318,19 @@ class Renderer:
     ) -> Iterator[Contribution]:
         """The patches of row ``index`` (``replay``: only for the carry to the next row)."""
         patch, cols = self.layout.patch, self.layout.patch_cols
-        lr_size = patch // SCALE
+        lr_size, joint = patch // SCALE, self.sampling == "joint"
+        # Joint sampling gives each patch context beyond its edges (read from the scene).
+        margin = joint_margin(self.models.patch_multiple) if joint else 0
+        extra = margin // SCALE
         window = Window(
-            self.region.col_off,
-            self.region.row_off + top // SCALE,
-            (cols[-1] + patch) // SCALE,
-            lr_size,
+            self.region.col_off - extra,
+            self.region.row_off + top // SCALE - extra,
+            (cols[-1] + patch) // SCALE + 2 * extra,
+            lr_size + 2 * extra,
         )
-        lr_strip, valid, _ = self._read(RGB, window)
+        lr_read, valid_read, _ = self._read(RGB, window)
+        inner = np.s_[extra : extra + lr_size, extra : valid_read.shape[1] - extra]
+        lr_strip, valid = lr_read[:, inner[0], inner[1]], valid_read[inner]
         todo: list[tuple[int, int]] = []
         for col, left in enumerate(cols):
             if valid[:, left // SCALE : left // SCALE + lr_size].any():
@@ -334,12 +340,13 @@ class Renderer:
                 self.on_patches(1)
         lr_of = [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in todo]
         predictions: dict[int, np.ndarray] = {}
-        if self.sampling == "joint" and todo:
+        if joint and todo:
             with autocast(self.device, self.dtype):
                 row = sample_row_jointly(
                     self.models.rgb,  # type: ignore[arg-type]
-                    np.stack(lr_of),
+                    lr_read,
                     [left for _, left in todo],
+                    margin=margin,
                     seed=self.seed,
                     top=top,
                     width=cols[-1] + patch,
@@ -349,20 +356,15 @@ class Renderer:
                     above=self.tracker.carry_above(index),
                     device=self.device,
                 )
-            check_finite(
-                self.models.rgb_info.name,
-                self.region,
-                index,
-                top,
-                todo,
-                [row.canvas[:, :, left : left + patch] for _, left in todo],
-            )
+            canvas, name = row.canvas, self.models.rgb_info.name
+            views = [canvas[:, :, left : left + patch] for _, left in todo]
+            check_finite(name, self.region, index, top, todo, views)
             predictions = {col: row.patches_x0[k] for k, (col, _) in enumerate(todo)}
-            self.tracker.finish_row(index, predictions, row.canvas, row.covered)
+            self.tracker.finish_row(index, predictions, row.context, row.covered)
             if not replay:
                 # One contribution, weight 1 where computed: the row's pixels are the canvas, and
                 # rows shared with the row above are equal in both, so blending changes nothing.
-                yield 0, row.canvas, row.covered.astype(np.float32)
+                yield 0, canvas, row.covered[margin:].astype(np.float32)
                 self.counters.patches_run += len(todo)
                 self.on_patches(len(todo))
             return
