@@ -34,9 +34,6 @@ from difffusr_cli.tiling import Layout, Span, round_up
 
 #: Side (2.5 m pixels) of the tiles of the joint noise field; each tile has its own generator.
 NOISE_TILE = 64
-#: Context columns (2.5 m pixels) a jointly sampled patch sees beyond each side (see
-#: :func:`joint_margin`); the network costs (patch + 2 × margin) / patch of a patch.
-JOINT_MARGIN = 16
 #: Blend weight of a patch's margins: they decide only pixels no patch covers (the row's ends).
 MARGIN_WEIGHT = 1e-6
 
@@ -78,6 +75,13 @@ def effective_sampling(options: SuperresOptions, models: Models) -> str:
     ``options.sampling``, but ``independent`` for a model without a joint sampler.
     """
     return "joint" if options.sampling == "joint" and samples_jointly(models.rgb) else "independent"
+
+
+def joint_margin_of(options: SuperresOptions, models: Models) -> int:
+    """The ``--joint-margin`` a run uses (0 when it does not sample jointly)."""
+    if effective_sampling(options, models) != "joint":
+        return 0
+    return joint_margin(options.joint_margin, models.patch_multiple)
 
 
 def state_stem_for(output: Path) -> Path:
@@ -156,13 +160,13 @@ class JointRow:
     patches_x0: np.ndarray
 
 
-def joint_margin(patch_multiple: int) -> int:
-    """The context columns (2.5 m pixels) a jointly sampled patch sees on each side.
+def joint_margin(requested: int, patch_multiple: int) -> int:
+    """The context pixels a jointly sampled patch sees beyond each edge (``--joint-margin``).
 
-    :data:`JOINT_MARGIN`, rounded up so that a patch plus its margins stays a multiple of the
+    ``requested`` rounded up so that a patch plus its margins stays a multiple of the
     network's ``patch_multiple``.
     """
-    return round_up(JOINT_MARGIN, max(patch_multiple // 2, SCALE))
+    return round_up(requested, max(patch_multiple // 2, SCALE))
 
 
 def sample_row_jointly(

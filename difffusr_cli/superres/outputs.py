@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from difffusr_cli import __version__
 from difffusr_cli.device import precision_name
 from difffusr_cli.errors import InputError
-from difffusr_cli.superres.joint import effective_sampling
+from difffusr_cli.superres.joint import effective_sampling, joint_margin_of
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import NODATA_RULE, PRODUCT_SUFFIX, SuperresOptions
 
@@ -180,6 +180,7 @@ def product_tags(
         "steps": options.steps,
         "seed": options.seed,
         "sampling": effective_sampling(options, models),
+        "joint_margin": joint_margin_of(options, models),
         "patch_size": options.patch_size,
         "overlap": options.overlap,
         "batch_size": options.batch_size,

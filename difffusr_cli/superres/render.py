@@ -143,6 +143,7 @@ class Renderer:
         sampling: ``joint`` (patches of a row on one canvas, see :mod:`.joint`) or
             ``independent``; a model without a joint sampler is always sampled independently
             (:attr:`sampling` says what is done).
+        joint_margin: context pixels a jointly sampled patch sees beyond each edge.
         device, dtype: where and in what precision the networks run.
         on_patches: called with the number of patches finished (run or skipped).
     """
@@ -161,9 +162,11 @@ class Renderer:
         dtype: torch.dtype,
         on_patches: Callable[[int], None] = lambda n: None,
         sampling: str = "joint",
+        joint_margin: int = 16,
     ) -> None:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
+        self.joint_margin = joint_margin
         # Joint sampling needs a model with a joint sampler; others are sampled patch by patch.
         self.sampling = (
             "joint" if sampling == "joint" and samples_jointly(models.rgb) else "independent"
@@ -320,7 +323,7 @@ class Renderer:
         patch, cols = self.layout.patch, self.layout.patch_cols
         lr_size, joint = patch // SCALE, self.sampling == "joint"
         # Joint sampling gives each patch context beyond its edges (read from the scene).
-        margin = joint_margin(self.models.patch_multiple) if joint else 0
+        margin = joint_margin(self.joint_margin, self.models.patch_multiple) if joint else 0
         extra = margin // SCALE
         window = Window(
             self.region.col_off - extra,

@@ -145,6 +145,7 @@ def superres_scene(
             dtype=dtype,
             on_patches=on_patches,
             sampling=options.sampling,
+            joint_margin=options.joint_margin,
         )
         if progress.done:
             renderer.tracker.load(states)  # the rows above the restart, saved at the last commit
