@@ -18,7 +18,8 @@ from difffusr_cli.diffusion import Schedule, ddim_sample, ddim_sample_views
 from difffusr_cli.example import make_example_safe
 from difffusr_cli.io import open_scene, partial_path_for
 from difffusr_cli.superres import SuperresOptions, progress_path_for, superres_many
-from difffusr_cli.superres.joint import noise_field, state_files, state_stem_for
+from difffusr_cli.superres.joint import noise_field
+from difffusr_cli.superres.rows import state_files, state_stem_for
 from difffusr_cli.tiling import Span, axis_starts, blend_weights, patch_noise
 
 SCHEDULE = Schedule.cosine(1000)

@@ -13,7 +13,6 @@ the region's width, never on its height.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,15 +24,9 @@ from torch import Tensor
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, GroupName, indices
 from difffusr_cli.device import autocast
 from difffusr_cli.errors import InputError, WeightsError
-from difffusr_cli.superres.joint import (
-    RowTracker,
-    check_finite,
-    joint_margin,
-    sample_row_jointly,
-    samples_jointly,
-)
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
+from difffusr_cli.superres.patches import Counters, PatchRows, PatchSampling
 from difffusr_cli.tiling import (
     ALIGN,
     Contribution,
@@ -42,7 +35,6 @@ from difffusr_cli.tiling import (
     Span,
     blend_weights,
     fill_invalid,
-    patch_noise,
     round_up,
 )
 
@@ -123,14 +115,6 @@ def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> L
 # Rendering one region
 
 
-@dataclass
-class Counters:
-    """What a render did so far."""
-
-    patches_run: int = 0
-    patches_skipped: int = 0
-
-
 class Renderer:
     """Produces the 12-band 2.5 m product of one region, block by block.
 
@@ -166,17 +150,20 @@ class Renderer:
     ) -> None:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
-        self.joint_margin = joint_margin
-        # Joint sampling needs a model with a joint sampler; others are sampled patch by patch.
-        self.sampling = (
-            "joint" if sampling == "joint" and samples_jointly(models.rgb) else "independent"
-        )
-        restarts = [self.restart_patch_row(b) for b in range(layout.block_count)]
-        self.tracker = RowTracker.for_layout(layout, restarts)
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
-        self._patch_weights = blend_weights(layout.patch, layout.overlap)
+        self.patches = PatchRows(
+            self._read,
+            region,
+            layout,
+            models,
+            PatchSampling(steps, seed, batch_size, device, dtype, sampling, joint_margin),
+            self.counters,
+            on_patches,
+            restarts=[self.restart_patch_row(b) for b in range(layout.block_count)],
+        )
+        self.sampling, self.tracker = self.patches.sampling, self.patches.tracker
         self._tile_weights = blend_weights(layout.tile_shape, layout.tile_overlaps)
         th, p = layout.tile_shape[0], layout.patch
         # The RGB rows one fusion-tile row reads, plus the patch row reaching furthest below them.
@@ -303,94 +290,8 @@ class Renderer:
 
     # -- diffusion patches -----------------------------------------------------------------
     def _patch_row(self, index: int, top: int) -> Iterator[Contribution]:
-        """Super-resolve one row of patches (batched), skipping patches without valid pixels.
-
-        With joint sampling the row is one canvas continuing the finished row above; a row whose
-        row above is unknown (a resume without its saved state) first recomputes the rows above
-        it, from the nearest one that is known, without contributing them again.
-        """
-        if not self.tracker.has_carry_for(index):
-            first = max(i for i in range(index + 1) if self.tracker.has_carry_for(i))
-            for row in range(first, index):
-                for _ in self._compute_patch_row(row, self.layout.patch_rows[row], replay=True):
-                    pass
-        yield from self._compute_patch_row(index, top)
-
-    def _compute_patch_row(
-        self, index: int, top: int, replay: bool = False
-    ) -> Iterator[Contribution]:
-        """The patches of row ``index`` (``replay``: only for the carry to the next row)."""
-        patch, cols = self.layout.patch, self.layout.patch_cols
-        lr_size, joint = patch // SCALE, self.sampling == "joint"
-        # Joint sampling gives each patch context beyond its edges (read from the scene).
-        margin = joint_margin(self.joint_margin, self.models.patch_multiple) if joint else 0
-        extra = margin // SCALE
-        window = Window(
-            self.region.col_off - extra,
-            self.region.row_off + top // SCALE - extra,
-            (cols[-1] + patch) // SCALE + 2 * extra,
-            lr_size + 2 * extra,
-        )
-        lr_read, valid_read, _ = self._read(RGB, window)
-        inner = np.s_[extra : extra + lr_size, extra : valid_read.shape[1] - extra]
-        lr_strip, valid = lr_read[:, inner[0], inner[1]], valid_read[inner]
-        todo: list[tuple[int, int]] = []
-        for col, left in enumerate(cols):
-            if valid[:, left // SCALE : left // SCALE + lr_size].any():
-                todo.append((col, left))
-            elif not replay:
-                self.counters.patches_skipped += 1
-                self.on_patches(1)
-        lr_of = [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in todo]
-        predictions: dict[int, np.ndarray] = {}
-        if joint and todo:
-            with autocast(self.device, self.dtype):
-                row = sample_row_jointly(
-                    self.models.rgb,  # type: ignore[arg-type]
-                    lr_read,
-                    [left for _, left in todo],
-                    margin=margin,
-                    seed=self.seed,
-                    top=top,
-                    width=cols[-1] + patch,
-                    weights=self._patch_weights,
-                    steps=self.steps,
-                    batch_size=self.batch_size,
-                    above=self.tracker.carry_above(index),
-                    device=self.device,
-                )
-            canvas, name = row.canvas, self.models.rgb_info.name
-            views = [canvas[:, :, left : left + patch] for _, left in todo]
-            check_finite(name, self.region, index, top, todo, views)
-            predictions = {col: row.patches_x0[k] for k, (col, _) in enumerate(todo)}
-            self.tracker.finish_row(index, predictions, row.context, row.covered)
-            if not replay:
-                # One contribution, weight 1 where computed: the row's pixels are the canvas, and
-                # rows shared with the row above are equal in both, so blending changes nothing.
-                yield 0, canvas, row.covered[margin:].astype(np.float32)
-                self.counters.patches_run += len(todo)
-                self.on_patches(len(todo))
-            return
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            lr = np.stack(lr_of[start : start + self.batch_size])
-            noise = torch.stack([patch_noise(self.seed, index, col, patch) for col, _ in batch])
-            with autocast(self.device, self.dtype):
-                sr = self.models.rgb.super_resolve(
-                    torch.from_numpy(lr).to(self.device),
-                    steps=self.steps,
-                    noise=noise.to(self.device),
-                )
-            values_np = sr.float().cpu().numpy()
-            check_finite(self.models.rgb_info.name, self.region, index, top, batch, list(values_np))
-            for (col, left), values in zip(batch, values_np, strict=True):
-                predictions[col] = values
-                if not replay:
-                    yield left, values, self._patch_weights
-            if not replay:
-                self.counters.patches_run += len(batch)
-                self.on_patches(len(batch))
-        self.tracker.finish_row(index, predictions)
+        """Super-resolve one row of patches (:meth:`PatchRows.row`)."""
+        return self.patches.row(index, top)
 
     # -- fusion tiles ----------------------------------------------------------------------
     def _tile_row(self, index: int, top: int) -> Iterator[Contribution]:

@@ -30,7 +30,6 @@ from difffusr_cli.device import (
     select_precision,
 )
 from difffusr_cli.errors import InputError, OutputError
-from difffusr_cli.superres.joint import remove_states, state_stem_for
 from difffusr_cli.superres.lock import OutputLock
 from difffusr_cli.superres.models import Models, load_models
 from difffusr_cli.superres.options import SuperresOptions
@@ -47,6 +46,7 @@ from difffusr_cli.superres.resume import (
     fingerprint_text,
     progress_path_for,
 )
+from difffusr_cli.superres.rows import remove_states, state_stem_for
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
