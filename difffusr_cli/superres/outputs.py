@@ -28,7 +28,7 @@ class RunSummary:
 
     input: Path
     output: Path
-    status: Literal["written", "skipped"]
+    status: Literal["written", "skipped", "failed"]
     seconds: float = 0.0
     patches_run: int = 0
     patches_skipped: int = 0
@@ -44,11 +44,18 @@ class RunSummary:
     #: Mean |a − b| (reflectance) of overlapping patches' final predictions before blending,
     #: ``{"horizontal": …, "vertical": …}`` (None where no patches overlap that way).
     overlap_disagreement: dict[str, float | None] | None = None
+    #: sha256 of the settings fingerprint the product was (or, failed, would have been) made with.
+    fingerprint: str = ""
+    #: ``failed`` only: the one-line reason.
+    error: str = ""
 
     def paragraph(self) -> str:
         """The one-paragraph summary printed at the end of a run."""
         if self.status == "skipped":
             return f"{self.output}: already complete, skipped."
+        if self.status == "failed":
+            named = str(self.input) in self.error
+            return f"failed: {self.error}" if named else f"failed: {self.input}: {self.error}"
         rate = self.patches_run / self.seconds if self.seconds > 0 else 0.0
         resumed = (
             f", {_count(self.blocks_resumed, 'block')} kept from the interrupted run"
