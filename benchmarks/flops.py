@@ -124,9 +124,14 @@ def stages(steps: int, overlap: int = 32) -> list[Stage]:
     models = build_models(RGBSuperResolver(sr), None, "bilinear", ModelInfo("official", ""))
     patch = auto_patch(models, (FULL_TILE, FULL_TILE), overlap)
     out = []
-    for label, p in ((f"diffusion {patch}", patch), ("diffusion 256 (before)", 256)):
-        flops = sr_patch_flops(sr, p, steps)
-        out.append(Stage(label, flops, p, p - overlap, p, overlap))
+    for label, p, margin in (
+        (f"diffusion {patch} independent", patch, 0),
+        (f"diffusion {patch} joint margin 16", patch, 16),
+        ("diffusion 256 (before)", 256, 0),
+    ):
+        # joint sampling runs each patch with its context margin (patch + 2·margin)
+        flops = sr_patch_flops(sr, p + 2 * margin, steps)
+        out.append(Stage(label, flops, p + 2 * margin, p - overlap, p, overlap))
     old_halo = {"mtf": 144, "rrdb": 192}  # the additive estimate before (MTF)
     for arch, predictor in (("mtf", mtf), ("rrdb", rrdb)):
         halo = round_up(SCALE * predictor.receptive_halo, ALIGN)

@@ -139,7 +139,9 @@ def resolve_compute(
         The options with ``patch_size``, ``fusion_tile``, ``fusion_overlap``, ``batch_size``
         and ``fusion_batch_size`` set.
     """
-    patch = options.patch_size or auto_patch(models, region_shape, options.overlap)
+    # at least twice the overlap and at least the joint-sampling margin
+    floor = max(options.overlap, -(-options.joint_margin // 2))
+    patch = options.patch_size or auto_patch(models, region_shape, floor)
     tile, overlap = fusion_tiling(models)
     tile = options.fusion_tile if options.fusion_tile is not None else tile
     if options.fusion_overlap is not None:

@@ -11,6 +11,8 @@ from difffusr_cli.tiling import ALIGN
 
 FusionMethod = Literal["net", "gs", "bilinear"]
 FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
+SamplingMethod = Literal["joint", "independent"]
+SAMPLING_METHODS: tuple[str, ...] = ("joint", "independent")
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
 PRODUCT_SUFFIX = "_difffusr.tif"
 #: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.
@@ -59,6 +61,13 @@ class SuperresOptions:
             None = chosen for the fusion step
             (:func:`~difffusr_cli.superres.compute.fusion_tiling`).
         block_rows: output rows written (and recorded for resume) at a time.
+        sampling: ``joint`` (the patches of a row step together on one canvas continuing the row
+            above, so overlapping patches agree) or ``independent`` (each patch sampled on its
+            own from its own noise, then blended).
+        joint_margin: with joint sampling, the context pixels each patch sees beyond each of its
+            edges (multiple of 4; rounded up to half the network's size multiple). 0 is fastest;
+            16 costs (patch + 32)² / patch² of the network time and makes overlapping patches
+            agree much better (docs/superres.md, "Joint sampling").
     """
 
     rgb_model: str | None = None
@@ -86,12 +95,25 @@ class SuperresOptions:
     fusion_batch_size: int | None = None
     compile: bool = False
     channels_last: bool = False
+    sampling: SamplingMethod = "joint"
+    joint_margin: int = 16
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
         if self.fusion not in FUSION_METHODS:
             raise InputError(
                 f"--fusion {self.fusion!r}: expected one of {', '.join(FUSION_METHODS)}"
+            )
+        if self.sampling not in SAMPLING_METHODS:
+            raise InputError(
+                f"--sampling {self.sampling!r}: expected one of {', '.join(SAMPLING_METHODS)}"
+            )
+        # an auto patch is at least the margin (superres.compute.resolve_compute)
+        margin_cap = self.patch_size if self.patch_size is not None else self.joint_margin
+        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > margin_cap:
+            raise InputError(
+                f"--joint-margin {self.joint_margin}: expected a multiple of 4 between 0 and the "
+                f"patch size ({margin_cap})"
             )
         if self.fusion_model is not None and self.fusion != "net":
             raise InputError(
