@@ -52,7 +52,7 @@ def superres(
             "--rgb-model",
             help=(
                 "RGB diffusion weights: a name of `difffusr weights list` or a file (default: the "
-                "manifest's default)."
+                "manifest's default); `bicubic` is the built-in baseline (no weights)."
             ),
         ),
     ] = None,

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from difffusr_cli.bands import WINDOW_ALIGN
 from difffusr_cli.fusion_baselines import FusionFn
+from difffusr_cli.models.bicubic import BicubicUpsampler, is_builtin_rgb
 from difffusr_cli.superres.options import FusionMethod, SuperresOptions
 
 if TYPE_CHECKING:
@@ -95,8 +96,22 @@ def model_info(name: str, path: Path) -> ModelInfo:
     return ModelInfo(name, sha256_file(path, StderrReporter()), str(path))
 
 
+def _patch_multiple(rgb: RGBSuperResolver | BicubicUpsampler) -> int:
+    """What the patch side must be a multiple of for ``rgb``."""
+    if isinstance(rgb, BicubicUpsampler):
+        return rgb.patch_multiple
+    unet = rgb.config.unet
+    # The U-Net folds the image by `fold`, then halves it once per level below the first.
+    return int(unet.fold * 2 ** (unet.levels - 1))
+
+
+def builtin_info(name: str) -> ModelInfo:
+    """Provenance of a built-in RGB model: no weights, so no sha256; the file says built-in."""
+    return ModelInfo(name.lower(), "", f"built-in:{name.lower()} (no weights)")
+
+
 def build_models(
-    rgb: RGBSuperResolver,
+    rgb: RGBSuperResolver | BicubicUpsampler,
     fusion: FusionPredictor | None,
     method: FusionMethod,
     rgb_info: ModelInfo,
@@ -105,9 +120,7 @@ def build_models(
     """Bundle loaded networks for the pipeline (``fusion`` is used only with ``method="net"``)."""
     from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse, learned_fusion
 
-    unet = rgb.config.unet
-    # The U-Net folds the image by `fold`, then halves it once per level below the first.
-    patch_multiple = unet.fold * 2 ** (unet.levels - 1)
+    patch_multiple = _patch_multiple(rgb)
     if method == "net":
         if fusion is None:
             raise ValueError("fusion method 'net' needs a fusion model")
@@ -136,9 +149,13 @@ def load_models(
     from difffusr_cli import api, weights
 
     rgb_name = options.rgb_model or weights.default_model_name("rgb")
-    rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
-    rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
-    rgb_info = model_info(str(rgb_name), rgb_path)
+    rgb: RGBSuperResolver | BicubicUpsampler
+    if is_builtin_rgb(rgb_name):  # `bicubic`: nothing to resolve, download or load
+        rgb, rgb_info = BicubicUpsampler(), builtin_info(str(rgb_name))
+    else:
+        rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
+        rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
+        rgb_info = model_info(str(rgb_name), rgb_path)
     if options.fusion != "net":
         return build_models(rgb, None, options.fusion, rgb_info)
     fusion_name = options.fusion_model or weights.default_model_name("fusion")

@@ -45,7 +45,8 @@ def fingerprint(
     return {
         "difffusr_version": __version__,
         "input": str(Path(scene.path).resolve()),
-        "rgb_model_sha256": models.rgb_info.sha256,
+        # A built-in model (bicubic) has no weights to hash: its name stands for them.
+        "rgb_model_sha256": models.rgb_info.sha256 or models.rgb_info.file,
         "fusion": options.fusion,
         "fusion_model_sha256": models.fusion_info.sha256 if models.fusion_info else None,
         "steps": options.steps,
