@@ -131,6 +131,20 @@ def superres(
     cog: Annotated[
         bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF with overviews.")
     ] = False,
+    compress: Annotated[
+        Literal["zstd", "deflate", "lzw", "none"],
+        typer.Option(help="The product's codec (zstd falls back to deflate without GDAL ZSTD)."),
+    ] = "zstd",
+    compress_level: Annotated[
+        Optional[int],
+        typer.Option(
+            "--compress-level",
+            help=(
+                "Codec level: zstd 1-22, deflate 1-9 (default 1, the fastest; higher levels "
+                "write smaller files more slowly). Pixels never change."
+            ),
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run with the same options.")
     ] = False,
@@ -180,6 +194,8 @@ def superres(
         bbox=bbox,
         dtype=dtype,
         cog=cog,
+        compress=compress,
+        compress_level=compress_level,
         resume=resume,
         overwrite=overwrite,
         quiet=quiet,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import rasterio
 import torch
 from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from difffusr_cli import __version__
@@ -23,7 +25,7 @@ from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import Layout
 
 if TYPE_CHECKING:
-    from difffusr_cli.io import Scene
+    from difffusr_cli.io import ProductWriter, Scene
 
 
 def progress_path_for(output: Path) -> Path:
@@ -99,7 +101,7 @@ def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False)
     """
     digest = hashlib.sha256()
     try:
-        with rasterio.open(partial) as ds:
+        with rasterio.open(partial, NUM_THREADS="ALL_CPUS") as ds:
             start, stop = rows[0], min(rows[1], ds.height)
             for col in range(0, ds.width, _DIGEST_COLUMNS):
                 width = min(_DIGEST_COLUMNS, ds.width - col)
@@ -211,3 +213,83 @@ def check_no_interrupted_run(output: Path, options: SuperresOptions) -> None:
 def _short(value: object) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 24 else text[:21] + "..."
+
+
+def source_path_for(output: Path) -> Path:
+    """Where a resumed run keeps the interrupted partial file while it copies blocks from it."""
+    return output.parent / f".{output.name}.resume-source.tif"
+
+
+def copy_block(
+    source: DatasetReader, writer: ProductWriter, rows: tuple[int, int], columns: int
+) -> None:
+    """Write the stored values of output rows ``rows`` of ``source`` ``columns`` at a time."""
+    start, stop = rows
+    for col in range(0, source.width, columns):
+        window = Window(col, start, min(columns, source.width - col), stop - start)
+        writer.write_stored(window, source.read(window=window))
+
+
+def rebuild_partial(
+    partial: Path,
+    progress: ProgressFile,
+    block_rows: list[tuple[int, int]],
+    columns: int,
+    open_writer: Callable[[Path, bool], ProductWriter],
+    staging: Path,
+    source: Path,
+) -> list[int]:
+    """Start a resumed run's partial file anew with the kept blocks, in running order.
+
+    The partial file of an uninterrupted run is the product itself (no final copy), and its bytes
+    follow from the order of its writes. The blocks a resumed run keeps are therefore written
+    again (their stored values, not recompressed from reflectance) into a new file, block by
+    block and ``columns`` at a time as a run writes them, so that the finished product is byte for
+    byte the uninterrupted one. The blocks ``0 … k`` kept from the top are written here into a
+    file that replaces ``partial`` once complete (a crash meanwhile loses nothing); kept blocks
+    after a gap (a block computed again) are returned, to be copied from ``source`` (the
+    interrupted file, moved there) when the run reaches them (:func:`copy_block`).
+
+    Args:
+        partial: the interrupted run's partial file.
+        progress: its verified record; a block that does not read back as recorded once written
+            again is dropped (computed again).
+        block_rows: each block's output rows ``(start, stop)``.
+        columns: the width of the pieces a run writes.
+        open_writer: ``(output path, resume) → ProductWriter`` with the run's settings.
+        staging: the output path the new file is written for (its partial file is used).
+        source: where the interrupted file goes when blocks after a gap are still to be copied.
+
+    Returns:
+        The kept blocks after the first gap, in order.
+    """
+    from difffusr_cli.io import partial_path_for
+
+    target = partial_path_for(staging)
+    target.unlink(missing_ok=True)
+    source.unlink(missing_ok=True)
+    prefix: list[int] = []
+    while len(prefix) in progress.done:
+        prefix.append(len(prefix))
+    copied: list[int] = []
+    with rasterio.open(partial) as old:
+        for index in prefix:
+            writer = open_writer(staging, index > 0)
+            try:
+                copy_block(old, writer, block_rows[index], columns)
+            finally:
+                writer.abort()
+            if block_digest(target, block_rows[index], writing=True) != progress.digests[index]:
+                progress.done.discard(index)  # computed again; the blocks below it are copied
+                progress.digests.pop(index, None)  # from `source` when the run reaches them
+                break
+            copied.append(index)
+    later = sorted(set(progress.done) - set(copied))
+    if later:
+        os.replace(partial, source)
+    if copied:
+        os.replace(target, partial)
+    else:  # the run starts a new file
+        target.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return later

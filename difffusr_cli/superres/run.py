@@ -35,17 +35,19 @@ from difffusr_cli.superres.models import Models, load_models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary, output_paths, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
-from difffusr_cli.superres.render import Renderer, make_layout, resolve_region
+from difffusr_cli.superres.render import WRITE_COLUMNS, Renderer, make_layout, resolve_region
 from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
     ProgressFile,
-    block_digest,
     changed_settings,
     check_no_interrupted_run,
     fingerprint,
     fingerprint_text,
     progress_path_for,
+    rebuild_partial,
+    source_path_for,
 )
+from difffusr_cli.superres.sink import BlockSink
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
@@ -95,21 +97,20 @@ def superres_scene(
     partial = partial_path_for(output)
     expected = fingerprint(scene, region, layout, options, models, device, dtype)
     check_no_interrupted_run(output, options)
+    block_rows = [(b.start, b.stop) for b in map(layout.block, range(layout.block_count))]
     if options.resume and record_path.is_file() and partial.is_file():
         progress = ProgressFile.load(record_path, expected)
         # Keep only the blocks whose stored pixels match their recorded digest: a forged or stale
         # record, or a block lost in a crash, is computed again, never left empty.
-        blocks = [layout.block(i) for i in range(layout.block_count)]
-        progress.verify(partial, [(b.start, b.stop) for b in blocks])
+        progress.verify(partial, block_rows)
     else:
         progress = ProgressFile(record_path, expected)
-    resumed = len(progress.done)
 
     radiometry = scene.radiometry
 
-    def open_writer(resume: bool) -> ProductWriter:
+    def open_writer(resume: bool, target: Path = output) -> ProductWriter:
         return ProductWriter(
-            output,
+            target,
             crs=scene.crs,
             transform=transform,
             width=width,
@@ -124,12 +125,31 @@ def superres_scene(
             cog=options.cog,
             overwrite=options.overwrite,
             resume=resume,
+            compress=options.compress,
+            compress_level=options.compress_level,
         )
 
-    writer: ProductWriter | None = None
-    written = 0
+    source = source_path_for(output)
+    later: list[int] = []
+    if progress.done:
+        # The product is the partial file itself: what is kept is written again in the order
+        # of an uninterrupted run, so that the finished file is byte for byte the same.
+        later = rebuild_partial(
+            partial,
+            progress,
+            block_rows,
+            WRITE_COLUMNS,
+            lambda target, resume: open_writer(resume, target),
+            output.parent / f".{output.name}.rebuild",
+            source,
+        )
+    resumed = len(progress.done)
+
+    sink: BlockSink | None = None
     try:
-        writer = open_writer(resume=bool(progress.done))
+        sink = BlockSink(
+            open_writer, partial, progress, block_rows, WRITE_COLUMNS, later, source, on_block_done
+        )
         progress.save()
         renderer = Renderer(
             scene,
@@ -145,21 +165,12 @@ def superres_scene(
         )
         on_total(renderer.patches_to_run(progress.done))
         for index, pieces in renderer.blocks(progress.done):
-            for window, data, valid in pieces:
-                writer.write(window, data, valid)
-            # Closing flushes the block to disk before it is recorded as done; reopen to go on.
-            writer.abort()
-            rows = layout.block(index)
-            progress.digests[index] = block_digest(partial, (rows.start, rows.stop), writing=True)
-            writer = open_writer(resume=True)
-            progress.done.add(index)
-            progress.save()
-            written += 1
-            on_block_done(index)
+            sink.write(index, pieces)
     except BaseException:
         try:
-            if writer is not None:
-                writer.abort()
+            if sink is not None:
+                sink.abort()
+            source.unlink(missing_ok=True)
         finally:
             if not progress.done:
                 # Nothing recorded (e.g. a model error in the first block): nothing to resume, so
@@ -167,13 +178,7 @@ def superres_scene(
                 partial.unlink(missing_ok=True)
                 record_path.unlink(missing_ok=True)
         raise
-    missing = [i for i in range(layout.block_count) if i not in progress.done]
-    if missing:  # never finish a product with a hole
-        writer.abort()
-        raise OutputError(
-            f"{partial}: blocks {missing[:5]} were never written; run with --overwrite"
-        )
-    writer.commit()
+    sink.finish()
     record_path.unlink(missing_ok=True)
     peak, peak_kind = peak_memory(device)
     return RunSummary(
@@ -183,7 +188,7 @@ def superres_scene(
         seconds=time.perf_counter() - started,
         patches_run=renderer.counters.patches_run,
         patches_skipped=renderer.counters.patches_skipped,
-        blocks_written=written,
+        blocks_written=sink.written,
         blocks_resumed=resumed,
         device=f"{describe(device)}, {precision_name(dtype)}",
         peak_memory=peak,
