@@ -71,7 +71,9 @@ def superres_scene(
     ``on_total`` receives the number of patches this run will process, ``on_patches`` each
     increment, ``on_block_done`` each block index once it is written, flushed and recorded (an
     exception raised there interrupts the run like Ctrl-C: the partial file and the progress
-    record stay for ``--resume``).
+    record stay for ``--resume``). Writing runs in its own thread (:class:`BlockSink`): block
+    ``i`` is written while block ``i + 1`` is computed, and is recorded before block ``i + 2``
+    is computed.
 
     Raises:
         InputError, OutputError: bad window, unusable output, or a resume that does not match.
@@ -166,6 +168,7 @@ def superres_scene(
         on_total(renderer.patches_to_run(progress.done))
         for index, pieces in renderer.blocks(progress.done):
             sink.write(index, pieces)
+        sink.finish()  # a failure here with blocks recorded keeps them for --resume
     except BaseException:
         try:
             if sink is not None:
@@ -178,7 +181,6 @@ def superres_scene(
                 partial.unlink(missing_ok=True)
                 record_path.unlink(missing_ok=True)
         raise
-    sink.finish()
     record_path.unlink(missing_ok=True)
     peak, peak_kind = peak_memory(device)
     return RunSummary(

@@ -11,6 +11,8 @@ order as by an uninterrupted run and :meth:`BlockSink.finish` only verifies and 
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,14 +25,30 @@ from rasterio.windows import Window
 from difffusr_cli.errors import OutputError
 from difffusr_cli.superres.resume import ProgressFile, block_digest, copy_block
 
+#: A job for the writing thread: ``("piece", window, stored values)``, or the end of a block:
+#: ``("end", index, "")`` (computed) / ``("copy", index, recorded digest)`` (kept, copied).
+_Job = tuple
+
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
 
     from difffusr_cli.io import ProductWriter
 
 
+#: Encoded pieces waiting for the writing thread (bounds the memory a slow disk can take).
+QUEUE_PIECES = 4
+
+
 class BlockSink:
-    """The writing side of one run.
+    """The writing side of one run; GDAL's writes and compression run in their own thread.
+
+    The caller's thread encodes each piece (reflectance → stored values, a copy: the renderer's
+    buffers are reused) and queues it; the writing thread writes it, and at the end of a block
+    flushes, reads back and digests it. The block is recorded, and ``on_block_done`` called, in
+    the caller's thread when it next hands over work (or in :meth:`finish`): a block is recorded
+    only after it is on disk, and an exception from ``on_block_done`` stops the run with the
+    record saying exactly which blocks are done. An error in the writing thread is raised in
+    the caller's thread at its next call.
 
     Args:
         open_writer: ``resume → ProductWriter`` with the run's settings (the partial file).
@@ -61,48 +79,83 @@ class BlockSink:
         self.written = 0
         self._source: DatasetReader | None = None
         self.writer: ProductWriter = open_writer(partial.exists())
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=QUEUE_PIECES)
+        self._finished: queue.Queue[tuple[int, str, bool]] = queue.Queue()
+        self._error: BaseException | None = None
+        self._pending = 0  # blocks queued and not yet recorded
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="difffusr-writer", daemon=True)
+        self._thread.start()
 
+    # -- the caller's thread ---------------------------------------------------------------
     def write(self, index: int, pieces: Iterable[tuple[Window, np.ndarray, np.ndarray]]) -> None:
-        """Write computed block ``index`` (its pieces: window, reflectance, validity)."""
+        """Queue computed block ``index`` (its pieces: window, reflectance, validity)."""
         self._copy_before(index)
         for window, data, valid in pieces:
-            self.writer.write(window, data, valid)
-        self._close_block(index)
-        self.written += 1
-        self.on_block_done(index)
+            self._put(("piece", window, self.writer.encode(data, valid)))
+            self._record_finished()
+        self._put(("end", index, ""))
+        self._pending += 1
+        # One block in flight: this block is written while the next one is computed, and the
+        # block before it is recorded (on_block_done called) before that computation starts.
+        self._record_finished(wait_until=1)
 
     def _copy_before(self, limit: int) -> None:
-        """Copy the kept blocks below ``limit`` from the interrupted file."""
+        """Queue the copies of the kept blocks below ``limit`` from the interrupted file."""
         while self.later and self.later[0] < limit:
             index = self.later.pop(0)
-            if self._source is None:
-                try:
-                    self._source = rasterio.open(self.source_path)
-                except (RasterioError, OSError) as exc:
-                    raise OutputError(f"cannot resume: {self.source_path}: {exc}") from None
-            recorded = self.progress.digests[index]
-            copy_block(self._source, self.writer, self.block_rows[index], self.columns)
-            if self._close_block(index) != recorded:
-                raise OutputError(f"cannot write {self.partial}: a kept block does not read back")
+            self._put(("copy", index, self.progress.digests[index]))
+            self._pending += 1
 
-    def _close_block(self, index: int) -> str:
-        """Flush block ``index`` (close the file), read it back, record it, reopen; its digest."""
-        # Closing flushes the block to disk before it is recorded as done; reopen to go on.
-        self.writer.abort()
-        digest = block_digest(self.partial, self.block_rows[index], writing=True)
-        self.progress.digests[index] = digest
-        self.writer = self.open_writer(True)
-        self.progress.done.add(index)
-        self.progress.save()
-        return digest
+    def _put(self, job: _Job | None) -> None:
+        while True:
+            self._raise_if_failed()
+            try:
+                self._jobs.put(job, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _record_finished(self, wait_until: int | None = None) -> None:
+        """Record the blocks the writing thread has finished; call ``on_block_done``.
+
+        With ``wait_until``, first wait until at most that many blocks are still in flight.
+        """
+        while True:
+            wait = wait_until is not None and self._pending > wait_until
+            try:
+                index, digest, computed = (
+                    self._finished.get(timeout=0.2) if wait else (self._finished.get_nowait())
+                )
+            except queue.Empty:
+                if not wait:
+                    return
+                self._raise_if_failed()
+                continue
+            self._pending -= 1
+            self.progress.digests[index] = digest
+            self.progress.done.add(index)
+            self.progress.save()
+            if computed:
+                self.written += 1
+                self.on_block_done(index)
 
     def finish(self) -> None:
-        """Copy what is left, check no block is missing, verify every block and commit.
+        """Copy what is left, wait for the writes, check no block is missing, verify, commit.
 
         Raises:
             OutputError: a block was never written, or the file does not read back.
         """
         self._copy_before(len(self.block_rows))
+        self._put(None)
+        self._thread.join()
+        self._raise_if_failed()
+        self._record_finished()
         self._drop_source()
         missing = [i for i in range(len(self.block_rows)) if i not in self.progress.done]
         if missing:  # never finish a product with a hole
@@ -119,11 +172,56 @@ class BlockSink:
             raise OSError(f"blocks {dropped[:5]} do not read back as they were written")
 
     def abort(self) -> None:
-        """Close the partial file (kept for ``--resume``) and drop the interrupted file."""
+        """Stop the writing thread, close the partial file (kept for ``--resume``).
+
+        Blocks written but not yet recorded stay unrecorded (computed again on resume).
+        """
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._jobs.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self._jobs.put_nowait(None)
+        self._thread.join()
         try:
             self.writer.abort()
         finally:
             self._drop_source()
+
+    # -- the writing thread ----------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                return
+            try:
+                self._do(job)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._error = exc
+                self._stop.set()
+                return
+
+    def _do(self, job: _Job) -> None:
+        kind, *args = job
+        if kind == "piece":
+            window, stored = args
+            self.writer.write_stored(window, stored)
+            return
+        index, recorded = args
+        if kind == "copy":
+            if self._source is None:
+                try:
+                    self._source = rasterio.open(self.source_path)
+                except (RasterioError, OSError) as exc:
+                    raise OutputError(f"cannot resume: {self.source_path}: {exc}") from None
+            copy_block(self._source, self.writer, self.block_rows[index], self.columns)
+        # Closing flushes the block to disk before it is recorded as done; reopen to go on.
+        self.writer.abort()
+        digest = block_digest(self.partial, self.block_rows[index], writing=True)
+        if kind == "copy" and digest != recorded:
+            raise OutputError(f"cannot write {self.partial}: a kept block does not read back")
+        self.writer = self.open_writer(True)
+        self._finished.put((index, digest, kind == "end"))
 
     def _drop_source(self) -> None:
         if self._source is not None:
