@@ -23,6 +23,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
@@ -37,6 +38,7 @@ from difffusr_cli.io.codecs import (
     compression_level,
     creation_options,
 )
+from difffusr_cli.io.readback import _first_line, _read_back, _verify_copy, _write_failure
 
 OutputDType = Literal["uint16", "float32"]
 #: Internal tile size of the product, pixels.
@@ -110,55 +112,6 @@ def _per_band(value: float | Sequence[float], count: int, what: str) -> np.ndarr
 def _tag_text(value: object) -> str:
     # Keys keep their insertion order: per-band objects read in product band order (B01 … B12).
     return value if isinstance(value, str) else json.dumps(value, sort_keys=False, default=str)
-
-
-class _CopyMismatch(OSError):
-    """The final copy does not read back as the partial file (a failed write)."""
-
-
-def _verify_copy(source: Path, copy: Path) -> None:
-    """Raise :class:`_CopyMismatch` unless ``copy`` reads back with ``source``'s pixels.
-
-    Compares GDAL's per-band checksum (which reads every block) of both files.
-    """
-    try:
-        with rasterio.open(source) as a, rasterio.open(copy) as b:
-            same = (a.count, a.width, a.height) == (b.count, b.width, b.height) and all(
-                a.checksum(i) == b.checksum(i) for i in range(1, a.count + 1)
-            )
-    except (RasterioError, OSError) as exc:
-        raise _CopyMismatch(f"the written copy does not read back ({_first_line(exc)})") from None
-    if not same:
-        raise _CopyMismatch("the written copy does not read back as the partial file")
-
-
-def _read_back(path: Path) -> None:
-    """Decode every tile of ``path`` (GDAL's per-band checksum); raises when one does not."""
-    with rasterio.open(path, NUM_THREADS="ALL_CPUS") as ds:
-        for i in range(1, ds.count + 1):
-            ds.checksum(i)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _write_failure(path: Path, exc: BaseException, *, kept: bool = False) -> str:
-    """One line for a failed final write, saying so when the disk is full."""
-    try:
-        st = os.statvfs(path.parent)
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        free = -1
-    full = "No space left" in str(exc) or getattr(exc, "errno", None) == 28 or 0 <= free < 2**20
-    reason = "no space left on the device" if full else _first_line(exc)
-    if not kept:
-        return f"cannot write {path}: {reason}"
-    return (
-        f"cannot write {path}: {reason}; the partial file and progress record are kept, "
-        "rerun with --resume once the problem is fixed"
-    )
 
 
 class ProductWriter:
@@ -243,11 +196,14 @@ class ProductWriter:
             )
         else:
             all_tags.setdefault("dn_convention", "float32 reflectance; NaN = nodata")
+        self._tags = {str(k): _tag_text(v) for k, v in all_tags.items()}
+        self._crs, self._transform = crs, transform
         self._dataset: DatasetWriter | None = None
+        self._opened_as = str(self.partial_path)  # GDAL's name of the open dataset
         try:
             if resume and self.partial_path.exists():
                 try:
-                    self._dataset = rasterio.open(self.partial_path, "r+")
+                    self._dataset = rasterio.open(self.partial_path, "r+", NUM_THREADS="ALL_CPUS")
                 except (RasterioError, OSError) as exc:
                     raise OutputError(
                         f"cannot resume: {self.partial_path} is damaged ({_first_line(exc)}); "
@@ -262,9 +218,50 @@ class ProductWriter:
                 self._dataset.descriptions = self.bands
                 self._dataset.scales = tuple(float(s) for s in self.scale)
                 self._dataset.offsets = tuple(float(o) for o in self.offset)
-            self._dataset.update_tags(**{str(k): _tag_text(v) for k, v in all_tags.items()})
+            self._dataset.update_tags(**self._tags)
         except (RasterioError, OSError) as exc:
             raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+
+    def checkpoint(self) -> None:
+        """Make everything written so far durable and readable through other handles.
+
+        The file stays open in the session it was created in (:mod:`difffusr_cli.io.flush`);
+        where GDAL cannot be flushed from Python it is closed and reopened instead.
+
+        Raises:
+            OutputError: the flush failed (a full disk is said).
+        """
+        from difffusr_cli.io.flush import gdal_flusher
+
+        dataset = self._open_dataset()
+        flush = gdal_flusher()
+        try:
+            # Dirty metadata makes GDAL write the directory (the tiles' offsets) on a flush.
+            dataset.update_tags(**self._tags)
+            flushed = flush(self._opened_as) if flush is not None else None
+            if flushed is False:
+                raise OSError("flushing the file to disk failed")
+        except (RasterioError, OSError) as exc:
+            raise OutputError(_write_failure(self.partial_path, exc)) from None
+        if flushed:
+            return
+        self._close()
+        try:
+            self._dataset = rasterio.open(self.partial_path, "r+", NUM_THREADS="ALL_CPUS")
+            self._opened_as = str(self.partial_path)
+            self._dataset.update_tags(**self._tags)
+        except (RasterioError, OSError, CPLE_BaseError) as exc:
+            raise OutputError(_write_failure(self.partial_path, exc)) from None
+
+    def retarget(self, path: str | Path) -> None:
+        """Make this writer's product ``path``, moving the open partial file to its partial path.
+
+        The file stays open (POSIX renames open files); used to build a file beside the real
+        partial file and put it in place once it is complete.
+        """
+        target = partial_path_for(path)
+        os.replace(self.partial_path, target)
+        self.path, self.partial_path = Path(path), target
 
     def _profile(self, crs: CRS | str | None, transform: Affine) -> dict:
         return {

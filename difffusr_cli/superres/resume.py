@@ -109,7 +109,7 @@ def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False)
     except (RasterioError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if writing:  # the block just written does not read back: a failed write (full disk?)
-            from difffusr_cli.io.writer import _write_failure
+            from difffusr_cli.io.readback import _write_failure
 
             raise OutputError(_write_failure(partial, exc)) from None
         raise OutputError(
@@ -236,9 +236,10 @@ def rebuild_partial(
     block_rows: list[tuple[int, int]],
     columns: int,
     open_writer: Callable[[Path, bool], ProductWriter],
+    output: Path,
     staging: Path,
     source: Path,
-) -> list[int]:
+) -> tuple[ProductWriter | None, list[int]]:
     """Start a resumed run's partial file anew with the kept blocks, in running order.
 
     The partial file of an uninterrupted run is the product itself (no final copy), and its bytes
@@ -246,7 +247,8 @@ def rebuild_partial(
     again (their stored values, not recompressed from reflectance) into a new file, block by
     block and ``columns`` at a time as a run writes them, so that the finished product is byte for
     byte the uninterrupted one. The blocks ``0 … k`` kept from the top are written here into a
-    file that replaces ``partial`` once complete (a crash meanwhile loses nothing); kept blocks
+    file that replaces ``partial`` once complete (a crash meanwhile loses nothing) and stays
+    open in its first session, as an uninterrupted run's file does; kept blocks
     after a gap (a block computed again) are returned, to be copied from ``source`` (the
     interrupted file, moved there) when the run reaches them (:func:`copy_block`).
 
@@ -257,11 +259,13 @@ def rebuild_partial(
         block_rows: each block's output rows ``(start, stop)``.
         columns: the width of the pieces a run writes.
         open_writer: ``(output path, resume) → ProductWriter`` with the run's settings.
+        output: the product; its partial file is replaced by the new file.
         staging: the output path the new file is written for (its partial file is used).
         source: where the interrupted file goes when blocks after a gap are still to be copied.
 
     Returns:
-        The kept blocks after the first gap, in order.
+        The new file's writer, still open for the rest of the run (None when nothing was kept
+        from the top), and the kept blocks after the first gap, in order.
     """
     from difffusr_cli.io import partial_path_for
 
@@ -272,24 +276,28 @@ def rebuild_partial(
     while len(prefix) in progress.done:
         prefix.append(len(prefix))
     copied: list[int] = []
-    with rasterio.open(partial) as old:
-        for index in prefix:
-            writer = open_writer(staging, index > 0)
-            try:
+    writer = open_writer(staging, False)
+    try:
+        with rasterio.open(partial) as old:
+            for index in prefix:
                 copy_block(old, writer, block_rows[index], columns)
-            finally:
-                writer.abort()
-            if block_digest(target, block_rows[index], writing=True) != progress.digests[index]:
-                progress.done.discard(index)  # computed again; the blocks below it are copied
-                progress.digests.pop(index, None)  # from `source` when the run reaches them
-                break
-            copied.append(index)
+                writer.checkpoint()
+                if block_digest(target, block_rows[index], writing=True) != progress.digests[index]:
+                    progress.done.discard(index)  # computed again; the blocks below it are
+                    progress.digests.pop(index, None)  # copied from `source` in their turn
+                    break
+                copied.append(index)
+    except BaseException:
+        writer.abort()
+        target.unlink(missing_ok=True)
+        raise
     later = sorted(set(progress.done) - set(copied))
     if later:
         os.replace(partial, source)
     if copied:
-        os.replace(target, partial)
-    else:  # the run starts a new file
-        target.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
-    return later
+        writer.retarget(output)  # the rebuilt file, still open, becomes the partial file
+        return writer, later
+    writer.abort()  # nothing copied: the run starts a new file
+    target.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
+    return None, later

@@ -133,15 +133,17 @@ def superres_scene(
 
     source = source_path_for(output)
     later: list[int] = []
+    rebuilt: ProductWriter | None = None
     if progress.done:
         # The product is the partial file itself: what is kept is written again in the order
         # of an uninterrupted run, so that the finished file is byte for byte the same.
-        later = rebuild_partial(
+        rebuilt, later = rebuild_partial(
             partial,
             progress,
             block_rows,
             WRITE_COLUMNS,
             lambda target, resume: open_writer(resume, target),
+            output,
             output.parent / f".{output.name}.rebuild",
             source,
         )
@@ -149,8 +151,9 @@ def superres_scene(
 
     sink: BlockSink | None = None
     try:
+        writer = rebuilt if rebuilt is not None else open_writer(False)
         sink = BlockSink(
-            open_writer, partial, progress, block_rows, WRITE_COLUMNS, later, source, on_block_done
+            writer, partial, progress, block_rows, WRITE_COLUMNS, later, source, on_block_done
         )
         progress.save()
         renderer = Renderer(

@@ -51,7 +51,7 @@ class BlockSink:
     the caller's thread at its next call.
 
     Args:
-        open_writer: ``resume → ProductWriter`` with the run's settings (the partial file).
+        writer: the open writer of the partial file (new, or rebuilt by ``rebuild_partial``).
         partial: the partial file.
         progress: the run's record (kept blocks already in it).
         block_rows: each block's output rows ``(start, stop)``.
@@ -63,7 +63,7 @@ class BlockSink:
 
     def __init__(
         self,
-        open_writer: Callable[[bool], ProductWriter],
+        writer: ProductWriter,
         partial: Path,
         progress: ProgressFile,
         block_rows: list[tuple[int, int]],
@@ -72,13 +72,12 @@ class BlockSink:
         source: Path,
         on_block_done: Callable[[int], None],
     ) -> None:
-        self.open_writer, self.partial, self.progress = open_writer, partial, progress
+        self.writer, self.partial, self.progress = writer, partial, progress
         self.block_rows, self.columns = block_rows, columns
         self.later, self.source_path = list(later), source
         self.on_block_done = on_block_done
         self.written = 0
         self._source: DatasetReader | None = None
-        self.writer: ProductWriter = open_writer(partial.exists())
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=QUEUE_PIECES)
         self._finished: queue.Queue[tuple[int, str, bool]] = queue.Queue()
         self._error: BaseException | None = None
@@ -215,12 +214,11 @@ class BlockSink:
                 except (RasterioError, OSError) as exc:
                     raise OutputError(f"cannot resume: {self.source_path}: {exc}") from None
             copy_block(self._source, self.writer, self.block_rows[index], self.columns)
-        # Closing flushes the block to disk before it is recorded as done; reopen to go on.
-        self.writer.abort()
+        # The block is flushed to disk and read back before it is recorded as done.
+        self.writer.checkpoint()
         digest = block_digest(self.partial, self.block_rows[index], writing=True)
         if kind == "copy" and digest != recorded:
             raise OutputError(f"cannot write {self.partial}: a kept block does not read back")
-        self.writer = self.open_writer(True)
         self._finished.put((index, digest, kind == "end"))
 
     def _drop_source(self) -> None:
