@@ -29,9 +29,11 @@ class BicubicUpsampler:
 
     Attributes:
         patch_multiple: any patch side works (a multiple of 4 in 2.5 m pixels, whole 10 m pixels).
+        uses_noise: False: the pipeline draws no sampler noise for it.
     """
 
     patch_multiple = 1
+    uses_noise = False
 
     def super_resolve(
         self,

@@ -299,12 +299,16 @@ class Renderer:
             lr = np.stack(
                 [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in batch]
             )
-            noise = torch.stack([patch_noise(self.seed, index, col, patch) for col, _ in batch])
+            noise = (  # a model without sampling (bicubic) says so: no noise is drawn for it
+                torch.stack([patch_noise(self.seed, index, col, patch) for col, _ in batch])
+                if getattr(self.models.rgb, "uses_noise", True)
+                else None
+            )
             with autocast(self.device, self.dtype):
                 sr = self.models.rgb.super_resolve(
                     torch.from_numpy(lr).to(self.device),
                     steps=self.steps,
-                    noise=noise.to(self.device),
+                    noise=noise.to(self.device) if noise is not None else None,
                 )
             values_np = sr.float().cpu().numpy()
             for k, (col, left) in enumerate(batch):
