@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     from difffusr_cli.weights import Reporter
 
 
+#: GDAL's block cache during a run, MiB (reads of the inputs and the product's writes).
+GDAL_CACHE_MB = 256
+
+
 def superres_scene(
     scene: Scene,
     output: Path,
@@ -77,6 +81,37 @@ def superres_scene(
     Raises:
         InputError, OutputError: bad window, unusable output, or a resume that does not match.
     """
+    import rasterio
+
+    # One GDAL session writes the whole product (io/flush.py): a bounded block cache keeps the
+    # blocks already flushed from piling up in memory (GDAL's default is 5 % of the RAM).
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _superres_scene(
+            scene,
+            output,
+            options,
+            models,
+            device,
+            dtype,
+            on_patches=on_patches,
+            on_total=on_total,
+            on_block_done=on_block_done,
+        )
+
+
+def _superres_scene(
+    scene: Scene,
+    output: Path,
+    options: SuperresOptions,
+    models: Models,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    on_patches: Callable[[int], None],
+    on_total: Callable[[int], None],
+    on_block_done: Callable[[int], None],
+) -> RunSummary:
+    """:func:`superres_scene` inside its GDAL environment."""
     from difffusr_cli.io import ProductWriter, output_grid, partial_path_for
 
     started = time.perf_counter()
