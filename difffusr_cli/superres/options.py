@@ -12,6 +12,8 @@ from difffusr_cli.tiling import ALIGN
 
 FusionMethod = Literal["net", "gs", "bilinear"]
 FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
+SamplingMethod = Literal["joint", "independent"]
+SAMPLING_METHODS: tuple[str, ...] = ("joint", "independent")
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
 PRODUCT_SUFFIX = "_difffusr.tif"
 #: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.
@@ -51,6 +53,13 @@ class SuperresOptions:
             (reflectance = DN·scale + offset).
         fusion_tile, fusion_overlap: fusion tile side and blended overlap (multiples of 24).
         block_rows: output rows written (and recorded for resume) at a time.
+        sampling: ``joint`` (the patches of a row step together on one canvas continuing the row
+            above, so overlapping patches agree) or ``independent`` (each patch sampled on its
+            own from its own noise, then blended).
+        joint_margin: with joint sampling, the context pixels each patch sees beyond each of its
+            edges (multiple of 4; rounded up to half the network's size multiple). 0 is fastest;
+            16 costs (patch + 32)² / patch² of the network time and makes overlapping patches
+            agree much better (docs/superres.md, "Joint sampling").
     """
 
     rgb_model: str | None = None
@@ -77,12 +86,23 @@ class SuperresOptions:
     fusion_tile: int = 480
     fusion_overlap: int = 48
     block_rows: int = 512
+    sampling: SamplingMethod = "joint"
+    joint_margin: int = 16
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
         if self.fusion not in FUSION_METHODS:
             raise InputError(
                 f"--fusion {self.fusion!r}: expected one of {', '.join(FUSION_METHODS)}"
+            )
+        if self.sampling not in SAMPLING_METHODS:
+            raise InputError(
+                f"--sampling {self.sampling!r}: expected one of {', '.join(SAMPLING_METHODS)}"
+            )
+        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > self.patch_size:
+            raise InputError(
+                f"--joint-margin {self.joint_margin}: expected a multiple of 4 between 0 and the "
+                f"patch size ({self.patch_size})"
             )
         if self.fusion_model is not None and self.fusion != "net":
             raise InputError(

@@ -43,6 +43,7 @@ from difffusr_cli.superres.resume import (
     rebuild_partial,
     source_path_for,
 )
+from difffusr_cli.superres.rows import remove_states, state_files, state_stem_for
 from difffusr_cli.superres.sink import BlockSink
 
 #: Kept under its former name (tests use it).
@@ -130,6 +131,7 @@ def _superres_scene(
     layout = make_layout(region, options, models.fusion_halo)
     transform, width, height = output_grid(scene, region)
     record_path = progress_path_for(output)
+    states = state_stem_for(output)
     partial = partial_path_for(output)
     expected = fingerprint(scene, region, layout, options, models, device, dtype)
     check_no_interrupted_run(output, options)
@@ -201,11 +203,46 @@ def _superres_scene(
             device=device,
             dtype=dtype,
             on_patches=on_patches,
+            sampling=options.sampling,
+            joint_margin=options.joint_margin,
         )
+        if progress.done:
+            renderer.tracker.load(states)  # the rows above the restart, saved at the last commit
+        else:
+            remove_states(states)
+        saved: set[Path] = set()
+
+        def on_handover(index: int) -> tuple[int, Path | None]:
+            # What a run restarting after this block needs, saved before the block is recorded
+            # (now: the renderer has not yet computed the next block).
+            restart = renderer.restart_patch_row(index + 1) if index + 1 < layout.block_count else 0
+            kept = renderer.tracker.save(states, restart)
+            if kept is not None:
+                saved.add(kept)
+            return restart, kept
+
+        def on_recorded(index: int, token: object) -> None:
+            restart, kept = token if isinstance(token, tuple) else (0, None)
+            # States of earlier restarts go; this block's and those of blocks in flight stay.
+            newer = {p for p in saved if p != kept and _state_row(p) > restart}
+            for path in state_files(states):
+                if path != kept and path not in newer:
+                    path.unlink(missing_ok=True)
+            saved.intersection_update(newer | {kept})
+            renderer.tracker.committed(restart)
+
+        sink.on_handover, sink.on_recorded = on_handover, on_recorded
         on_total(renderer.patches_to_run(progress.done))
         for index, pieces in renderer.blocks(progress.done):
             sink.write(index, pieces)
-        sink.finish()  # a failure here with blocks recorded keeps them for --resume
+        # A failure here with blocks recorded keeps them for --resume.
+        disagreement: dict = {}
+
+        def final_tags() -> dict:
+            disagreement.update(renderer.tracker.disagreement())
+            return {"overlap_disagreement": disagreement}
+
+        sink.finish(final_tags)
     except BaseException:
         try:
             if sink is not None:
@@ -217,8 +254,10 @@ def _superres_scene(
                 # leave no partial file that would make the next run demand --resume/--overwrite.
                 partial.unlink(missing_ok=True)
                 record_path.unlink(missing_ok=True)
+                remove_states(states)
         raise
     record_path.unlink(missing_ok=True)
+    remove_states(states)
     peak, peak_kind = peak_memory(device)
     return RunSummary(
         input=Path(scene.path),
@@ -234,8 +273,18 @@ def _superres_scene(
         peak_memory_kind=peak_kind,
         width=width,
         height=height,
+        sampling=renderer.sampling,
+        overlap_disagreement=disagreement,
         fingerprint=fingerprint_sha256(expected),
     )
+
+
+def _state_row(path: Path) -> int:
+    """The restart patch row of a saved rows state (``….rows-<row>.npz``)."""
+    try:
+        return int(path.stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _interrupted_message(target: Path) -> str:

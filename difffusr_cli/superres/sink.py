@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,11 @@ class BlockSink:
         later: kept blocks still to copy from ``source``, in order.
         source: the interrupted partial file they are copied from.
         on_block_done: called with each computed block's index once it is recorded.
+        on_handover: called in the caller's thread when a computed block has been handed over,
+            before the next one is computed (what a restart after it needs is saved then); its
+            result is given to ``on_recorded``.
+        on_recorded: called with the block and that result once the block is recorded, before
+            ``on_block_done``.
     """
 
     def __init__(
@@ -71,7 +76,11 @@ class BlockSink:
         later: list[int],
         source: Path,
         on_block_done: Callable[[int], None],
+        on_handover: Callable[[int], object] = lambda i: None,
+        on_recorded: Callable[[int, object], None] = lambda i, token: None,
     ) -> None:
+        self.on_handover, self.on_recorded = on_handover, on_recorded
+        self._tokens: dict[int, object] = {}
         self.writer, self.partial, self.progress = writer, partial, progress
         self.block_rows, self.columns = block_rows, columns
         self.later, self.source_path = list(later), source
@@ -93,6 +102,7 @@ class BlockSink:
         for window, data, valid in pieces:
             self._put(("piece", window, self.writer.encode(data, valid)))
             self._record_finished()
+        self._tokens[index] = self.on_handover(index)
         self._put(("end", index, ""))
         self._pending += 1
         # One block in flight: this block is written while the next one is computed, and the
@@ -141,11 +151,14 @@ class BlockSink:
             self.progress.done.add(index)
             self.progress.save()
             if computed:
+                self.on_recorded(index, self._tokens.pop(index, None))
                 self.written += 1
                 self.on_block_done(index)
 
-    def finish(self) -> None:
+    def finish(self, tags: Callable[[], Mapping[str, object]] = dict) -> None:
         """Copy what is left, wait for the writes, check no block is missing, verify, commit.
+
+        ``tags`` gives tags to add once every block is recorded (before the commit).
 
         Raises:
             OutputError: a block was never written, or the file does not read back.
@@ -162,6 +175,7 @@ class BlockSink:
             raise OutputError(
                 f"{self.partial}: blocks {missing[:5]} were never written; run with --overwrite"
             )
+        self.writer.update_tags(tags())
         self.writer.commit(compact=False, verify=self._verify)
 
     def _verify(self, path: Path) -> None:
