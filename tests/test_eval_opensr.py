@@ -80,8 +80,12 @@ def _write_dataset(
             "hr_file": [f"{name}_roi{i:02d}" for i in range(n)],
             "crs": ["EPSG:32633"] * n,
             "affine": [f"2.5,0.0,{400000 + 1000 * i},0.0,-2.5,5000000" for i in range(n)],
-        }
+        },
+        # The published pickles hold object-dtype strings; pandas ≥ 3 with pyarrow installed
+        # would otherwise store Arrow strings, which the benchmark files never contain.
+        dtype=object,
     )
+    metadata.columns = pd.Index(list(metadata.columns), dtype=object)
     data = {"L2A": l2a, "HRharm": hr, "metadata": metadata}
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:

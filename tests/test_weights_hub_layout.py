@@ -431,7 +431,10 @@ def test_malicious_opensr_data_file_runs_nothing(tmp_path: Path) -> None:
     assert str(evil) in str(caught.value) and not marker.exists()
     # A well-formed file (arrays and a pandas metadata table) still loads, without opensr_test.
     good = tmp_path / "spot.pkl"
-    meta = pd.DataFrame({"hr_file": ["a"], "crs": ["EPSG:32633"], "affine": ["2.5,0,1,0,-2.5,2"]})
+    meta = pd.DataFrame(
+        {"hr_file": ["a"], "crs": ["EPSG:32633"], "affine": ["2.5,0,1,0,-2.5,2"]}, dtype=object
+    )
+    meta.columns = pd.Index(list(meta.columns), dtype=object)  # as in the published pickles
     good.write_bytes(
         pickle.dumps(
             {

@@ -53,7 +53,7 @@ def superres(
             "--rgb-model",
             help=(
                 "RGB diffusion weights: a name of `difffusr weights list` or a file (default: the "
-                "manifest's default)."
+                "manifest's default); `bicubic` is the built-in baseline (no weights)."
             ),
         ),
     ] = None,
@@ -178,6 +178,20 @@ def superres(
     cog: Annotated[
         bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF with overviews.")
     ] = False,
+    compress: Annotated[
+        Literal["zstd", "deflate", "lzw", "none"],
+        typer.Option(help="The product's codec (zstd falls back to deflate without GDAL ZSTD)."),
+    ] = "zstd",
+    compress_level: Annotated[
+        Optional[int],
+        typer.Option(
+            "--compress-level",
+            help=(
+                "Codec level: zstd 1-22, deflate 1-9 (default 1, the fastest; higher levels "
+                "write smaller files more slowly). Pixels never change."
+            ),
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run with the same options.")
     ] = False,
@@ -289,6 +303,8 @@ def superres(
         bbox=bbox,
         dtype=dtype,
         cog=cog,
+        compress=compress,
+        compress_level=compress_level,
         resume=resume,
         overwrite=overwrite,
         quiet=quiet,

@@ -28,18 +28,24 @@ def weights_list(
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
-    """List the models of the manifest (weights.toml) and what of each is on this machine."""
+    """List the manifest's models (weights.toml), what is on this machine, and built-in models."""
     import json
 
     from difffusr_cli import weights
+    from difffusr_cli.models.bicubic import BUILTIN_RGB_MODELS
 
     rows = [model.as_dict() for model in weights.list_models()]
+    builtin = [
+        {"name": name, "kind": "rgb", "source": "built-in", "description": text}
+        for name, text in BUILTIN_RGB_MODELS.items()
+    ]
     if json_output:
         info_out = {
             "manifest": str(weights.manifest_path()),
             "hub_cache": str(weights.hub_cache_dir()),
             "converted_cache": str(weights.cache_root()),
             "models": rows,
+            "builtin": builtin,
         }
         typer.echo(json.dumps(info_out, indent=1))
         return
@@ -62,6 +68,9 @@ def weights_list(
         patterns = [*(row.get("candidates") or []), *([row["discover"]] if row["discover"] else [])]
         file = row["file"] or f"(first of {', '.join(patterns)})"
         table.add_row(row["name"], row["kind"], "yes" if row["default"] else "", local, sha, file)
+    for row in builtin:
+        none = f"(none: {row['description']})"
+        table.add_row(row["name"], row["kind"], "", "built-in", "-", none)
     Console().print(table)
 
 

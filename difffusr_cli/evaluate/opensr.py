@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from difffusr_cli.bands import SCALE
 from difffusr_cli.errors import InputError, OutputError
 from difffusr_cli.evaluate.opensr_data import (
     DATASET_SCALE,
@@ -44,13 +43,12 @@ from difffusr_cli.evaluate.opensr_data import (
     locate_datasets,
 )
 from difffusr_cli.evaluate.opensr_report import OpenSRReport, ResultRow, row_from_package
+from difffusr_cli.models.bicubic import BICUBIC, BicubicUpsampler
 
 Distance = Literal["nd", "lpips", "clip"]
 
 #: Correctness distances in the order they are reported.
 DISTANCES: tuple[Distance, ...] = ("nd", "lpips", "clip")
-#: The name that selects the bicubic stand-in instead of weights.
-BICUBIC = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -96,16 +94,6 @@ class SuperResolver(Protocol):
     ) -> torch.Tensor:
         """``(B, 3, h, w)`` R, G, B reflectance → ``(B, 3, 4h, 4w)`` reflectance."""
         ...
-
-
-class BicubicUpsampler:
-    """The zero-parameter stand-in: plain bicubic ×4 (``--rgb-model bicubic``)."""
-
-    def super_resolve(
-        self, lr: torch.Tensor, steps: int = 20, seed: int | None = None
-    ) -> torch.Tensor:
-        """``(B, 3, h, w)`` reflectance → ``(B, 3, 4h, 4w)``; ``steps`` and ``seed`` are ignored."""
-        return F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,10 @@ target path only ever holds a complete product.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -25,6 +23,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
@@ -33,6 +32,13 @@ from rasterio.windows import Window
 from difffusr_cli import __version__
 from difffusr_cli.bands import BAND_NAMES, SCALE
 from difffusr_cli.errors import OutputError
+from difffusr_cli.io.codecs import (
+    LEVEL_OPTION,
+    best_compression,
+    compression_level,
+    creation_options,
+)
+from difffusr_cli.io.readback import _first_line, _read_back, _verify_copy, _write_failure
 
 OutputDType = Literal["uint16", "float32"]
 #: Internal tile size of the product, pixels.
@@ -92,35 +98,6 @@ def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def best_compression() -> str:
-    """``"ZSTD"`` when this GDAL build writes it, else ``"DEFLATE"``."""
-    probe = "/vsimem/difffusr-zstd-probe.tif"
-    try:
-        with rasterio.open(
-            probe,
-            "w",
-            driver="GTiff",
-            width=16,
-            height=16,
-            count=1,
-            dtype="uint16",
-            compress="zstd",
-            # A georeferenced probe: an identity transform makes rasterio warn on stderr.
-            crs="EPSG:4326",
-            transform=Affine(1.0, 0.0, 0.0, 0.0, -1.0, 16.0),
-        ) as dst:
-            dst.write(np.zeros((1, 16, 16), dtype="uint16"))
-        with rasterio.open(probe) as src:
-            ok = src.compression is not None and src.compression.name.lower() == "zstd"
-    except (RasterioError, ValueError):
-        ok = False
-    finally:
-        with contextlib.suppress(RasterioError, OSError):
-            rasterio.shutil.delete(probe)
-    return "ZSTD" if ok else "DEFLATE"
-
-
 def _per_band(value: float | Sequence[float], count: int, what: str) -> np.ndarray:
     array = (
         np.full(count, value, dtype=np.float64)
@@ -137,48 +114,6 @@ def _tag_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=False, default=str)
 
 
-class _CopyMismatch(OSError):
-    """The final copy does not read back as the partial file (a failed write)."""
-
-
-def _verify_copy(source: Path, copy: Path) -> None:
-    """Raise :class:`_CopyMismatch` unless ``copy`` reads back with ``source``'s pixels.
-
-    Compares GDAL's per-band checksum (which reads every block) of both files.
-    """
-    try:
-        with rasterio.open(source) as a, rasterio.open(copy) as b:
-            same = (a.count, a.width, a.height) == (b.count, b.width, b.height) and all(
-                a.checksum(i) == b.checksum(i) for i in range(1, a.count + 1)
-            )
-    except (RasterioError, OSError) as exc:
-        raise _CopyMismatch(f"the written copy does not read back ({_first_line(exc)})") from None
-    if not same:
-        raise _CopyMismatch("the written copy does not read back as the partial file")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _write_failure(path: Path, exc: BaseException, *, kept: bool = False) -> str:
-    """One line for a failed final write, saying so when the disk is full."""
-    try:
-        st = os.statvfs(path.parent)
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        free = -1
-    full = "No space left" in str(exc) or getattr(exc, "errno", None) == 28 or 0 <= free < 2**20
-    reason = "no space left on the device" if full else _first_line(exc)
-    if not kept:
-        return f"cannot write {path}: {reason}"
-    return (
-        f"cannot write {path}: {reason}; the partial file and progress record are kept, "
-        "rerun with --resume once the problem is fixed"
-    )
-
-
 class ProductWriter:
     """Write a multi-band product window by window; the target appears only on :meth:`commit`.
 
@@ -190,11 +125,14 @@ class ProductWriter:
         scale, offset: the uint16 DN convention (reflectance = DN·scale + offset), one value or one
             per band; written as band scale/offset metadata. Ignored for float32 (1 and 0).
         tags: free-form provenance (values that are not strings are stored as JSON);
-            ``difffusr_version`` is added when absent.
+            ``difffusr_version`` is added when absent, ``compression`` and
+            ``compression_level`` (what the tiles are written with) always.
         cog: at :meth:`commit`, write a Cloud-Optimized GeoTIFF with overviews.
         overwrite: replace an existing ``path`` on commit; otherwise an existing path is an error.
         resume: reopen an existing partial file (same grid and dtype) instead of starting anew.
         bands: band names, used as band descriptions (default the 12 product bands).
+        compress: the tiles' codec (``zstd`` falls back to ``deflate`` where GDAL lacks ZSTD).
+        compress_level: the codec's level (None: its fastest, see :data:`COMPRESSION_LEVELS`).
 
     Raises:
         OutputError: the directory is missing or not writable, ``path`` exists without
@@ -217,9 +155,16 @@ class ProductWriter:
         overwrite: bool = False,
         resume: bool = False,
         bands: Sequence[str] = BAND_NAMES,
+        compress: str = "zstd",
+        compress_level: int | None = None,
     ) -> None:
         if dtype not in ("uint16", "float32"):
             raise ValueError(f"dtype must be 'uint16' or 'float32', got {dtype!r}")
+        level = compression_level(compress, compress_level)  # validated for the codec asked
+        self.compression = best_compression(compress)
+        self.compress_level = (
+            level if self.compression == compress else compression_level(self.compression, None)
+        )
         self.path = check_output_path(path, overwrite=overwrite)
         self.partial_path = partial_path_for(self.path)
         self.dtype: OutputDType = dtype
@@ -236,21 +181,29 @@ class ProductWriter:
         else:
             self.scale = np.ones(self.count)
             self.offset = np.zeros(self.count)
-        self.compression = best_compression()
         self.resumed = False
         self._committed = False
-        all_tags = {"difffusr_version": __version__, **(tags or {})}
+        all_tags = {
+            "difffusr_version": __version__,
+            **(tags or {}),
+            # What the tiles are written with (never changes pixels).
+            "compression": self.compression,
+            "compression_level": "" if self.compress_level is None else self.compress_level,
+        }
         if dtype == "uint16":
             all_tags.setdefault(
                 "dn_convention", "reflectance = DN * scale + offset (band metadata); DN 0 = nodata"
             )
         else:
             all_tags.setdefault("dn_convention", "float32 reflectance; NaN = nodata")
+        self._tags = {str(k): _tag_text(v) for k, v in all_tags.items()}
+        self._crs, self._transform = crs, transform
         self._dataset: DatasetWriter | None = None
+        self._opened_as = str(self.partial_path)  # GDAL's name of the open dataset
         try:
             if resume and self.partial_path.exists():
                 try:
-                    self._dataset = rasterio.open(self.partial_path, "r+")
+                    self._dataset = rasterio.open(self.partial_path, "r+", NUM_THREADS="ALL_CPUS")
                 except (RasterioError, OSError) as exc:
                     raise OutputError(
                         f"cannot resume: {self.partial_path} is damaged ({_first_line(exc)}); "
@@ -265,9 +218,50 @@ class ProductWriter:
                 self._dataset.descriptions = self.bands
                 self._dataset.scales = tuple(float(s) for s in self.scale)
                 self._dataset.offsets = tuple(float(o) for o in self.offset)
-            self._dataset.update_tags(**{str(k): _tag_text(v) for k, v in all_tags.items()})
+            self._dataset.update_tags(**self._tags)
         except (RasterioError, OSError) as exc:
             raise OutputError(f"cannot write {self.partial_path}: {exc}") from None
+
+    def checkpoint(self) -> None:
+        """Make everything written so far durable and readable through other handles.
+
+        The file stays open in the session it was created in (:mod:`difffusr_cli.io.flush`);
+        where GDAL cannot be flushed from Python it is closed and reopened instead.
+
+        Raises:
+            OutputError: the flush failed (a full disk is said).
+        """
+        from difffusr_cli.io.flush import gdal_flusher
+
+        dataset = self._open_dataset()
+        flush = gdal_flusher()
+        try:
+            # Dirty metadata makes GDAL write the directory (the tiles' offsets) on a flush.
+            dataset.update_tags(**self._tags)
+            flushed = flush(self._opened_as) if flush is not None else None
+            if flushed is False:
+                raise OSError("flushing the file to disk failed")
+        except (RasterioError, OSError) as exc:
+            raise OutputError(_write_failure(self.partial_path, exc)) from None
+        if flushed:
+            return
+        self._close()
+        try:
+            self._dataset = rasterio.open(self.partial_path, "r+", NUM_THREADS="ALL_CPUS")
+            self._opened_as = str(self.partial_path)
+            self._dataset.update_tags(**self._tags)
+        except (RasterioError, OSError, CPLE_BaseError) as exc:
+            raise OutputError(_write_failure(self.partial_path, exc)) from None
+
+    def retarget(self, path: str | Path) -> None:
+        """Make this writer's product ``path``, moving the open partial file to its partial path.
+
+        The file stays open (POSIX renames open files); used to build a file beside the real
+        partial file and put it in place once it is complete.
+        """
+        target = partial_path_for(path)
+        os.replace(self.partial_path, target)
+        self.path, self.partial_path = Path(path), target
 
     def _profile(self, crs: CRS | str | None, transform: Affine) -> dict:
         return {
@@ -282,8 +276,7 @@ class ProductWriter:
             "tiled": True,
             "blockxsize": BLOCK_SIZE,
             "blockysize": BLOCK_SIZE,
-            "compress": self.compression.lower(),
-            "predictor": 2 if self.dtype == "uint16" else 3,
+            **creation_options(self.compression, self.compress_level, self.dtype),
             "BIGTIFF": "IF_SAFER",
             "NUM_THREADS": "ALL_CPUS",
         }
@@ -327,22 +320,46 @@ class ProductWriter:
         if ic1 <= ic0 or ir1 <= ir0:
             return
         rows, cols = slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
-        data, valid = (
-            data[:, rows, cols],
-            valid[rows, cols] & np.all(np.isfinite(data[:, rows, cols]), axis=0),
-        )
+        stored = self.encode(data[:, rows, cols], valid[rows, cols])
+        self._write(dataset, Window(ic0, ir0, ic1 - ic0, ir1 - ir0), stored)
+
+    def encode(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The stored values of ``(bands, h, w)`` float reflectance and ``(h, w)`` validity.
+
+        Returns:
+            ``(bands, h, w)`` of the product's dtype: DN (0 = nodata) or float32 (NaN = nodata);
+            a pixel non-finite in any band is nodata.
+        """
+        valid = valid & np.all(np.isfinite(data), axis=0)
         out = np.empty(data.shape, dtype=self.dtype)
         for i in range(self.count):  # one band at a time keeps temporaries small
             band = data[i].astype(np.float32, copy=False)
             if self.dtype == "uint16":
-                dn = np.rint((band - np.float32(self.offset[i])) / np.float32(self.scale[i]))
+                dn = np.subtract(band, np.float32(self.offset[i]))
+                dn /= np.float32(self.scale[i])
+                np.rint(dn, out=dn)
                 np.clip(dn, 1, 65535, out=dn)
                 dn[~valid] = 0
-                out[i] = dn.astype(np.uint16)
+                out[i] = dn
             else:
                 out[i] = np.where(valid, band, np.float32(np.nan))
+        return out
+
+    def write_stored(self, window: Window, stored: np.ndarray) -> None:
+        """Write values already encoded (:meth:`encode`, or read from a product) to ``window``.
+
+        Args:
+            window: whole-pixel window inside the product grid.
+            stored: ``(bands, h, w)`` of the product's dtype.
+        """
+        h, w = int(window.height), int(window.width)
+        if stored.shape != (self.count, h, w) or stored.dtype != np.dtype(self.dtype):
+            raise ValueError(f"stored {stored.shape} {stored.dtype} do not match window {h}×{w}")
+        self._write(self._open_dataset(), window, stored)
+
+    def _write(self, dataset: DatasetWriter, window: Window, stored: np.ndarray) -> None:
         try:
-            dataset.write(out, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
+            dataset.write(stored, window=window)
         except (RasterioError, OSError) as exc:
             raise OutputError(_write_failure(self.partial_path, exc)) from None
 
@@ -357,43 +374,73 @@ class ProductWriter:
         self._open_dataset().update_tags(**{str(k): _tag_text(v) for k, v in tags.items()})
 
     # -- finishing -------------------------------------------------------------------------
-    def commit(self) -> Path:
-        """Finish the product and move it onto ``path``; returns ``path``."""
+    def commit(
+        self, *, compact: bool | None = None, verify: Callable[[Path], None] | None = None
+    ) -> Path:
+        """Finish the product and move it onto ``path``; returns ``path``.
+
+        The partial file is written with the product's creation options, so it *is* the product:
+        it is read back in full (``verify``, default: every band decoded) and renamed into place,
+        with no second compression pass. A compacting copy is made instead when asked, for a COG
+        (overviews, its own layout) and by default when the partial file was resumed: its tiles
+        were then written over several sessions, and their order and dead space depend on where
+        a run stopped; the copy makes the bytes a function of the pixels and tags alone.
+
+        Args:
+            compact: copy rather than rename (None: when the partial file was resumed); a COG
+                is always copied.
+            verify: raises ``OSError``/``RasterioError`` unless the partial file at the given path
+                reads back as written (e.g. against digests recorded while writing).
+
+        Raises:
+            OutputError: the product cannot be written (a full disk is said); the partial file
+                is kept for ``--resume``.
+        """
         if self._committed:
             return self.path
         self._close()
         if self.path.exists() and not self.overwrite:
             raise OutputError(f"{self.path} appeared while writing; pass --overwrite to replace it")
-        # The partial file was written window by window, possibly over several sessions (resume):
-        # rewritten tiles leave dead space and their order depends on where a run stopped. A final
-        # copy makes the file compact and its bytes a function of the pixels and tags alone, so a
-        # resumed run gives the same file as an uninterrupted one.
+        if not (self.cog or (self.resumed if compact is None else compact)):
+            try:
+                (verify or _read_back)(self.partial_path)
+                os.replace(self.partial_path, self.path)
+            except (RasterioError, OSError) as exc:
+                raise OutputError(_write_failure(self.path, exc, kept=True)) from None
+        else:
+            self._compact()
+        self._committed = True
+        return self.path
+
+    def _compact(self) -> None:
+        """Copy the partial file into a compact product (a COG when asked), verify, rename."""
         staging = self.path.parent / f".{self.path.name}.final.tif"
-        layout = (
-            {
+        codec = {
+            k.upper(): v
+            for k, v in creation_options(self.compression, self.compress_level, self.dtype).items()
+        }
+        if self.cog:
+            level = codec.pop(LEVEL_OPTION.get(self.compression, ""), None)
+            layout = {
                 "driver": "COG",
                 "BLOCKSIZE": BLOCK_SIZE,
                 "RESAMPLING": "AVERAGE",
                 "OVERVIEWS": "AUTO",
-                "PREDICTOR": "YES",
+                "COMPRESS": codec["COMPRESS"],
+                **({"PREDICTOR": "YES"} if "PREDICTOR" in codec else {}),
+                **({"LEVEL": level} if level is not None else {}),
             }
-            if self.cog
-            else {
+        else:
+            layout = {
                 "driver": "GTiff",
                 "TILED": "YES",
                 "BLOCKXSIZE": BLOCK_SIZE,
                 "BLOCKYSIZE": BLOCK_SIZE,
-                "PREDICTOR": 2 if self.dtype == "uint16" else 3,
+                **codec,
             }
-        )
         try:
             rasterio.shutil.copy(
-                self.partial_path,
-                staging,
-                COMPRESS=self.compression,
-                BIGTIFF="IF_SAFER",
-                NUM_THREADS="ALL_CPUS",
-                **layout,
+                self.partial_path, staging, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", **layout
             )
             # GDAL reports some write errors (a full disk among them) only as log lines, and
             # rasterio.shutil.copy returns as if all went well: read the copy back and compare
@@ -404,8 +451,6 @@ class ProductWriter:
         except (RasterioError, OSError) as exc:
             staging.unlink(missing_ok=True)
             raise OutputError(_write_failure(self.path, exc, kept=True)) from None
-        self._committed = True
-        return self.path
 
     def abort(self) -> None:
         """Close the partial file and leave it in place for ``resume=True``."""

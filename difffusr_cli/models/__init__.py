@@ -7,12 +7,14 @@
   :mod:`.fusion_mtf`).
 - :mod:`.infer`: recognise a state dict and recover its config from names and shapes.
 - :mod:`.predictors`: reflectance-in/reflectance-out inference wrappers.
+- :mod:`.bicubic`: ``BicubicUpsampler``, the built-in ``bicubic`` RGB model (no weights).
 
 The schedule and samplers live in :mod:`difffusr_cli.diffusion`.
 """
 
 from __future__ import annotations
 
+from difffusr_cli.models.bicubic import BicubicUpsampler
 from difffusr_cli.models.config import (
     DiffusionConfig,
     FusionConfig,
@@ -27,6 +29,7 @@ from difffusr_cli.models.predictors import FusionPredictor, RGBSuperResolver
 from difffusr_cli.models.sr import DiffusionSR
 
 __all__ = [
+    "BicubicUpsampler",
     "DiffusionConfig",
     "DiffusionSR",
     "FusionConfig",

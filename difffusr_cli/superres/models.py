@@ -12,6 +12,7 @@ from torch import Tensor
 
 from difffusr_cli.bands import WINDOW_ALIGN
 from difffusr_cli.fusion_baselines import FusionFn
+from difffusr_cli.models.bicubic import BicubicUpsampler, is_builtin_rgb
 from difffusr_cli.superres.options import FusionMethod, SuperresOptions
 
 if TYPE_CHECKING:
@@ -101,8 +102,30 @@ def model_info(name: str, path: Path) -> ModelInfo:
     return ModelInfo(name, sha256_file(path, StderrReporter()), str(path))
 
 
+def _patch_multiple(rgb: RGBSuperResolver | BicubicUpsampler) -> int:
+    """What the patch side must be a multiple of for ``rgb``."""
+    if isinstance(rgb, BicubicUpsampler):
+        return rgb.patch_multiple
+    unet = rgb.config.unet
+    # The U-Net folds the image by `fold`, then halves it once per level below the first.
+    return int(unet.fold * 2 ** (unet.levels - 1))
+
+
+def _attention_stride(rgb: RGBSuperResolver | BicubicUpsampler) -> int:
+    """The output stride of ``rgb``'s finest self-attention (0: none, e.g. bicubic)."""
+    if isinstance(rgb, BicubicUpsampler):
+        return 0
+    unet = rgb.config.unet
+    return int(unet.fold * min(unet.attn_strides, default=0))
+
+
+def builtin_info(name: str) -> ModelInfo:
+    """Provenance of a built-in RGB model: no weights, so no sha256; the file says built-in."""
+    return ModelInfo(name.lower(), "", f"built-in:{name.lower()} (no weights)")
+
+
 def build_models(
-    rgb: RGBSuperResolver,
+    rgb: RGBSuperResolver | BicubicUpsampler,
     fusion: FusionPredictor | None,
     method: FusionMethod,
     rgb_info: ModelInfo,
@@ -111,10 +134,8 @@ def build_models(
     """Bundle loaded networks for the pipeline (``fusion`` is used only with ``method="net"``)."""
     from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse, learned_fusion
 
-    unet = rgb.config.unet
-    # The U-Net folds the image by `fold`, then halves it once per level below the first.
-    patch_multiple = unet.fold * 2 ** (unet.levels - 1)
-    attention_stride = unet.fold * min(unet.attn_strides, default=0)
+    patch_multiple = _patch_multiple(rgb)
+    attention_stride = _attention_stride(rgb)
     if method == "net":
         if fusion is None:
             raise ValueError("fusion method 'net' needs a fusion model")
@@ -153,9 +174,13 @@ def load_models(
     from difffusr_cli import api, weights
 
     rgb_name = options.rgb_model or weights.default_model_name("rgb")
-    rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
-    rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
-    rgb_info = model_info(str(rgb_name), rgb_path)
+    rgb: RGBSuperResolver | BicubicUpsampler
+    if is_builtin_rgb(rgb_name):  # `bicubic`: nothing to resolve, download or load
+        rgb, rgb_info = BicubicUpsampler(), builtin_info(str(rgb_name))
+    else:
+        rgb_path = weights.resolve(rgb_name, "rgb", reporter=reporter)
+        rgb = api.load_rgb_model(rgb_path, device, reporter=reporter)
+        rgb_info = model_info(str(rgb_name), rgb_path)
     if options.fusion != "net":
         accelerate(rgb, None, compile=options.compile, channels_last=options.channels_last)
         return build_models(rgb, None, options.fusion, rgb_info)
@@ -167,7 +192,7 @@ def load_models(
 
 
 def accelerate(
-    rgb: RGBSuperResolver,
+    rgb: RGBSuperResolver | BicubicUpsampler,
     fusion: FusionPredictor | None,
     *,
     compile: bool = False,
@@ -181,17 +206,23 @@ def accelerate(
     fusion branches. Both leave every value the same up to the order of float reductions.
 
     Args:
-        rgb: the diffusion super-resolver.
+        rgb: the diffusion super-resolver (the built-in bicubic has no network: left alone).
         fusion: the fusion nets, or None (gs/bilinear).
         compile: compile the denoiser and the fusion branches with ``torch.compile``.
         channels_last: convert the networks to ``torch.channels_last``.
     """
+    if isinstance(rgb, BicubicUpsampler):
+        rgb_net = None
+    else:
+        rgb_net = rgb.model
     if channels_last:
-        rgb.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if rgb_net is not None:
+            rgb_net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if fusion is not None:
             fusion.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if compile:
-        rgb.model.denoiser(ema=True).compile()
+        if rgb_net is not None:
+            rgb_net.denoiser(ema=True).compile()
         if fusion is not None:
             for group in ("10m", "20m", "60m"):
                 fusion.net.branch(group).compile()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from difffusr_cli.errors import InputError
+from difffusr_cli.io.codecs import compression_level
 from difffusr_cli.io.writer import OutputDType
 from difffusr_cli.tiling import ALIGN
 
@@ -53,6 +54,9 @@ class SuperresOptions:
         bbox: ``(xmin, ymin, xmax, ymax)`` in the scene's CRS, or None.
         dtype: ``uint16`` (input DN convention, scale/offset in the metadata) or ``float32``.
         cog: write a Cloud-Optimized GeoTIFF with overviews.
+        compress, compress_level: the product's codec and its level (None: the codec's fastest);
+            they never change pixels, so they stay out of the resume fingerprint (a resumed
+            product is rewritten with the codec of the run that finishes it).
         resume: continue an interrupted run; overwrite: replace existing outputs.
         quiet: no progress bar and no summary.
         scale, offset: override the input's radiometric convention
@@ -84,6 +88,8 @@ class SuperresOptions:
     bbox: tuple[float, float, float, float] | None = None
     dtype: OutputDType = "uint16"
     cog: bool = False
+    compress: str = "zstd"
+    compress_level: int | None = None
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -159,6 +165,10 @@ class SuperresOptions:
                 )
         if self.dtype not in ("uint16", "float32"):
             raise InputError(f"--dtype {self.dtype!r}: expected uint16 or float32")
+        try:
+            compression_level(self.compress, self.compress_level)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         if self.resume and self.overwrite:
             raise InputError("give --resume or --overwrite, not both")
         if self.fusion_tile is not None and (self.fusion_tile < ALIGN or self.fusion_tile % ALIGN):

@@ -166,14 +166,18 @@ class PatchRows:
         for start in range(0, len(todo), self.settings.batch_size):
             batch = todo[start : start + self.settings.batch_size]
             lr = np.stack(lr_of[start : start + self.settings.batch_size])
-            noise = torch.stack(
-                [patch_noise(self.settings.seed, index, col, patch) for col, _ in batch]
+            noise = (  # a model without sampling (bicubic) says so: no noise is drawn for it
+                torch.stack(
+                    [patch_noise(self.settings.seed, index, col, patch) for col, _ in batch]
+                ).to(self.settings.device)
+                if getattr(self.models.rgb, "uses_noise", True)
+                else None
             )
             with autocast(self.settings.device, self.settings.dtype):
                 sr = self.models.rgb.super_resolve(
                     torch.from_numpy(lr).to(self.settings.device),
                     steps=self.settings.steps,
-                    noise=noise.to(self.settings.device),
+                    noise=noise,
                 )
             values_np = sr.float().cpu().numpy()
             check_finite(self.models.rgb_info.name, self.region, index, top, batch, list(values_np))

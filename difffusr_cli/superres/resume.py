@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import rasterio
 import torch
 from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from difffusr_cli import __version__
@@ -24,7 +26,7 @@ from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import Layout
 
 if TYPE_CHECKING:
-    from difffusr_cli.io import Scene
+    from difffusr_cli.io import ProductWriter, Scene
 
 
 def progress_path_for(output: Path) -> Path:
@@ -46,7 +48,8 @@ def fingerprint(
     return {
         "difffusr_version": __version__,
         "input": str(Path(scene.path).resolve()),
-        "rgb_model_sha256": models.rgb_info.sha256,
+        # A built-in model (bicubic) has no weights to hash: its name stands for them.
+        "rgb_model_sha256": models.rgb_info.sha256 or models.rgb_info.file,
         "fusion": options.fusion,
         "fusion_model_sha256": models.fusion_info.sha256 if models.fusion_info else None,
         "steps": options.steps,
@@ -105,7 +108,7 @@ def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False)
     """
     digest = hashlib.sha256()
     try:
-        with rasterio.open(partial) as ds:
+        with rasterio.open(partial, NUM_THREADS="ALL_CPUS") as ds:
             start, stop = rows[0], min(rows[1], ds.height)
             for col in range(0, ds.width, _DIGEST_COLUMNS):
                 width = min(_DIGEST_COLUMNS, ds.width - col)
@@ -113,7 +116,7 @@ def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False)
     except (RasterioError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if writing:  # the block just written does not read back: a failed write (full disk?)
-            from difffusr_cli.io.writer import _write_failure
+            from difffusr_cli.io.readback import _write_failure
 
             raise OutputError(_write_failure(partial, exc)) from None
         raise OutputError(
@@ -217,3 +220,91 @@ def check_no_interrupted_run(output: Path, options: SuperresOptions) -> None:
 def _short(value: object) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 24 else text[:21] + "..."
+
+
+def source_path_for(output: Path) -> Path:
+    """Where a resumed run keeps the interrupted partial file while it copies blocks from it."""
+    return output.parent / f".{output.name}.resume-source.tif"
+
+
+def copy_block(
+    source: DatasetReader, writer: ProductWriter, rows: tuple[int, int], columns: int
+) -> None:
+    """Write the stored values of output rows ``rows`` of ``source`` ``columns`` at a time."""
+    start, stop = rows
+    for col in range(0, source.width, columns):
+        window = Window(col, start, min(columns, source.width - col), stop - start)
+        writer.write_stored(window, source.read(window=window))
+
+
+def rebuild_partial(
+    partial: Path,
+    progress: ProgressFile,
+    block_rows: list[tuple[int, int]],
+    columns: int,
+    open_writer: Callable[[Path, bool], ProductWriter],
+    output: Path,
+    staging: Path,
+    source: Path,
+) -> tuple[ProductWriter | None, list[int]]:
+    """Start a resumed run's partial file anew with the kept blocks, in running order.
+
+    The partial file of an uninterrupted run is the product itself (no final copy), and its bytes
+    follow from the order of its writes. The blocks a resumed run keeps are therefore written
+    again (their stored values, not recompressed from reflectance) into a new file, block by
+    block and ``columns`` at a time as a run writes them, so that the finished product is byte for
+    byte the uninterrupted one. The blocks ``0 … k`` kept from the top are written here into a
+    file that replaces ``partial`` once complete (a crash meanwhile loses nothing) and stays
+    open in its first session, as an uninterrupted run's file does; kept blocks
+    after a gap (a block computed again) are returned, to be copied from ``source`` (the
+    interrupted file, moved there) when the run reaches them (:func:`copy_block`).
+
+    Args:
+        partial: the interrupted run's partial file.
+        progress: its verified record; a block that does not read back as recorded once written
+            again is dropped (computed again).
+        block_rows: each block's output rows ``(start, stop)``.
+        columns: the width of the pieces a run writes.
+        open_writer: ``(output path, resume) → ProductWriter`` with the run's settings.
+        output: the product; its partial file is replaced by the new file.
+        staging: the output path the new file is written for (its partial file is used).
+        source: where the interrupted file goes when blocks after a gap are still to be copied.
+
+    Returns:
+        The new file's writer, still open for the rest of the run (None when nothing was kept
+        from the top), and the kept blocks after the first gap, in order.
+    """
+    from difffusr_cli.io import partial_path_for
+
+    target = partial_path_for(staging)
+    target.unlink(missing_ok=True)
+    source.unlink(missing_ok=True)
+    prefix: list[int] = []
+    while len(prefix) in progress.done:
+        prefix.append(len(prefix))
+    copied: list[int] = []
+    writer = open_writer(staging, False)
+    try:
+        with rasterio.open(partial) as old:
+            for index in prefix:
+                copy_block(old, writer, block_rows[index], columns)
+                writer.checkpoint()
+                if block_digest(target, block_rows[index], writing=True) != progress.digests[index]:
+                    progress.done.discard(index)  # computed again; the blocks below it are
+                    progress.digests.pop(index, None)  # copied from `source` in their turn
+                    break
+                copied.append(index)
+    except BaseException:
+        writer.abort()
+        target.unlink(missing_ok=True)
+        raise
+    later = sorted(set(progress.done) - set(copied))
+    if later:
+        os.replace(partial, source)
+    if copied:
+        writer.retarget(output)  # the rebuilt file, still open, becomes the partial file
+        return writer, later
+    writer.abort()  # nothing copied: the run starts a new file
+    target.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
+    return None, later

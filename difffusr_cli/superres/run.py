@@ -26,24 +26,26 @@ from difffusr_cli.device import (
     precision_name,
     reset_peak_memory,
 )
-from difffusr_cli.errors import InputError, OutputError
+from difffusr_cli.errors import InputError
 from difffusr_cli.superres.batch import fingerprint_sha256, warn_about_radiometry
 from difffusr_cli.superres.compute import recorded_fingerprint, resolve_compute
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
-from difffusr_cli.superres.render import Renderer, make_layout, resolve_region
+from difffusr_cli.superres.render import WRITE_COLUMNS, Renderer, make_layout, resolve_region
 from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
     ProgressFile,
-    block_digest,
     check_no_interrupted_run,
     fingerprint,
     fingerprint_text,
     progress_path_for,
+    rebuild_partial,
+    source_path_for,
 )
-from difffusr_cli.superres.rows import remove_states, state_stem_for
+from difffusr_cli.superres.rows import remove_states, state_files, state_stem_for
+from difffusr_cli.superres.sink import BlockSink
 
 #: Kept under its former name (tests use it).
 _warn_about_radiometry = warn_about_radiometry
@@ -51,6 +53,10 @@ _warn_about_radiometry = warn_about_radiometry
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
     from difffusr_cli.weights import Reporter
+
+
+#: GDAL's block cache during a run, MiB (reads of the inputs and the product's writes).
+GDAL_CACHE_MB = 256
 
 
 def superres_scene(
@@ -70,11 +76,44 @@ def superres_scene(
     ``on_total`` receives the number of patches this run will process, ``on_patches`` each
     increment, ``on_block_done`` each block index once it is written, flushed and recorded (an
     exception raised there interrupts the run like Ctrl-C: the partial file and the progress
-    record stay for ``--resume``).
+    record stay for ``--resume``). Writing runs in its own thread (:class:`BlockSink`): block
+    ``i`` is written while block ``i + 1`` is computed, and is recorded before block ``i + 2``
+    is computed.
 
     Raises:
         InputError, OutputError: bad window, unusable output, or a resume that does not match.
     """
+    import rasterio
+
+    # One GDAL session writes the whole product (io/flush.py): a bounded block cache keeps the
+    # blocks already flushed from piling up in memory (GDAL's default is 5 % of the RAM).
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _superres_scene(
+            scene,
+            output,
+            options,
+            models,
+            device,
+            dtype,
+            on_patches=on_patches,
+            on_total=on_total,
+            on_block_done=on_block_done,
+        )
+
+
+def _superres_scene(
+    scene: Scene,
+    output: Path,
+    options: SuperresOptions,
+    models: Models,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    on_patches: Callable[[int], None],
+    on_total: Callable[[int], None],
+    on_block_done: Callable[[int], None],
+) -> RunSummary:
+    """:func:`superres_scene` inside its GDAL environment."""
     from difffusr_cli.io import ProductWriter, output_grid, partial_path_for
 
     started = time.perf_counter()
@@ -100,21 +139,20 @@ def superres_scene(
     partial = partial_path_for(output)
     expected = fingerprint(scene, region, layout, options, models, device, dtype)
     check_no_interrupted_run(output, options)
+    block_rows = [(b.start, b.stop) for b in map(layout.block, range(layout.block_count))]
     if options.resume and record_path.is_file() and partial.is_file():
         progress = ProgressFile.load(record_path, expected)
         # Keep only the blocks whose stored pixels match their recorded digest: a forged or stale
         # record, or a block lost in a crash, is computed again, never left empty.
-        blocks = [layout.block(i) for i in range(layout.block_count)]
-        progress.verify(partial, [(b.start, b.stop) for b in blocks])
+        progress.verify(partial, block_rows)
     else:
         progress = ProgressFile(record_path, expected)
-    resumed = len(progress.done)
 
     radiometry = scene.radiometry
 
-    def open_writer(resume: bool) -> ProductWriter:
+    def open_writer(resume: bool, target: Path = output) -> ProductWriter:
         return ProductWriter(
-            output,
+            target,
             crs=scene.crs,
             transform=transform,
             width=width,
@@ -129,12 +167,34 @@ def superres_scene(
             cog=options.cog,
             overwrite=options.overwrite,
             resume=resume,
+            compress=options.compress,
+            compress_level=options.compress_level,
         )
 
-    writer: ProductWriter | None = None
-    written = 0
+    source = source_path_for(output)
+    later: list[int] = []
+    rebuilt: ProductWriter | None = None
+    if progress.done:
+        # The product is the partial file itself: what is kept is written again in the order
+        # of an uninterrupted run, so that the finished file is byte for byte the same.
+        rebuilt, later = rebuild_partial(
+            partial,
+            progress,
+            block_rows,
+            WRITE_COLUMNS,
+            lambda target, resume: open_writer(resume, target),
+            output,
+            output.parent / f".{output.name}.rebuild",
+            source,
+        )
+    resumed = len(progress.done)
+
+    sink: BlockSink | None = None
     try:
-        writer = open_writer(resume=bool(progress.done))
+        writer = rebuilt if rebuilt is not None else open_writer(False)
+        sink = BlockSink(
+            writer, partial, progress, block_rows, WRITE_COLUMNS, later, source, on_block_done
+        )
         progress.save()
         renderer = Renderer(
             scene,
@@ -155,28 +215,44 @@ def superres_scene(
             renderer.tracker.load(states)  # the rows above the restart, saved at the last commit
         else:
             remove_states(states)
-        on_total(renderer.patches_to_run(progress.done))
-        for index, pieces in renderer.blocks(progress.done):
-            for window, data, valid in pieces:
-                writer.write(window, data, valid)
-            # Closing flushes the block to disk before it is recorded as done; reopen to go on.
-            writer.abort()
-            rows = layout.block(index)
-            progress.digests[index] = block_digest(partial, (rows.start, rows.stop), writing=True)
-            writer = open_writer(resume=True)
-            # What a run restarting after this block needs, saved before the block is recorded.
+        saved: set[Path] = set()
+
+        def on_handover(index: int) -> tuple[int, Path | None]:
+            # What a run restarting after this block needs, saved before the block is recorded
+            # (now: the renderer has not yet computed the next block).
             restart = renderer.restart_patch_row(index + 1) if index + 1 < layout.block_count else 0
             kept = renderer.tracker.save(states, restart)
-            progress.done.add(index)
-            progress.save()
-            remove_states(states, keep=kept)
+            if kept is not None:
+                saved.add(kept)
+            return restart, kept
+
+        def on_recorded(index: int, token: object) -> None:
+            restart, kept = token if isinstance(token, tuple) else (0, None)
+            # States of earlier restarts go; this block's and those of blocks in flight stay.
+            newer = {p for p in saved if p != kept and _state_row(p) > restart}
+            for path in state_files(states):
+                if path != kept and path not in newer:
+                    path.unlink(missing_ok=True)
+            saved.intersection_update(newer | {kept})
             renderer.tracker.committed(restart)
-            written += 1
-            on_block_done(index)
+
+        sink.on_handover, sink.on_recorded = on_handover, on_recorded
+        on_total(renderer.patches_to_run(progress.done))
+        for index, pieces in renderer.blocks(progress.done):
+            sink.write(index, pieces)
+        # A failure here with blocks recorded keeps them for --resume.
+        disagreement: dict = {}
+
+        def final_tags() -> dict:
+            disagreement.update(renderer.tracker.disagreement())
+            return {"overlap_disagreement": disagreement}
+
+        sink.finish(final_tags)
     except BaseException:
         try:
-            if writer is not None:
-                writer.abort()
+            if sink is not None:
+                sink.abort()
+            source.unlink(missing_ok=True)
         finally:
             if not progress.done:
                 # Nothing recorded (e.g. a model error in the first block): nothing to resume, so
@@ -185,15 +261,6 @@ def superres_scene(
                 record_path.unlink(missing_ok=True)
                 remove_states(states)
         raise
-    missing = [i for i in range(layout.block_count) if i not in progress.done]
-    if missing:  # never finish a product with a hole
-        writer.abort()
-        raise OutputError(
-            f"{partial}: blocks {missing[:5]} were never written; run with --overwrite"
-        )
-    disagreement = renderer.tracker.disagreement()
-    writer.update_tags({"overlap_disagreement": disagreement})
-    writer.commit()
     record_path.unlink(missing_ok=True)
     remove_states(states)
     peak, peak_kind = peak_memory(device)
@@ -204,7 +271,7 @@ def superres_scene(
         seconds=time.perf_counter() - started,
         patches_run=renderer.counters.patches_run,
         patches_skipped=renderer.counters.patches_skipped,
-        blocks_written=written,
+        blocks_written=sink.written,
         blocks_resumed=resumed,
         device=f"{describe(device)}, {precision_name(dtype)}",
         peak_memory=peak,
@@ -215,6 +282,14 @@ def superres_scene(
         overlap_disagreement=disagreement,
         fingerprint=fingerprint_sha256(expected),
     )
+
+
+def _state_row(path: Path) -> int:
+    """The restart patch row of a saved rows state (``….rows-<row>.npz``)."""
+    try:
+        return int(path.stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _interrupted_message(target: Path) -> str:
