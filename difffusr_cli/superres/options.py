@@ -11,6 +11,9 @@ from difffusr_cli.tiling import ALIGN
 
 FusionMethod = Literal["net", "gs", "bilinear"]
 FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
+Consistency = Literal["box", "off"]
+#: ``box``: every band, box-averaged over its native pixels, reproduces the input (default).
+CONSISTENCY_MODES: tuple[str, ...] = ("box", "off")
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
 PRODUCT_SUFFIX = "_difffusr.tif"
 #: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.
@@ -47,6 +50,9 @@ class SuperresOptions:
             (reflectance = DN·scale + offset).
         fusion_tile, fusion_overlap: fusion tile side and blended overlap (multiples of 24).
         block_rows: output rows written (and recorded for resume) at a time.
+        consistency: ``box`` corrects every band after fusion so that its 2.5 m pixels averaged
+            over each valid native pixel (10, 20 or 60 m) give back the input reflectance
+            (:mod:`difffusr_cli.consistency`); ``off`` keeps the fused pixels as they are.
     """
 
     rgb_model: str | None = None
@@ -71,6 +77,7 @@ class SuperresOptions:
     fusion_tile: int = 480
     fusion_overlap: int = 48
     block_rows: int = 512
+    consistency: Consistency = "box"
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
@@ -132,6 +139,10 @@ class SuperresOptions:
             raise InputError(
                 f"fusion overlap {self.fusion_overlap}: expected a multiple of {ALIGN} below the "
                 "tile size"
+            )
+        if self.consistency not in CONSISTENCY_MODES:
+            raise InputError(
+                f"--consistency {self.consistency!r}: expected " + " or ".join(CONSISTENCY_MODES)
             )
         if self.block_rows < 1:
             raise InputError(f"block rows {self.block_rows}: expected at least 1")

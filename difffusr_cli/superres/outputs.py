@@ -166,6 +166,7 @@ def product_tags(
         "seed": options.seed,
         "patch_size": options.patch_size,
         "overlap": options.overlap,
+        "consistency": options.consistency,
         "batch_size": options.batch_size,
         "precision": precision_name(dtype),
         "device": device.type,

@@ -56,6 +56,9 @@ def fingerprint(
         "fusion_overlap": layout.tile_overlap,
         "fusion_halo": layout.halo,
         "block_rows": layout.block_rows,
+        "consistency": options.consistency,
+        # The processed region (window + context) in output pixels: what the patches read.
+        "context": [layout.height, layout.width, *layout.product],
         "batch_size": options.batch_size,
         "window": [int(region.col_off), int(region.row_off), int(region.width), int(region.height)],
         "dtype": options.dtype,

@@ -35,7 +35,7 @@ from difffusr_cli.superres.models import Models, load_models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary, output_paths, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
-from difffusr_cli.superres.render import Renderer, make_layout, resolve_region
+from difffusr_cli.superres.render import Renderer, context_region, make_layout, resolve_region
 from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
     ProgressFile,
@@ -89,7 +89,8 @@ def superres_scene(
             f"--patch-size {options.patch_size}: the RGB model {models.rgb_info.name} needs a "
             f"multiple of {models.patch_multiple}"
         )
-    layout = make_layout(region, options, models.fusion_halo)
+    context = context_region(scene, region, options, models.fusion_halo)
+    layout = make_layout(context, options, models.fusion_halo, window=region)
     transform, width, height = output_grid(scene, region)
     record_path = progress_path_for(output)
     partial = partial_path_for(output)
@@ -133,7 +134,7 @@ def superres_scene(
         progress.save()
         renderer = Renderer(
             scene,
-            region,
+            context,
             layout,
             models,
             steps=options.steps,
@@ -142,6 +143,7 @@ def superres_scene(
             device=device,
             dtype=dtype,
             on_patches=on_patches,
+            consistency=options.consistency,
         )
         on_total(renderer.patches_to_run(progress.done))
         for index, pieces in renderer.blocks(progress.done):
@@ -379,10 +381,11 @@ def _require_same_settings(
     from rasterio.errors import RasterioError
 
     region = resolve_region(scene, options.window, options.bbox)
+    context = context_region(scene, region, options, models.fusion_halo)
     expected = fingerprint(
         scene,
         region,
-        make_layout(region, options, models.fusion_halo),
+        make_layout(context, options, models.fusion_halo, window=region),
         options,
         models,
         device,
