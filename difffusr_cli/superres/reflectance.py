@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from difffusr_cli.bands import GROUP_RATIO, GROUPS, SCALE, indices
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, SCALE, GroupName, indices
 from difffusr_cli.consistency import REACH, project
 from difffusr_cli.tiling import Span
 
@@ -87,10 +87,16 @@ class ConsistencyStage:
         return out, valid
 
     def _group(
-        self, x: torch.Tensor, group: str, span_rows: Span, span_cols: Span, rows: Span, cols: Span
+        self,
+        x: torch.Tensor,
+        group: GroupName,
+        span_rows: Span,
+        span_cols: Span,
+        rows: Span,
+        cols: Span,
     ) -> torch.Tensor:
         """One group's bands over the span → corrected ``(C, rows, cols)``."""
-        ratio = GROUP_RATIO[group]  # type: ignore[index]
+        ratio = GROUP_RATIO[group]
         factor = SCALE * ratio
         nh, nw = -(-span_rows.size // factor), -(-span_cols.size // factor)
         # Pad a partial native pixel at the region's edge to a whole one (it is left alone).
@@ -104,7 +110,7 @@ class ConsistencyStage:
             nw * ratio,
             nh * ratio,
         )
-        b, valid = self.scene.read_native(group, window)  # type: ignore[arg-type]
+        b, valid = self.scene.read_native(group, window)
         valid = valid.copy()
         if nh * factor > span_rows.size:
             valid[-1] = False
