@@ -5,7 +5,9 @@ Modules (each imports only those above it in this list):
 - :mod:`.options` — :class:`SuperresOptions` and its validation, shared constants;
 - :mod:`.progress` — :class:`ProgressSink`, how a run reports progress (the library prints nothing);
 - :mod:`.models` — model loading and provenance (:class:`Models`, :class:`ModelInfo`);
-- :mod:`.render` — the processed region, its tiling and the block-by-block :class:`Renderer`;
+- :mod:`.region` — the region processed for a window (the window grown by context);
+- :mod:`.reflectance` — reflectance consistency of the fused product, block by block;
+- :mod:`.render` — the requested window, its tiling and the block-by-block :class:`Renderer`;
 - :mod:`.resume` — the progress record and the settings fingerprint;
 - :mod:`.outputs` — output naming, product tags, :class:`RunSummary`;
 - :mod:`.run` — :func:`superres_scene`, :func:`superres_many` (what the CLI calls),

@@ -1,8 +1,8 @@
 """Rendering one region, block by block.
 
-The requested window (:func:`resolve_region`), the processed region around it
-(:func:`context_region`), its tiling (:func:`make_layout`) and :class:`Renderer`, which produces
-the product block by block.
+The requested window (:func:`resolve_region`), the tiling of the region processed around it
+(:func:`make_layout`; the region: :mod:`difffusr_cli.superres.region`) and :class:`Renderer`,
+which produces the product block by block.
 
 The processed region is the window grown by context (real scene data, clipped to the scene), so
 that the window's edges are never the edges of patches or fusion tiles; the product is the
@@ -28,7 +28,6 @@ from rasterio.windows import Window
 from torch import Tensor
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, GroupName, indices
-from difffusr_cli.consistency import REACH
 from difffusr_cli.device import autocast
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
@@ -96,32 +95,13 @@ def resolve_region(
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def context_region(
-    scene: Scene, window: Window, options: SuperresOptions, fusion_halo: int
-) -> Window:
-    """The region processed for ``window``: grown by context on every side, clipped to the scene.
-
-    The context (10 m pixels, rounded up to whole 60 m pixels) is the largest of half a diffusion
-    patch, the fusion halo and the reach of the consistency step, so that no pixel of the window
-    sees a patch edge, a fusion tile's made-up surroundings or the consistency step's edge where
-    the scene has data. The whole scene gets no context (its border is reflected instead).
-    """
-    grow = round_up(
-        max(-(-options.patch_size // 2 // SCALE), fusion_halo, REACH * WINDOW_ALIGN), WINDOW_ALIGN
-    )
-    col0, row0 = max(int(window.col_off) - grow, 0), max(int(window.row_off) - grow, 0)
-    col1 = min(int(window.col_off + window.width) + grow, int(scene.width))
-    row1 = min(int(window.row_off + window.height) + grow, int(scene.height))
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
 def make_layout(
     region: Window, options: SuperresOptions, fusion_halo: int, window: Window | None = None
 ) -> Layout:
     """The tiling of ``region`` for ``options``.
 
     Args:
-        region: the processed window of the 10 m grid (see :func:`context_region`).
+        region: the processed window of the 10 m grid (``region.context_region``).
         options: the run's options (patch, overlap, tile and block sizes).
         fusion_halo: how far the fusion step reaches, in 10 m pixels.
         window: the product, a window of the 10 m grid inside ``region`` (default: all of it).
@@ -167,7 +147,7 @@ class Renderer:
 
     Args:
         scene: an opened :class:`~difffusr_cli.io.Scene` (``read_bands``/``read_group``).
-        region: the processed window of the 10 m grid (see :func:`context_region`).
+        region: the processed window of the 10 m grid (``region.context_region``).
         layout: the tiling of the region (its ``product`` is the part written).
         models: the models (their ``method`` decides what B02–B04 are).
         steps, seed, batch_size: sampler settings.

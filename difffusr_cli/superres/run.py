@@ -35,7 +35,8 @@ from difffusr_cli.superres.models import Models, load_models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary, output_paths, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
-from difffusr_cli.superres.render import Renderer, context_region, make_layout, resolve_region
+from difffusr_cli.superres.region import context_region
+from difffusr_cli.superres.render import Renderer, make_layout, resolve_region
 from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
     ProgressFile,
