@@ -16,6 +16,7 @@ from rasterio.windows import Window
 
 import difffusr_cli.superres.run as run_module
 from difffusr_cli.bands import BANDS, GROUP_RATIO, SCALE
+from difffusr_cli.errors import InputError
 from difffusr_cli.example import make_example_safe
 from difffusr_cli.io import open_scene
 from difffusr_cli.superres import SuperresOptions, superres_many
@@ -46,10 +47,36 @@ def big_safe(tmp_path_factory) -> Path:
     return make_example_safe(tmp_path_factory.mktemp("big"), size=96, seed=3)
 
 
+class Counting:
+    """A progress sink that checks the announced total against what was advanced."""
+
+    def __init__(self) -> None:
+        self.total, self.advanced = 0, 0
+
+    def on_start(self, label: str, total: int) -> None:
+        self.total = total
+
+    def on_advance(self, n: int) -> None:
+        self.advanced += n
+
+    def on_end(self) -> None:
+        pass
+
+    def on_message(self, text: str) -> None:
+        pass
+
+
 def run(safe: Path, out: Path, models=None, **changes) -> np.ndarray:
     options = replace(SMALL, **changes)
-    superres_many([safe], out, options, models=models or stand_in_models(0.05))
+    progress = Counting()
+    superres_many([safe], out, options, models=models or stand_in_models(0.05), progress=progress)
+    assert progress.advanced == progress.total > 0  # the progress total counts context patches
     return read_product(out)[0]
+
+
+def test_consistency_is_an_option():
+    with pytest.raises(InputError, match="--consistency"):
+        replace(SMALL, consistency="exact").validate()  # type: ignore[arg-type]
 
 
 def consistency_error(product: np.ndarray, safe: Path, window: Window) -> dict[str, float]:
