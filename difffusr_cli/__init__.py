@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_rgb_model", "load_fusion_model"]
+__all__ = ["__version__", "load_rgb_model", "load_fusion_model", "superres_many", "super_resolve"]
 
 
 def __getattr__(name: str):
@@ -17,4 +17,12 @@ def __getattr__(name: str):
         from difffusr_cli import api
 
         return getattr(api, name)
+    if name == "superres_many":
+        from difffusr_cli.superres import superres_many
+
+        return superres_many
+    if name == "super_resolve":
+        from difffusr_cli.xarray_api import super_resolve
+
+        return super_resolve
     raise AttributeError(f"module 'difffusr_cli' has no attribute {name!r}")

@@ -24,5 +24,9 @@ class WeightsError(DifffusrError):
     """Model weights are missing, unverifiable, unsafe or of an unknown layout."""
 
 
+class BatchError(DifffusrError):
+    """Some inputs of a ``--keep-going`` batch failed (the others were processed)."""
+
+
 class UnsafeCheckpointError(WeightsError):
     """A pickled checkpoint references code outside the allow-list; nothing was executed."""

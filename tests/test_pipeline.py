@@ -245,8 +245,9 @@ def test_several_inputs_write_one_product_each_and_skip_complete_ones(safe, tmp_
         [safe, cogs], folder, replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models()
     )
     assert [s.status for s in first] == ["written", "written"]
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if p.suffix == ".tif")
     assert names == sorted([f"{product_stem(safe)}_difffusr.tif", "T32TMT_cogs_difffusr.tif"])
+    assert sorted(p.name for p in folder.iterdir() if p.suffix != ".tif") == ["difffusr-batch.json"]
     a, _ = read_product(folder / names[0])
     b, _ = read_product(folder / names[1])
     assert np.array_equal(a, b)  # same pixels from the SAFE and from its COG copy
@@ -254,6 +255,9 @@ def test_several_inputs_write_one_product_each_and_skip_complete_ones(safe, tmp_
         [safe, cogs], folder, replace(SMALL, window=(0, 0, 12, 12)), models=stand_in_models()
     )
     assert [s.status for s in again] == ["skipped", "skipped"]
+    report = json.loads((folder / "difffusr-batch.json").read_text())
+    assert [e["status"] for e in report["inputs"]] == ["skipped", "skipped"]
+    assert [e["fingerprint"] for e in report["inputs"]] == [s.fingerprint for s in first]
     with pytest.raises(InputError, match="folder"):
         output_paths([safe, cogs], tmp_path / "x.tif")
     with pytest.raises(InputError, match="both be written"):

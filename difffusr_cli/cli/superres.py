@@ -6,6 +6,7 @@ A thin command over :mod:`difffusr_cli.superres`.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -162,12 +163,69 @@ def superres(
         Optional[float],
         typer.Option(help="Override the radiometric offset in reflectance (e.g. -0.1)."),
     ] = None,
+    inputs_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--inputs-from",
+            help=(
+                "Read inputs from FILE, one path a line (blank lines and # comments ignored; "
+                "relative paths are relative to FILE's folder), after any INPUTS."
+            ),
+            metavar="FILE",
+        ),
+    ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "Process only shard I of N (0-based) of the inputs: every N-th from the I-th, "
+                "e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in a job array."
+            ),
+            metavar="I/N",
+        ),
+    ] = None,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="A failing input is reported and the others go on; exit status 2 if any failed.",
+        ),
+    ] = False,
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "Run each input as a task on a Dask cluster: a scheduler ADDRESS, or local:N for "
+                "N local worker processes (default: $DASK_SCHEDULER_ADDRESS, else no cluster). "
+                "Needs the dask extra."
+            ),
+            metavar="ADDRESS",
+        ),
+    ] = None,
+    log_interval: Annotated[
+        float,
+        typer.Option(
+            "--log-interval",
+            help="Seconds between progress lines when stderr is not a terminal.",
+            min=0.05,
+        ),
+    ] = 30.0,
+    log_format: Annotated[
+        Literal["text", "json"],
+        typer.Option(
+            "--log-format",
+            help=(
+                "Progress lines when stderr is not a terminal: text, or json (one object a "
+                "line, also on a terminal)."
+            ),
+        ),
+    ] = "text",
 ) -> None:
     """Super-resolve scenes to 12-band GeoTIFFs at 2.5 m: diffusion RGB, fused other bands.
 
     Example: `difffusr superres S2B_MSIL2A_….SAFE -o out.tif`. Try `--example -o example.tif` first.
     """
-    from difffusr_cli.cli.progress import RichProgress
+    from difffusr_cli.cli.progress import LogProgress, LogReporter, RichProgress
     from difffusr_cli.errors import InputError
 
     if not os.environ.get("DIFFFUSR_DEBUG"):
@@ -175,6 +233,7 @@ def superres(
         # reports the failure in one line, so GDAL's own lines only repeat it.
         os.environ.setdefault("CPL_LOG", os.devnull)
     from difffusr_cli.superres import SuperresOptions, superres_example, superres_many
+    from difffusr_cli.superres.batch import REPORT_NAME
 
     options = SuperresOptions(
         rgb_model=rgb_model,
@@ -198,20 +257,68 @@ def superres(
         scale=scale,
         offset=offset,
     )
-    if example and inputs:
+    all_inputs = list(inputs or [])
+    if inputs_from is not None:
+        from difffusr_cli.superres.batch import read_inputs_file
+
+        all_inputs += read_inputs_file(inputs_from)
+    if example and all_inputs:
         raise InputError("--example runs on a generated product: give no INPUTS with it")
+    report_name = REPORT_NAME
+    if shard is not None:
+        from difffusr_cli.superres.batch import parse_shard
+        from difffusr_cli.superres.batch import shard as take_shard
+
+        index, count = parse_shard(shard)
+        all_inputs = take_shard(all_inputs, index, count)
+        report_name = f"difffusr-batch.shard-{index}-of-{count}.json"
+        if not all_inputs:
+            raise InputError(f"--shard {shard}: this shard holds no input")
     from difffusr_cli.cli.console import ConsoleReporter
     from difffusr_cli.weights import StderrReporter
 
-    reporter = StderrReporter() if quiet else ConsoleReporter()
-    progress = RichProgress(bar=not quiet)
+    lines = log_format == "json" or not sys.stderr.isatty()
+    progress: LogProgress | RichProgress
+    reporter: ConsoleReporter | LogReporter | StderrReporter
+    if lines:  # a batch log: timed lines (text or JSON), weights notes among them
+        progress = LogProgress(log_interval, log_format, progress=not quiet)
+        reporter = LogReporter(progress)
+    else:
+        progress = RichProgress(bar=not quiet)
+        reporter = StderrReporter() if quiet else ConsoleReporter()
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    close_client = None
     try:
         if example:
             superres_example(output, options, progress=progress, weights_reporter=reporter)
-        else:
-            superres_many(
-                inputs or [], output, options, progress=progress, weights_reporter=reporter
-            )
+            return
+        client = None
+        if address:
+            from difffusr_cli.superres.distributed import connect
+
+            client, close_client = connect(address)
+        summaries = superres_many(
+            all_inputs,
+            output,
+            options,
+            progress=progress,
+            weights_reporter=reporter,
+            keep_going=keep_going,
+            client=client,
+            report_name=report_name,
+        )
     finally:
+        if isinstance(progress, LogProgress):
+            progress.close()
+        if close_client is not None:
+            close_client()
         if isinstance(reporter, ConsoleReporter):
             reporter.close()
+    failed = [s for s in summaries if s.status == "failed"]
+    if failed:
+        from difffusr_cli.errors import BatchError
+
+        names = ", ".join(str(s.input) for s in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        report = Path(output) / report_name
+        where = f"; see {report}" if report.is_file() else ""
+        raise BatchError(f"{len(failed)} of {len(summaries)} inputs failed ({names}){where}")

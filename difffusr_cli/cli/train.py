@@ -89,6 +89,21 @@ def _print_result(result: TrainResult) -> None:
         typer.echo(f"best: {result.best} (validation {result.best_metric:.4g})")
 
 
+def _parse_shards(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """``"1,2"`` → ``(1, 2)``; None stays None."""
+    from difffusr_cli.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        numbers = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 1:
+        raise InputError(f"--shards {text!r}: expected shard numbers like 1,2")
+    return numbers
+
+
 @train_app.command("rgb")
 def train_rgb_command(
     data: Annotated[
@@ -97,13 +112,30 @@ def train_rgb_command(
     out: _OutOpt,
     data_dir: Annotated[
         Optional[Path],
-        typer.Option("--data-dir", help="Folder of high-resolution images (searched recursively)."),
+        typer.Option(
+            "--data-dir",
+            help=(
+                "Folder of high-resolution images (searched recursively); sen2naip: also a "
+                "synthetic_NN.zip shard, a folder of them, an extracted ROI_* tree, or SEN2NAIP "
+                "v2 .taco files, read in place."
+            ),
+        ),
     ] = None,
     hub_repo: Annotated[
         Optional[str],
         typer.Option(
             "--hub-repo",
-            help="sen2naip: download this Hugging Face dataset repo (ORG/NAME) when online.",
+            help=(
+                "sen2naip: a Hugging Face dataset repo (ORG/NAME, e.g. isp-uv-es/SEN2NAIP); its "
+                "shards come through the Hub cache (HF_HUB_OFFLINE=1: the cache only)."
+            ),
+        ),
+    ] = None,
+    shards: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shards",
+            help="sen2naip: only these shard numbers, e.g. 1,2 (synthetic_01.zip, _02.zip).",
         ),
     ] = None,
     gsd: Annotated[
@@ -124,10 +156,28 @@ def train_rgb_command(
         ),
     ] = None,
     harmonize: Annotated[
-        Optional[bool],
+        Optional[str],
         typer.Option(
-            "--harmonize/--no-harmonize",
-            help="NAIP → Sentinel-2 harmonisation (default: on for sen2naip).",
+            "--harmonize",
+            "--harmonise",
+            help=(
+                "NAIP → Sentinel-2 harmonisation: gamma, histogram (SEN2NAIP v1 sim_histograms) "
+                "or none (default: gamma for sen2naip, none otherwise)."
+            ),
+        ),
+    ] = None,
+    no_harmonize: Annotated[
+        bool, typer.Option("--no-harmonize", help="Same as --harmonize none.")
+    ] = False,
+    pairs: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pairs",
+            help=(
+                "Where the LR comes from: own (SEN2NAIP v2 .taco LR/HR pairs as published, no "
+                "degradation or harmonisation), degrade (the HR through the degradation model) "
+                "or auto (default: own when every .taco sample has lr and hr items)."
+            ),
         ),
     ] = None,
     config: _ConfigOpt = "large",
@@ -147,10 +197,13 @@ def train_rgb_command(
 ) -> None:
     """Train the RGB diffusion super-resolution model on high-resolution RGB tiles."""
     from difffusr_cli.cli.run_bars import step_bar
+    from difffusr_cli.errors import InputError
     from difffusr_cli.train import rgb
     from difffusr_cli.train.hr_data import open_hr_dataset
     from difffusr_cli.train.run_dir import RunDir
 
+    if no_harmonize and harmonize not in (None, "none"):
+        raise InputError(f"--no-harmonize and --harmonize {harmonize} exclude each other")
     overrides = _train_overrides(
         sets,
         max_steps=max_steps,
@@ -158,7 +211,8 @@ def train_rgb_command(
         batch_size=batch_size,
         patch_size=patch_size,
         seed=seed,
-        harmonize=harmonize,
+        harmonize="none" if no_harmonize else harmonize,
+        pairs=pairs,
     )
     run = RunDir(out, resume=resume)
     settings = rgb.resolve_config(config, overrides, run if resume else None)
@@ -169,6 +223,8 @@ def train_rgb_command(
         gsd=gsd,
         value_scale=value_scale,
         hub_repo=hub_repo,
+        shards=_parse_shards(shards),
+        pairs=settings.pairs,
     )
     with step_bar(progress) as advance:
         result = rgb.train_rgb(

@@ -16,6 +16,10 @@ code: the rotation θ covers the whole half-turn [0, π) (the research code drew
 between 0 and 1), and the harmonisation exponent is the multivariate normal's median rather than
 a hard-coded draw.
 
+Harmonisation (NAIP → Sentinel-2 look) comes in two forms: :func:`harmonize`, a per-band power
+x^(1/γ) (γ drawn by :func:`sample_gamma`, or its median), and :func:`match_histograms`, classic
+histogram matching to reference histograms (SEN2NAIP v1's ``sim_histograms``).
+
 Wald's protocol lives in :mod:`difffusr_cli.degrade.wald`, the kernels in
 :mod:`difffusr_cli.degrade.kernels`.
 """
@@ -141,6 +145,77 @@ def sample_gamma(generator: torch.Generator, n: int = 1) -> Tensor:
     chol = torch.linalg.cholesky(torch.tensor(GAMMA_COV, dtype=torch.float64))
     z = torch.randn((n, 3), generator=generator, dtype=torch.float64)
     return (mean + z @ chol.T).clamp_min(_GAMMA_MIN).to(torch.float32)
+
+
+def _interp(q: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear ``fp(q)`` for ascending (possibly repeated) ``xp``, like ``np.interp``."""
+    idx = torch.searchsorted(xp, q, right=True).clamp(1, xp.numel() - 1)
+    x0, x1, f0, f1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
+    width = x1 - x0
+    weight = torch.where(width > 0, (q - x0) / torch.where(width > 0, width, 1.0), 1.0)
+    return f0 + weight.clamp(0.0, 1.0) * (f1 - f0)
+
+
+def _distinct_runs(values: Tensor) -> tuple[Tensor, Tensor]:
+    """``(index of each value among the sorted distinct values, run length of each)``.
+
+    8-bit data (every value k/255 within 1e-3 of a level) take a 256-bin count, the rest a sort.
+    """
+    scaled = values.to(torch.float64) * 255.0
+    levels = torch.round(scaled)
+    if (
+        values.numel() > 0
+        and float(levels.min()) >= 0
+        and float(levels.max()) <= 255
+        and float((scaled - levels).abs().max()) < 1e-3
+    ):
+        index = levels.to(torch.int64)
+        counts = torch.bincount(index.reshape(-1), minlength=256)
+        present = counts > 0
+        return (torch.cumsum(present, 0) - 1)[index], counts[present]
+    _, inverse, runs = torch.unique(values, return_inverse=True, return_counts=True)
+    return inverse, runs
+
+
+def match_histograms(x: Tensor, counts: Tensor, edges: Tensor) -> Tensor:
+    """Map each channel of ``x`` so its histogram follows a reference histogram.
+
+    Classic histogram matching: a value at quantile q of its channel (ties share the mid-rank
+    quantile, so the map is monotone and equal values stay equal) becomes the reference's
+    q-quantile, read from the reference CDF linearly within each bin.
+
+    Args:
+        x: ``(C, H, W)`` float reflectance.
+        counts: ``(C, N)`` reference bin counts (any non-negative weights; each row sums > 0).
+        edges: ``(C, N + 1)`` ascending bin edges of the reference, reflectance.
+
+    Returns:
+        ``(C, H, W)`` float32 in the reference's value range.
+
+    Raises:
+        ValueError: shapes that do not fit, or a reference row without counts.
+    """
+    if x.ndim != 3 or counts.ndim != 2 or edges.shape != (counts.shape[0], counts.shape[1] + 1):
+        raise ValueError(
+            f"x (C, H, W), counts (C, N), edges (C, N + 1) expected, got {tuple(x.shape)}, "
+            f"{tuple(counts.shape)}, {tuple(edges.shape)}"
+        )
+    if counts.shape[0] != x.shape[0]:
+        raise ValueError(f"{counts.shape[0]} reference histograms for {x.shape[0]} channels")
+    out = torch.empty_like(x, dtype=torch.float32)
+    for c in range(x.shape[0]):
+        weights = counts[c].to(torch.float64).clamp_min(0.0)
+        total = float(weights.sum())
+        if not total > 0:
+            raise ValueError(f"reference histogram {c} has no counts")
+        cdf = torch.cat([weights.new_zeros(1), torch.cumsum(weights, 0) / total])
+        # one quantile per distinct value, the mid-rank of its run
+        inverse, runs = _distinct_runs(x[c])
+        after = torch.cumsum(runs, 0).to(torch.float64)
+        quantile = (2.0 * after - runs) / (2.0 * x[c].numel())
+        mapped = _interp(quantile, cdf, edges[c].to(torch.float64))
+        out[c] = mapped[inverse].to(torch.float32)
+    return out
 
 
 # --- blur kernels ---------------------------------------------------------------------------

@@ -10,14 +10,18 @@ Modules (each imports only those above it in this list):
 - :mod:`.render` — the requested window, its tiling and the block-by-block :class:`Renderer`;
 - :mod:`.resume` — the progress record and the settings fingerprint;
 - :mod:`.outputs` — output naming, product tags, :class:`RunSummary`;
-- :mod:`.run` — :func:`superres_scene`, :func:`superres_many` (what the CLI calls),
-  :func:`superres_example`.
+- :mod:`.batch` — the batch report, the inputs list and its shards, the skip rule;
+- :mod:`.run` — :func:`superres_scene` (one scene), :func:`superres_example`;
+- :mod:`.many` — :func:`superres_many` (what the CLI calls): checks, then the scenes in this
+  process or, with a Dask client, as tasks of :mod:`.distributed` (imported only then).
 
 Import the public names from this package (``from difffusr_cli.superres import superres_many``).
 """
 
 from __future__ import annotations
 
+from difffusr_cli.superres.batch import BatchReport, read_inputs_file
+from difffusr_cli.superres.many import superres_many
 from difffusr_cli.superres.models import (
     FusionFn,
     ModelInfo,
@@ -41,12 +45,12 @@ from difffusr_cli.superres.resume import ProgressFile, fingerprint, progress_pat
 from difffusr_cli.superres.run import (
     EXAMPLE_SIZE,
     superres_example,
-    superres_many,
     superres_scene,
 )
 
 __all__ = [
     "EXAMPLE_SIZE",
+    "BatchReport",
     "FUSION_METHODS",
     "NODATA_RULE",
     "PRODUCT_SUFFIX",
@@ -71,6 +75,7 @@ __all__ = [
     "product_stem",
     "product_tags",
     "progress_path_for",
+    "read_inputs_file",
     "resolve_region",
     "superres_example",
     "superres_many",

@@ -27,7 +27,7 @@ class RunSummary:
 
     input: Path
     output: Path
-    status: Literal["written", "skipped"]
+    status: Literal["written", "skipped", "failed"]
     seconds: float = 0.0
     patches_run: int = 0
     patches_skipped: int = 0
@@ -38,11 +38,18 @@ class RunSummary:
     peak_memory_kind: str = ""
     width: int = 0
     height: int = 0
+    #: sha256 of the settings fingerprint the product was (or, failed, would have been) made with.
+    fingerprint: str = ""
+    #: ``failed`` only: the one-line reason.
+    error: str = ""
 
     def paragraph(self) -> str:
         """The one-paragraph summary printed at the end of a run."""
         if self.status == "skipped":
             return f"{self.output}: already complete, skipped."
+        if self.status == "failed":
+            named = str(self.input) in self.error
+            return f"failed: {self.error}" if named else f"failed: {self.input}: {self.error}"
         rate = self.patches_run / self.seconds if self.seconds > 0 else 0.0
         resumed = (
             f", {_count(self.blocks_resumed, 'block')} kept from the interrupted run"

@@ -1,7 +1,7 @@
-"""Running ``superres`` on one scene, many inputs, or the generated example.
+"""Running ``superres`` on one scene, or the generated example.
 
-One opened scene (:func:`superres_scene`), many inputs (:func:`superres_many`, what the CLI
-calls) and the generated example (:func:`superres_example`).
+One opened scene (:func:`superres_scene`) and the generated example (:func:`superres_example`);
+many inputs are :func:`~difffusr_cli.superres.many.superres_many` (what the CLI calls).
 
 Flow for one scene (see docs/superres.md): the region's blocks are rendered top to bottom
 (:class:`~difffusr_cli.superres.render.Renderer`); each block is written, flushed and recorded in
@@ -11,9 +11,8 @@ messages go to a :class:`~difffusr_cli.superres.progress.ProgressSink`; nothing 
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,14 +25,12 @@ from difffusr_cli.device import (
     peak_memory,
     precision_name,
     reset_peak_memory,
-    select_device,
-    select_precision,
 )
 from difffusr_cli.errors import InputError, OutputError
-from difffusr_cli.superres.lock import OutputLock
-from difffusr_cli.superres.models import Models, load_models
+from difffusr_cli.superres.batch import fingerprint_sha256, warn_about_radiometry
+from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
-from difffusr_cli.superres.outputs import RunSummary, output_paths, product_tags
+from difffusr_cli.superres.outputs import RunSummary, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
 from difffusr_cli.superres.region import context_region
 from difffusr_cli.superres.render import Renderer, make_layout, resolve_region
@@ -41,12 +38,14 @@ from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
     ProgressFile,
     block_digest,
-    changed_settings,
     check_no_interrupted_run,
     fingerprint,
     fingerprint_text,
     progress_path_for,
 )
+
+#: Kept under its former name (tests use it).
+_warn_about_radiometry = warn_about_radiometry
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
@@ -193,222 +192,8 @@ def superres_scene(
         peak_memory_kind=peak_kind,
         width=width,
         height=height,
+        fingerprint=fingerprint_sha256(expected),
     )
-
-
-def superres_many(
-    inputs: Sequence[Path],
-    output: str | Path,
-    options: SuperresOptions,
-    *,
-    models: Models | None = None,
-    on_block_done: Callable[[int], None] = lambda i: None,
-    progress: ProgressSink | None = None,
-    weights_reporter: Reporter | None = None,
-) -> list[RunSummary]:
-    """Super-resolve every input into ``output`` (a file for one input, else a folder).
-
-    Everything that can be checked without the models (options, device, inputs readable with all
-    12 bands, outputs writable, nothing overwritten by accident) is checked before the models are
-    loaded, once, and used for every input. In folder mode complete products are skipped.
-
-    Args:
-        inputs: scenes in any format :func:`~difffusr_cli.io.open_scene` accepts.
-        output: the product (one input) or a folder (created if missing).
-        options: the run's options.
-        models: preloaded models (tests, notebooks); None loads those ``options`` names.
-        on_block_done: see :func:`superres_scene`.
-        progress: where progress and messages go (default: :class:`LoggingProgress`).
-        weights_reporter: where downloads and conversions of weights report (default: plain
-            lines on stderr).
-
-    Raises:
-        InputError, OutputError, WeightsError: anything the user can fix (exit code 2).
-    """
-    from difffusr_cli.io import check_output_path
-
-    sink: ProgressSink = progress if progress is not None else LoggingProgress()
-    options.validate()
-    if not inputs:
-        raise InputError("no input given")
-    device = select_device(options.device)
-    dtype = select_precision(options.precision, device)
-    for path in [*inputs, output]:
-        _require_utf8(path)
-    targets, folder = output_paths([Path(p) for p in inputs], output)
-    if folder:
-        try:
-            Path(output).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {output}: {exc}") from None
-    locks: list[OutputLock] = []
-    try:
-        for target in targets:
-            check_output_path(target, overwrite=True)  # folder exists and is writable
-            lock = OutputLock(target)
-            lock.acquire()  # before anything of the output is written; a second run stops here
-            locks.append(lock)
-        return _run_jobs(
-            inputs,
-            targets,
-            folder,
-            options,
-            models,
-            device,
-            dtype,
-            on_block_done,
-            sink,
-            weights_reporter,
-        )
-    finally:
-        for lock in locks:
-            lock.release()
-
-
-def _require_utf8(path: str | Path) -> None:
-    """GDAL takes UTF-8 file names: refuse others up front (before any model is loaded)."""
-    try:
-        os.fsdecode(os.fspath(path)).encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsdecode(os.fspath(path)).encode("utf-8", "backslashreplace").decode()
-        raise InputError(f"{shown}: the path is not valid UTF-8; rename it") from None
-
-
-def _run_jobs(
-    inputs: Sequence[Path],
-    targets: list[Path],
-    folder: bool,
-    options: SuperresOptions,
-    models: Models | None,
-    device: torch.device,
-    dtype: torch.dtype,
-    on_block_done: Callable[[int], None],
-    sink: ProgressSink,
-    weights_reporter: Reporter | None,
-) -> list[RunSummary]:
-    """The checks and runs of :func:`superres_many`, with every output locked."""
-    from difffusr_cli.io import open_scene
-
-    jobs: list[tuple[Path, Path, bool]] = []
-    for source, target in zip(inputs, targets, strict=True):
-        complete = target.exists() and not options.overwrite
-        if complete and not (folder or options.resume):
-            raise OutputError(f"{target} already exists; pass --overwrite to replace it")
-        if not complete:
-            check_no_interrupted_run(target, options)
-        jobs.append((Path(source), target, complete))
-    scenes = []
-    for source, _, complete in jobs:
-        scene = open_scene(source, scale=options.scale, offset=options.offset)
-        scene.require_bands()
-        resolve_region(scene, options.window, options.bbox)
-        if not complete:
-            _warn_about_radiometry(scene, source, sink)
-        # Checked; release its files until its turn (they reopen on the first read), so that a
-        # batch of thousands of inputs does not hold thousands of open rasters.
-        scene.close()
-        scenes.append(scene)
-
-    if models is None:
-        from difffusr_cli.weights import StderrReporter
-
-        models = load_models(options, device, weights_reporter or StderrReporter())
-    for (_, target, complete), scene in zip(jobs, scenes, strict=True):
-        if complete and folder:
-            _require_same_settings(scene, target, options, models, device, dtype)
-    summaries: list[RunSummary] = []
-    for (source, target, complete), scene in zip(jobs, scenes, strict=True):
-        if complete:
-            summary = RunSummary(input=source, output=target, status="skipped")
-        else:
-
-            def on_total(n: int, label: str = target.name) -> None:
-                sink.on_start(label, n)
-
-            with scene:
-                try:
-                    summary = superres_scene(
-                        scene,
-                        target,
-                        options,
-                        models,
-                        device,
-                        dtype,
-                        on_patches=sink.on_advance,
-                        on_total=on_total,
-                        on_block_done=on_block_done,
-                    )
-                except KeyboardInterrupt:
-                    sink.on_end()
-                    if not options.quiet:
-                        sink.on_message(_interrupted_message(target))
-                    raise
-                finally:
-                    sink.on_end()
-        summaries.append(summary)
-        if not options.quiet:
-            sink.on_message(summary.paragraph())
-    return summaries
-
-
-def _warn_about_radiometry(scene: Scene, source: Path, sink: ProgressSink) -> None:
-    """Data processed on assumptions is processed, but never silently (one ``warning:`` line)."""
-    if scene.processing_level == "L1C":
-        # A Level-1C SAFE is refused by the reader; COGs and STAC items only say so in their
-        # metadata. Their pixels are processed (they are reflectance too), but never silently.
-        sink.on_message(
-            f"warning: {source}: Level-1C (top-of-atmosphere) data; the models expect Level-2A "
-            "surface reflectance, so expect a radiometric bias"
-        )
-    if getattr(scene.radiometry, "assumed", False):
-        sink.on_message(
-            f"warning: {source}: no radiometric metadata for some bands, the L2A convention is "
-            "assumed (see `difffusr info`; --scale/--offset override it)"
-        )
-
-
-def _require_same_settings(
-    scene: Scene,
-    target: Path,
-    options: SuperresOptions,
-    models: Models,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> None:
-    """A complete product is skipped only when it was made with these settings."""
-    import json
-
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    region = resolve_region(scene, options.window, options.bbox)
-    context = context_region(scene, region, options, models.fusion_halo)
-    expected = fingerprint(
-        scene,
-        region,
-        make_layout(context, options, models.fusion_halo, window=region),
-        options,
-        models,
-        device,
-        dtype,
-    )
-    try:
-        with rasterio.open(target) as ds:
-            text = ds.tags().get(FINGERPRINT_TAG)
-        stored = json.loads(text) if text else None
-    except (RasterioError, OSError, ValueError) as exc:
-        raise OutputError(f"{target} exists but is unreadable ({exc}); pass --overwrite") from None
-    if not isinstance(stored, dict):
-        raise OutputError(
-            f"{target} exists and records no settings fingerprint (an older difffusr); "
-            "pass --overwrite to replace it"
-        )
-    detail = changed_settings(stored, json.loads(fingerprint_text(expected)))
-    if detail:
-        raise OutputError(
-            f"{target} exists but was made with other settings ({detail}); "
-            "pass --overwrite to replace it"
-        )
 
 
 def _interrupted_message(target: Path) -> str:
@@ -455,6 +240,8 @@ def superres_example(
                 f"example: generated synthetic L2A product {safe.name} "
                 f"({EXAMPLE_SIZE}×{EXAMPLE_SIZE} px at 10 m)"
             )
+        from difffusr_cli.superres.many import superres_many
+
         return superres_many(
             [safe], output, options, progress=sink, weights_reporter=weights_reporter
         )

@@ -1,4 +1,4 @@
-"""Training data for ``train fusion``: Sentinel-2 patches (RGB tiles: :mod:`.hr_data`).
+"""Training data for ``train fusion``: Sentinel-2 patches (RGB tiles and pairs: :mod:`.hr_data`).
 
 **Fusion** (:func:`open_s2_products`, :class:`S2PatchSampler`): Sentinel-2 products read through
 :func:`difffusr_cli.io.open_scene`, cut into patches of ``patch`` 10 m pixels (1440 m by default:
@@ -26,6 +26,7 @@ from difffusr_cli.tiling import fill_invalid
 from difffusr_cli.train.hr_data import (
     HARMONIZE_DEFAULT,
     HR_KINDS,
+    PAIRS_MODES,
     HRDataset,
     HRImage,
     download_hub_dataset,
@@ -39,6 +40,7 @@ __all__ = [
     "HARMONIZE_DEFAULT",
     "HR_KINDS",
     "MIN_PATCH",
+    "PAIRS_MODES",
     "HRDataset",
     "HRImage",
     "S2PatchSampler",

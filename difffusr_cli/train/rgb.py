@@ -5,7 +5,9 @@ One step, for a batch of high-resolution images (2.5 m, reflectance):
 1. Two random crops per image (``patch_size`` px, independent flips/rotations) — MoCo's positive
    pair; optional harmonisation (γ drawn per image) and one degradation per image
    (:func:`~difffusr_cli.degrade.sample_degradation`: 21×21 anisotropic Gaussian blur with
-   θ over [0, π), antialiased bicubic ×4, Gaussian noise) shared by both crops.
+   θ over [0, π), antialiased bicubic ×4, Gaussian noise) shared by both crops. With published
+   pairs (``pairs = own``, SEN2NAIP v2) the LR crops are cut from the pair's own LR instead
+   (:mod:`.rgb_batches`), without harmonisation or degradation.
 2. Everything in the networks' [−1, 1] space. ``L1(encoder ×4 head(lr₁), hr₁)`` +
    ``MSE(U-Net x0 prediction, hr₁)`` + ``infonce_weight · InfoNCE(MoCo(lr₁, lr₂))``, the U-Net
    seeing ``hr₁`` noised at a continuous level √ᾱ drawn uniformly between √ᾱ_t and √ᾱ_{t−1}
@@ -14,8 +16,9 @@ One step, for a batch of high-resolution images (2.5 m, reflectance):
    (``ema.``) follows the trained one (``model.``) with ``ema_decay``; it starts as a copy.
 
 Validation (every ``val_every`` epochs and at the end): the held-aside images' centre crops with
-a fixed *isotropic* degradation, sampled with the EMA weights by the inference code
-(:class:`~difffusr_cli.models.predictors.RGBSuperResolver`, ``val_steps`` DDIM steps, fixed seed);
+a fixed *isotropic* degradation (with published pairs: their own LR centre crops), sampled with
+the EMA weights by the inference code (:class:`~difffusr_cli.models.predictors.RGBSuperResolver`,
+``val_steps`` DDIM steps, fixed seed);
 PSNR against the HR crop decides ``best``. Checkpoints hold the full official layout, so
 ``superres --rgb-model OUT/best.safetensors`` uses them directly.
 """
@@ -28,18 +31,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difffusr_cli.degrade import (
-    DEFAULT_GAMMA,
-    degrade,
-    harmonize,
-    sample_degradation,
-    sample_gamma,
-)
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.config import SRConfig
 from difffusr_cli.models.sr import DiffusionSR
@@ -52,14 +47,26 @@ from difffusr_cli.train.common import (
     TrainResult,
     log_line,
 )
-from difffusr_cli.train.hr_data import HRDataset
+from difffusr_cli.train.hr_data import HarmoniseMode, HRDataset
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
+from difffusr_cli.train.rgb_batches import (
+    _STREAM_BATCH,
+    RGBBatch,
+    make_batch,
+    make_validation_set,
+)
 from difffusr_cli.train.rgb_config import PRESETS, SCALE, RGBTrainConfig, resolve_config
 
-__all__ = ["PRESETS", "SCALE", "RGBTrainConfig", "resolve_config", "train_rgb"]
-
-# Independent random streams of a run (see common.step_rngs).
-_STREAM_BATCH, _STREAM_ORDER, _STREAM_VAL = 1, 2, 3
+__all__ = [
+    "PRESETS",
+    "SCALE",
+    "RGBBatch",
+    "RGBTrainConfig",
+    "make_batch",
+    "make_validation_set",
+    "resolve_config",
+    "train_rgb",
+]
 
 LOG_COLUMNS = (
     "step",
@@ -77,78 +84,12 @@ LOG_COLUMNS = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# Batches
-
-
-@dataclass(frozen=True)
-class RGBBatch:
-    """One training batch, reflectance (CPU).
-
-    Attributes:
-        hr: ``(B, 3, P, P)`` first crops (the targets).
-        lr: ``(B, 3, P/4, P/4)`` their degraded versions.
-        lr_key: ``(B, 3, P/4, P/4)`` second crops, same degradation (MoCo positives).
-    """
-
-    hr: Tensor
-    lr: Tensor
-    lr_key: Tensor
-
-
-def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    _, height, width = image.shape
-    top = int(rng.integers(height - size + 1))
-    left = int(rng.integers(width - size + 1))
-    crop = image[:, top : top + size, left : left + size]
-    # a random element of the dihedral group: flips and 90° turns keep the HR statistics
-    crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
-    if rng.random() < 0.5:
-        crop = crop[:, :, ::-1]
-    return np.ascontiguousarray(crop)
-
-
-def make_batch(
-    data: HRDataset, indices: tuple[int, ...], config: RGBTrainConfig, harmonized: bool, step: int
-) -> RGBBatch:
-    """The batch of ``step``: a function of the seed and the step only (exact ``--resume``)."""
-    steps_per_epoch = math.ceil(len(indices) * config.repeat / config.batch_size)
-    epoch, position = divmod(step, steps_per_epoch)
-    _, order_rng = common.step_rngs(config.seed, _STREAM_ORDER, epoch)
-    order = order_rng.permutation(len(indices) * config.repeat) % len(indices)
-    generator, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
-    chosen = [
-        indices[order[(position * config.batch_size + j) % len(order)]]
-        for j in range(config.batch_size)
-    ]
-    images = [data.read(i) for i in chosen]
-    hr = torch.from_numpy(np.stack([_random_crop(im, config.patch_size, rng) for im in images]))
-    hr_key = torch.from_numpy(np.stack([_random_crop(im, config.patch_size, rng) for im in images]))
-    if harmonized:
-        gamma = sample_gamma(generator, len(chosen))
-        hr, hr_key = harmonize(hr, gamma), harmonize(hr_key, gamma)
-    params = sample_degradation(len(chosen), generator, config.degradation())
-    return RGBBatch(
-        hr=hr, lr=degrade(hr, params, generator), lr_key=degrade(hr_key, params, generator)
-    )
-
-
-def make_validation_set(
-    data: HRDataset, indices: tuple[int, ...], config: RGBTrainConfig, harmonized: bool
-) -> tuple[Tensor, Tensor]:
-    """Fixed validation pairs: centre crops (HR) and their isotropic degradations (LR)."""
-    crops = []
-    for i in indices:
-        image = data.read(i)
-        _, height, width = image.shape
-        top, left = (height - config.patch_size) // 2, (width - config.patch_size) // 2
-        crops.append(image[:, top : top + config.patch_size, left : left + config.patch_size])
-    hr = torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
-    if harmonized:
-        hr = harmonize(hr, DEFAULT_GAMMA)
-    generator, _ = common.step_rngs(config.seed, _STREAM_VAL, 0)
-    params = sample_degradation(len(indices), generator, config.degradation(isotropic=True))
-    return hr, degrade(hr, params, generator)
+#: How the summary names each harmonisation.
+_HARMONISE_WORDS: dict[str, str] = {
+    "gamma": "gamma (x^(1/γ) per band, γ drawn per image)",
+    "histogram": "histogram matching to the sim_histograms of each ROI era",
+    "none": "off",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +268,27 @@ def train_rgb(
             "--init and --resume exclude each other (a resumed run keeps its own weights)"
         )
     train_idx, val_idx = split_indices(len(data), config)
-    harmonized = data.harmonize_default if config.harmonize is None else config.harmonize
+    pairs = config.pairs_mode(data.pairs)
+    if pairs != data.pairs:
+        raise InputError(
+            f"pairs = {pairs}, but {data.root} was opened with pairs = {data.pairs} "
+            f"(open_hr_dataset(..., pairs={pairs!r}))"
+        )
+    config = replace(config, pairs=pairs)
+    harmonized = config.harmonise_mode("none" if pairs == "own" else data.harmonise_default)
+    if pairs == "own" and harmonized != "none":
+        raise InputError(
+            f"--harmonize {harmonized}: published pairs (--pairs own) are used as they are; "
+            "harmonisation needs --pairs degrade"
+        )
+    if harmonized == "histogram":
+        missing = data.missing_histograms()
+        if missing:
+            raise InputError(
+                f"--harmonize histogram: {len(missing)} of {len(data)} tile(s) have no "
+                f"sim_histograms (first: {missing[0]}); it needs SEN2NAIP v1 tiles with their "
+                "era's metadata.json"
+            )
     for line in data.summary():
         report(line)
     report(
@@ -337,7 +298,12 @@ def train_rgb(
             if val_idx
             else "a crop of the training image (only one image)"
         )
-        + f"; harmonisation {'on' if harmonized else 'off'}"
+        + f"; harmonisation {_HARMONISE_WORDS[harmonized]}; LR "
+        + (
+            "from the published pairs (no degradation)"
+            if pairs == "own"
+            else "by the degradation model"
+        )
     )
 
     state = run.load_state() if resume else None
@@ -377,6 +343,8 @@ def train_rgb(
         source={
             "trained_by": "difffusr train rgb",
             "data": f"{data.kind}:{data.root}",
+            "harmonize": harmonized,
+            "pairs": pairs,
             "out": str(run.path),
         },
     )
@@ -395,7 +363,7 @@ class RGBStage:
         config: RGBTrainConfig,
         data: HRDataset,
         train_idx: tuple[int, ...],
-        harmonized: bool,
+        harmonized: HarmoniseMode,
         precision: common.Precision,
         device: torch.device,
     ) -> None:

@@ -10,6 +10,7 @@ from difffusr_cli.degrade import DegradationSettings
 from difffusr_cli.models.config import SRConfig
 from difffusr_cli.train import config as common
 from difffusr_cli.train.config import require
+from difffusr_cli.train.hr_data import HARMONISE_MODES, PAIRS_MODES, HarmoniseMode, PairsMode
 from difffusr_cli.train.run_dir import RunDir
 
 #: Super-resolution factor.
@@ -32,7 +33,12 @@ class RGBTrainConfig(common.ModelTrainConfig):
         repeat: crop pairs per training image per epoch.
         ema_decay: EMA decay of the U-Net weights.
         infonce_weight: weight of MoCo's InfoNCE loss.
-        harmonize: NAIP → Sentinel-2 harmonisation; None: the dataset's default.
+        harmonize: NAIP → Sentinel-2 harmonisation: ``gamma`` (x^(1/γ) per band), ``histogram``
+            (match SEN2NAIP v1's ``sim_histograms``) or ``none``; None: the dataset's default
+            (``gamma`` for sen2naip). ``true``/``false`` of earlier versions mean gamma/none.
+        pairs: where the LR comes from: ``degrade`` (the HR through the degradation model),
+            ``own`` (the published LR/HR pairs of SEN2NAIP v2 containers, no degradation and no
+            harmonisation), or None/``auto``: ``own`` when the data carry pairs.
         kernel_size, blur_sigma, noise_max: degradation ranges (SPEC §2 defaults).
         val_every: validate every N epochs (and at the end).
         val_images: at most this many held-aside validation images.
@@ -58,7 +64,8 @@ class RGBTrainConfig(common.ModelTrainConfig):
     repeat: int = 1
     ema_decay: float = 0.999
     infonce_weight: float = 0.05
-    harmonize: bool | None = None
+    harmonize: bool | str | None = None
+    pairs: str | None = None
     kernel_size: int = 21
     blur_sigma: tuple[float, float] = (0.2, 4.0)
     noise_max: float = 25.0 / 255.0
@@ -101,6 +108,30 @@ class RGBTrainConfig(common.ModelTrainConfig):
             sigma_range=(*self.blur_sigma,),
             noise_max=self.noise_max,
         )
+        require(
+            self.pairs in (None, "auto", *PAIRS_MODES),
+            f"pairs must be own, degrade or auto, got {self.pairs!r}",
+        )
+        require(
+            self.harmonize is None
+            or isinstance(self.harmonize, bool)
+            or self.harmonize in HARMONISE_MODES,
+            f"harmonize must be one of {', '.join(HARMONISE_MODES)}, got {self.harmonize!r}",
+        )
+
+    def pairs_mode(self, data_pairs: PairsMode) -> PairsMode:
+        """The run's pairs: the config's when set, else the data's (``own`` when it has pairs)."""
+        if self.pairs in (None, "auto"):
+            return data_pairs
+        return next(m for m in PAIRS_MODES if m == self.pairs)
+
+    def harmonise_mode(self, default: HarmoniseMode) -> HarmoniseMode:
+        """The harmonisation of the run: the config's, else ``default`` (the dataset's)."""
+        if self.harmonize is None:
+            return default
+        if isinstance(self.harmonize, bool):
+            return "gamma" if self.harmonize else "none"
+        return next(m for m in HARMONISE_MODES if m == self.harmonize)
 
     def degradation(self, isotropic: bool = False) -> DegradationSettings:
         """The degradation ranges (isotropic for validation)."""
