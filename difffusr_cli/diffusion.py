@@ -17,7 +17,7 @@ callable by the caller.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -271,3 +271,121 @@ def ddim_sample(
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         x = ddim_step(schedule, x, pred_x0, t, t_prev, eta=eta, generator=generator).prev_sample
     return x
+
+
+#: ``denoise(x (B,C,h,w), noise_level (B,1), first_view) -> x0 (B,C,h,w)`` for the views
+#: ``first_view, first_view + 1, …, first_view + B − 1`` (conditioning bound by the caller).
+ViewDenoiser = Callable[[Tensor, Tensor, int], Tensor]
+
+
+@dataclass(frozen=True)
+class ViewSample:
+    """The result of :func:`ddim_sample_views`.
+
+    Attributes:
+        sample: ``(C, H, W)`` float32 canvas at the end of the loop, model space (pixels no view
+            covers are left as the starting noise moved by nothing: do not read them).
+        views_x0: ``(V, C, h, w)`` float32 each view's own (clamped) x0 prediction at the last
+            network call, before blending: what measures how much overlapping views agree.
+    """
+
+    sample: Tensor
+    views_x0: Tensor
+
+
+def ddim_sample_views(
+    denoise: ViewDenoiser,
+    schedule: Schedule,
+    noise: Tensor,
+    offsets: Sequence[tuple[int, int]],
+    weights: Tensor,
+    steps: int = 20,
+    batch_size: int = 4,
+    known: Tensor | None = None,
+    known_mask: Tensor | None = None,
+    clamp_x0: bool = True,
+) -> ViewSample:
+    """Deterministic DDIM (η = 0) of overlapping views that step together on one canvas.
+
+    MultiDiffusion-style joint sampling: at every step each view predicts x0 on its window of
+    the canvas ``x_t`` (``batch_size`` views per ``denoise`` call, in view order), the clamped
+    predictions are blended into one x0 canvas with ``weights`` (Σ w·x0 / Σ w), pixels of
+    ``known_mask`` take their x0 from ``known`` instead, and ``x_{t_prev}`` is computed on the
+    whole canvas (:func:`ddim_step` is elementwise). Views therefore agree where they overlap,
+    and the canvas continues what is known (e.g. rows finished by the patch row above). With
+    the starting noise shared by the known pixels (η = 0), fixing their x0 is the same as
+    replacing ``x_t`` there by the known pixels noised with that noise at every step.
+
+    The blend adds the views in order whatever ``batch_size``, so the batch size changes only
+    what the network's batched arithmetic changes.
+
+    Args:
+        denoise: ``denoise(x, noise_level, first_view) -> x0`` for a batch of consecutive views.
+        schedule: float32 tables (moved to ``noise``'s device here).
+        noise: ``(C, H, W)`` float32 starting canvas x_T ~ N(0, I), model space.
+        offsets: ``(top, left)`` of each view's ``(h, w)`` window in the canvas (inside it).
+        weights: ``(h, w)`` float32 blend weights of a view, > 0.
+        steps: network calls per view (≥ 2), spaced as :func:`ddim_timesteps`.
+        batch_size: views per ``denoise`` call.
+        known: ``(C, H, W)`` float32 known result (model space), read where ``known_mask``.
+        known_mask: ``(H, W)`` bool, the pixels whose x0 is ``known`` at every step; they end
+            equal to ``known`` exactly.
+        clamp_x0: clamp each view's prediction to [−1, 1] (official: yes); ``known`` is clamped
+            too when it stands in for x0.
+
+    Returns:
+        The canvas and the views' last predictions (:class:`ViewSample`).
+
+    Raises:
+        ValueError: bad shapes, a view outside the canvas, or no view.
+    """
+    if noise.dim() != 3:
+        raise ValueError(f"noise must be (C, H, W), got shape {tuple(noise.shape)}")
+    if not offsets:
+        raise ValueError("ddim_sample_views needs at least one view")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    channels, height, width = noise.shape
+    h, w = weights.shape
+    for top, left in offsets:
+        if not (0 <= top <= height - h and 0 <= left <= width - w):
+            raise ValueError(
+                f"view at ({top}, {left}) of size {h}×{w} leaves a {height}×{width} canvas"
+            )
+    if (known is None) != (known_mask is None):
+        raise ValueError("give known and known_mask together")
+    device = noise.device
+    schedule = schedule.to(device)
+    weights = weights.to(device=device, dtype=torch.float32)
+    windows = [(slice(top, top + h), slice(left, left + w)) for top, left in offsets]
+    den = torch.zeros((height, width), dtype=torch.float32, device=device)
+    for rows, cols in windows:
+        den[rows, cols] += weights
+    covered = den > 0
+    fixed: tuple[Tensor, Tensor, Tensor] | None = None  # (mask, known, known as x0)
+    if known is not None and known_mask is not None:
+        value = known.to(device=device, dtype=torch.float32)
+        fixed = (known_mask.to(device), value, value.clamp(-1.0, 1.0) if clamp_x0 else value)
+    x = noise.to(dtype=torch.float32).clone()
+    views_x0 = torch.empty((len(windows), channels, h, w), dtype=torch.float32, device=device)
+    timesteps = ddim_timesteps(steps, schedule.n)
+    for call, (t, t_prev) in enumerate(timesteps):
+        num = torch.zeros_like(x)
+        for first in range(0, len(windows), batch_size):
+            batch = windows[first : first + batch_size]
+            xb = torch.stack([x[:, rows, cols] for rows, cols in batch])
+            level = schedule.sqrt_alphas_cumprod[t].reshape(1, 1).expand(len(batch), 1)
+            pred = denoise(xb, level, first).float()
+            if clamp_x0:
+                pred = pred.clamp(-1.0, 1.0)
+            for k, (rows, cols) in enumerate(batch):
+                num[:, rows, cols] += pred[k] * weights
+            if call == len(timesteps) - 1:
+                views_x0[first : first + len(batch)] = pred
+        x0 = torch.where(covered, num / torch.where(covered, den, 1.0), 0.0)
+        if fixed is not None:
+            x0 = torch.where(fixed[0], fixed[2], x0)
+        x = ddim_step(schedule, x[None], x0[None], t, t_prev).prev_sample[0]
+    if fixed is not None:
+        x = torch.where(fixed[0], fixed[1], x)
+    return ViewSample(sample=x, views_x0=views_x0)

@@ -107,6 +107,26 @@ def superres(
         ),
     ] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
+    sampling: Annotated[
+        Literal["joint", "independent"],
+        typer.Option(
+            help=(
+                "joint: the patches of a row step together on one canvas that continues the row "
+                "above, so overlapping patches agree (no seams); independent: each patch on its "
+                "own, then blended."
+            )
+        ),
+    ] = "joint",
+    joint_margin: Annotated[
+        int,
+        typer.Option(
+            "--joint-margin",
+            help=(
+                "Joint sampling: context pixels each patch sees beyond its edges (multiple of 4; "
+                "0 is fastest, 16 agrees better at (patch + 32)²/patch² of the network time)."
+            ),
+        ),
+    ] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[
         Literal["auto", "fp32", "bf16", "fp16"],
@@ -245,6 +265,8 @@ def superres(
         patch_size=patch_size,
         overlap=overlap,
         batch_size=batch_size,
+        sampling=sampling,
+        joint_margin=joint_margin,
         device=device,
         precision=precision,
         window=window,

@@ -13,7 +13,8 @@ network is on; inputs are moved there and results come back on the device of the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,28 @@ from torch import Tensor
 
 from difffusr_cli import bands
 from difffusr_cli.bands import GroupName
-from difffusr_cli.diffusion import Schedule, ddim_sample
+from difffusr_cli.diffusion import Schedule, ddim_sample, ddim_sample_views
 from difffusr_cli.errors import InputError
 from difffusr_cli.models.config import FusionConfig, SRConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
 from difffusr_cli.models.sr import DiffusionSR
 
 _GROUPS: tuple[GroupName, ...] = ("10m", "20m", "60m")
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """A row of patches super-resolved jointly (:meth:`RGBSuperResolver.super_resolve_row`).
+
+    Attributes:
+        canvas: ``(3, H, W)`` float32 reflectance of the row's canvas (not clamped; columns no
+            patch covers are meaningless).
+        patches_x0: ``(V, 3, H, w)`` float32 reflectance of each patch's own x0 prediction at the
+            last step, before blending (clamped to [0, 1]).
+    """
+
+    canvas: Tensor
+    patches_x0: Tensor
 
 
 class RGBSuperResolver:
@@ -133,6 +149,97 @@ class RGBSuperResolver:
             generator=eta_generator,
         )
         return (sample * 0.5 + 0.5).to(lr.device)
+
+    @torch.no_grad()
+    def super_resolve_row(
+        self,
+        lr: Tensor,
+        lefts: Sequence[int],
+        noise: Tensor,
+        weights: Tensor,
+        steps: int = 20,
+        batch_size: int = 4,
+        known: Tensor | None = None,
+        known_mask: Tensor | None = None,
+    ) -> RowResult:
+        """Super-resolve a row of overlapping LR patches jointly, on one shared canvas.
+
+        Every patch is a view of the canvas at output column ``lefts[i]`` (row 0); all views take
+        their DDIM steps together and continue from the blended x0 at each step
+        (:func:`~difffusr_cli.diffusion.ddim_sample_views`), so overlapping patches agree. The
+        conditioning (RRDB context, degradation feature) of each patch is computed once, in
+        batches of ``batch_size``, and reused at every step.
+
+        Args:
+            lr: ``(V, 3, h, w)`` float reflectance of the patches, channels R, G, B, in [0, 1].
+            lefts: the output column of each patch's left edge on the canvas (multiples of 4).
+            noise: ``(3, 4h, W)`` standard normal starting canvas (model space), ``W`` at least
+                ``max(lefts) + 4w``.
+            weights: ``(4h, 4w)`` blend weights of a patch, > 0 (e.g.
+                :func:`difffusr_cli.tiling.blend_weights`).
+            steps: DDIM network calls per patch (at least 2).
+            batch_size: patches per network call.
+            known: ``(3, 4h, W)`` float reflectance already decided (the finished rows of the
+                patch row above), read where ``known_mask``; the canvas ends equal to it there,
+                bit for bit.
+            known_mask: ``(4h, W)`` bool.
+
+        Returns:
+            The canvas and the patches' last x0 predictions, in reflectance (:class:`RowResult`),
+            on ``lr``'s device.
+
+        Raises:
+            InputError: bad shapes.
+        """
+        _check_image(lr, "lr", channels=3)
+        n_timestep = self.config.diffusion.n_timestep
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= n_timestep:
+            raise InputError(f"steps must be an integer from 2 to {n_timestep}, got {steps!r}")
+        v, _, h, w = lr.shape
+        size = (bands.SCALE * h, bands.SCALE * w)
+        if len(lefts) != v:
+            raise InputError(f"{v} patches but {len(lefts)} left columns")
+        if noise.dim() != 3 or noise.shape[0] != 3 or noise.shape[1] != size[0]:
+            raise InputError(f"noise must be (3, {size[0]}, W), got {tuple(noise.shape)}")
+        if max(lefts) + size[1] > noise.shape[2] or min(lefts) < 0:
+            raise InputError(
+                f"patches at columns {list(lefts)} leave a canvas {noise.shape[2]} wide"
+            )
+        device = self.device
+        x_lr = (lr.to(device=device, dtype=torch.float32) - 0.5) / 0.5
+        conditions = [
+            self.model.condition(x_lr[i : i + batch_size]) for i in range(0, v, batch_size)
+        ]
+        ctx = torch.cat([c for c, _ in conditions])
+        fea = torch.cat([f for _, f in conditions])
+        net = self.model.denoiser(ema=True)
+
+        def denoise(x: Tensor, noise_level: Tensor, first: int) -> Tensor:
+            stop = first + x.shape[0]
+            return net(x, noise_level, ctx[first:stop], fea[first:stop])
+
+        known_model = None
+        if known is not None:
+            known_model = (known.to(device=device, dtype=torch.float32) - 0.5) / 0.5
+        if tuple(weights.shape) != size:
+            raise InputError(f"weights must have shape {size}, got {tuple(weights.shape)}")
+        result = ddim_sample_views(
+            denoise,
+            self._stored_schedule(),
+            noise.to(device=device, dtype=torch.float32),
+            [(0, int(left)) for left in lefts],
+            weights,
+            steps=steps,
+            batch_size=batch_size,
+            known=known_model,
+            known_mask=None if known_mask is None else known_mask.to(device),
+        )
+        canvas = (result.sample * 0.5 + 0.5).to(lr.device)
+        if known is not None and known_mask is not None:
+            # The known pixels come back as given, bit for bit (no round trip through [−1, 1]).
+            mask = known_mask.to(lr.device)
+            canvas = torch.where(mask, known.to(device=lr.device, dtype=torch.float32), canvas)
+        return RowResult(canvas=canvas, patches_x0=(result.views_x0 * 0.5 + 0.5).to(lr.device))
 
 
 class FusionPredictor:

@@ -14,6 +14,8 @@ FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
 Consistency = Literal["box", "off"]
 #: ``box``: every band, box-averaged over its native pixels, reproduces the input (default).
 CONSISTENCY_MODES: tuple[str, ...] = ("box", "off")
+SamplingMethod = Literal["joint", "independent"]
+SAMPLING_METHODS: tuple[str, ...] = ("joint", "independent")
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
 PRODUCT_SUFFIX = "_difffusr.tif"
 #: Largest diffusion patch side (2.5 m pixels): beyond it a run cannot allocate its buffers.
@@ -53,6 +55,13 @@ class SuperresOptions:
         consistency: ``box`` corrects every band after fusion so that its 2.5 m pixels averaged
             over each valid native pixel (10, 20 or 60 m) give back the input reflectance
             (:mod:`difffusr_cli.consistency`); ``off`` keeps the fused pixels as they are.
+        sampling: ``joint`` (the patches of a row step together on one canvas continuing the row
+            above, so overlapping patches agree) or ``independent`` (each patch sampled on its
+            own from its own noise, then blended).
+        joint_margin: with joint sampling, the context pixels each patch sees beyond each of its
+            edges (multiple of 4; rounded up to half the network's size multiple). 0 is fastest;
+            16 costs (patch + 32)² / patch² of the network time and makes overlapping patches
+            agree much better (docs/superres.md, "Joint sampling").
     """
 
     rgb_model: str | None = None
@@ -78,12 +87,23 @@ class SuperresOptions:
     fusion_overlap: int = 48
     block_rows: int = 512
     consistency: Consistency = "box"
+    sampling: SamplingMethod = "joint"
+    joint_margin: int = 16
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
         if self.fusion not in FUSION_METHODS:
             raise InputError(
                 f"--fusion {self.fusion!r}: expected one of {', '.join(FUSION_METHODS)}"
+            )
+        if self.sampling not in SAMPLING_METHODS:
+            raise InputError(
+                f"--sampling {self.sampling!r}: expected one of {', '.join(SAMPLING_METHODS)}"
+            )
+        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > self.patch_size:
+            raise InputError(
+                f"--joint-margin {self.joint_margin}: expected a multiple of 4 between 0 and the "
+                f"patch size ({self.patch_size})"
             )
         if self.fusion_model is not None and self.fusion != "net":
             raise InputError(

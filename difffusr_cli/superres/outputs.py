@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from difffusr_cli import __version__
 from difffusr_cli.device import precision_name
 from difffusr_cli.errors import InputError
+from difffusr_cli.superres.joint import effective_sampling, joint_margin_of
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import NODATA_RULE, PRODUCT_SUFFIX, SuperresOptions
 
@@ -38,6 +39,11 @@ class RunSummary:
     peak_memory_kind: str = ""
     width: int = 0
     height: int = 0
+    #: ``joint`` or ``independent`` (what was done; see :func:`effective_sampling`).
+    sampling: str = ""
+    #: Mean |a − b| (reflectance) of overlapping patches' final predictions before blending,
+    #: ``{"horizontal": …, "vertical": …}`` (None where no patches overlap that way).
+    overlap_disagreement: dict[str, float | None] | None = None
     #: sha256 of the settings fingerprint the product was (or, failed, would have been) made with.
     fingerprint: str = ""
     #: ``failed`` only: the one-line reason.
@@ -63,7 +69,16 @@ class RunSummary:
             f"{self.patches_skipped} skipped as nodata, "
             f"{_count(self.blocks_written, 'block')} written{resumed}; device {self.device}; "
             f"peak memory {self.peak_memory / 2**20:,.0f} MiB ({self.peak_memory_kind})."
+            f"{self._disagreement_text()}"
         )
+
+    def _disagreement_text(self) -> str:
+        """`` Overlap disagreement …`` for the paragraph, or ``""`` when nothing overlapped."""
+        values = self.overlap_disagreement or {}
+        parts = [f"{v:.4f} {k}" for k, v in values.items() if v is not None]
+        if not parts:
+            return ""
+        return f" {self.sampling.capitalize()} sampling: overlap disagreement {', '.join(parts)}."
 
 
 def _count(n: int, noun: str, plural: str | None = None) -> str:
@@ -171,6 +186,8 @@ def product_tags(
         "fusion_model_file": models.fusion_info.file if models.fusion_info else "",
         "steps": options.steps,
         "seed": options.seed,
+        "sampling": effective_sampling(options, models),
+        "joint_margin": joint_margin_of(options, models),
         "patch_size": options.patch_size,
         "overlap": options.overlap,
         "consistency": options.consistency,

@@ -18,7 +18,6 @@ the region's width, never on its height.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +31,7 @@ from difffusr_cli.device import autocast
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
+from difffusr_cli.superres.patches import Counters, PatchRows, PatchSampling
 from difffusr_cli.superres.reflectance import ConsistencyStage
 from difffusr_cli.tiling import (
     ALIGN,
@@ -41,7 +41,6 @@ from difffusr_cli.tiling import (
     Span,
     blend_weights,
     fill_invalid,
-    patch_noise,
     round_up,
 )
 
@@ -134,14 +133,6 @@ def make_layout(
 # Rendering one region
 
 
-@dataclass
-class Counters:
-    """What a render did so far."""
-
-    patches_run: int = 0
-    patches_skipped: int = 0
-
-
 class Renderer:
     """Produces the 12-band 2.5 m product of one region, block by block.
 
@@ -151,6 +142,10 @@ class Renderer:
         layout: the tiling of the region (its ``product`` is the part written).
         models: the models (their ``method`` decides what B02–B04 are).
         steps, seed, batch_size: sampler settings.
+        sampling: ``joint`` (patches of a row on one canvas, see :mod:`.joint`) or
+            ``independent``; a model without a joint sampler is always sampled independently
+            (:attr:`sampling` says what is done).
+        joint_margin: context pixels a jointly sampled patch sees beyond each edge.
         device, dtype: where and in what precision the networks run.
         on_patches: called with the number of patches finished (run or skipped).
         consistency: ``box`` (make every band consistent with the input, see
@@ -171,13 +166,30 @@ class Renderer:
         dtype: torch.dtype,
         on_patches: Callable[[int], None] = lambda n: None,
         consistency: str = "box",
+        sampling: str = "joint",
+        joint_margin: int = 16,
     ) -> None:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
-        self._patch_weights = blend_weights(layout.patch, layout.overlap)
+        self.reflectance = (
+            ConsistencyStage(scene, region, layout.height, layout.width, device)
+            if consistency == "box"
+            else None
+        )
+        self.patches = PatchRows(
+            self._read,
+            region,
+            layout,
+            models,
+            PatchSampling(steps, seed, batch_size, device, dtype, sampling, joint_margin),
+            self.counters,
+            on_patches,
+            restarts=[self.restart_patch_row(b) for b in range(layout.block_count)],
+        )
+        self.sampling, self.tracker = self.patches.sampling, self.patches.tracker
         self._tile_weights = blend_weights(layout.tile_shape, layout.tile_overlaps)
         th, p = layout.tile_shape[0], layout.patch
         # The RGB rows one fusion-tile row reads, plus the patch row reaching furthest below them.
@@ -187,11 +199,6 @@ class Renderer:
         )
         # 12 bands + validity (blended like the bands; every tile agrees on it, so it stays 0 or 1);
         # held from a block's first row to the bottom of the last tile row it needed.
-        self.reflectance = (
-            ConsistencyStage(scene, region, layout.height, layout.width, device)
-            if consistency == "box"
-            else None
-        )
         context = 2 * self.reflectance.context + 2 * ALIGN if self.reflectance else 0
         fused_rows = min(max(layout.height, th), layout.block_rows + th + context)
         self.fused = RowStage(
@@ -252,6 +259,16 @@ class Renderer:
         tops, tile_height = self.layout.tile_rows, self.layout.tile_shape[0]
         first = next((top for top in tops if top + tile_height > row), row)
         return max(first - self.layout.halo, 0)
+
+    def restart_patch_row(self, block: int) -> int:
+        """The first patch row a run restarted at block ``block`` computes.
+
+        Every run restarts at its first block (:meth:`blocks`): block 0 of a window with
+        context begins below the context rows it does not need.
+        """
+        first = self._sr_rows_needed_from(self._needed(self.layout.block(block)).start)
+        tops, patch = self.layout.patch_rows, self.layout.patch
+        return next((i for i, top in enumerate(tops) if top + patch > first), len(tops))
 
     def patches_to_run(self, done: Iterable[int]) -> int:
         """How many patches a run that skips the ``done`` blocks goes through (progress total)."""
@@ -324,49 +341,8 @@ class Renderer:
 
     # -- diffusion patches -----------------------------------------------------------------
     def _patch_row(self, index: int, top: int) -> Iterator[Contribution]:
-        """Super-resolve one row of patches (batched), skipping patches without valid pixels."""
-        patch, cols = self.layout.patch, self.layout.patch_cols
-        lr_size = patch // SCALE
-        window = Window(
-            self.region.col_off,
-            self.region.row_off + top // SCALE,
-            (cols[-1] + patch) // SCALE,
-            lr_size,
-        )
-        lr_strip, valid, _ = self._read(RGB, window)
-        todo: list[tuple[int, int]] = []
-        for col, left in enumerate(cols):
-            if valid[:, left // SCALE : left // SCALE + lr_size].any():
-                todo.append((col, left))
-            else:
-                self.counters.patches_skipped += 1
-                self.on_patches(1)
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            lr = np.stack(
-                [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in batch]
-            )
-            noise = torch.stack([patch_noise(self.seed, index, col, patch) for col, _ in batch])
-            with autocast(self.device, self.dtype):
-                sr = self.models.rgb.super_resolve(
-                    torch.from_numpy(lr).to(self.device),
-                    steps=self.steps,
-                    noise=noise.to(self.device),
-                )
-            values_np = sr.float().cpu().numpy()
-            for k, (col, left) in enumerate(batch):
-                if not np.isfinite(values_np[k]).all():
-                    top_10m = int(self.region.row_off) + top // SCALE
-                    left_10m = int(self.region.col_off) + left // SCALE
-                    raise WeightsError(
-                        f"the RGB model {self.models.rgb_info.name} gave non-finite values for "
-                        f"patch row {index}, column {col} (10 m pixel {left_10m}, {top_10m}); "
-                        "its weights are probably broken"
-                    )
-            for (_, left), values in zip(batch, values_np, strict=True):
-                yield left, values, self._patch_weights
-            self.counters.patches_run += len(batch)
-            self.on_patches(len(batch))
+        """Super-resolve one row of patches (:meth:`PatchRows.row`)."""
+        return self.patches.row(index, top)
 
     # -- fusion tiles ----------------------------------------------------------------------
     def _tile_row(self, index: int, top: int) -> Iterator[Contribution]:

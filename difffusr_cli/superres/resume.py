@@ -18,6 +18,7 @@ from difffusr_cli import __version__
 from difffusr_cli.bands import BAND_NAMES
 from difffusr_cli.device import precision_name
 from difffusr_cli.errors import OutputError
+from difffusr_cli.superres.joint import effective_sampling, joint_margin_of
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import Layout
@@ -50,6 +51,8 @@ def fingerprint(
         "fusion_model_sha256": models.fusion_info.sha256 if models.fusion_info else None,
         "steps": options.steps,
         "seed": options.seed,
+        "sampling": effective_sampling(options, models),
+        "joint_margin": joint_margin_of(options, models),
         "patch_size": layout.patch,
         "overlap": layout.overlap,
         "fusion_tile": layout.tile,

@@ -43,6 +43,7 @@ from difffusr_cli.superres.resume import (
     fingerprint_text,
     progress_path_for,
 )
+from difffusr_cli.superres.rows import remove_states, state_stem_for
 
 #: Kept under its former name (tests use it).
 _warn_about_radiometry = warn_about_radiometry
@@ -93,6 +94,7 @@ def superres_scene(
     layout = make_layout(context, options, models.fusion_halo, window=region)
     transform, width, height = output_grid(scene, region)
     record_path = progress_path_for(output)
+    states = state_stem_for(output)
     partial = partial_path_for(output)
     expected = fingerprint(scene, region, layout, options, models, device, dtype)
     check_no_interrupted_run(output, options)
@@ -144,7 +146,13 @@ def superres_scene(
             dtype=dtype,
             on_patches=on_patches,
             consistency=options.consistency,
+            sampling=options.sampling,
+            joint_margin=options.joint_margin,
         )
+        if progress.done:
+            renderer.tracker.load(states)  # the rows above the restart, saved at the last commit
+        else:
+            remove_states(states)
         on_total(renderer.patches_to_run(progress.done))
         for index, pieces in renderer.blocks(progress.done):
             for window, data, valid in pieces:
@@ -154,8 +162,13 @@ def superres_scene(
             rows = layout.block(index)
             progress.digests[index] = block_digest(partial, (rows.start, rows.stop), writing=True)
             writer = open_writer(resume=True)
+            # What a run restarting after this block needs, saved before the block is recorded.
+            restart = renderer.restart_patch_row(index + 1) if index + 1 < layout.block_count else 0
+            kept = renderer.tracker.save(states, restart)
             progress.done.add(index)
             progress.save()
+            remove_states(states, keep=kept)
+            renderer.tracker.committed(restart)
             written += 1
             on_block_done(index)
     except BaseException:
@@ -168,6 +181,7 @@ def superres_scene(
                 # leave no partial file that would make the next run demand --resume/--overwrite.
                 partial.unlink(missing_ok=True)
                 record_path.unlink(missing_ok=True)
+                remove_states(states)
         raise
     missing = [i for i in range(layout.block_count) if i not in progress.done]
     if missing:  # never finish a product with a hole
@@ -175,8 +189,11 @@ def superres_scene(
         raise OutputError(
             f"{partial}: blocks {missing[:5]} were never written; run with --overwrite"
         )
+    disagreement = renderer.tracker.disagreement()
+    writer.update_tags({"overlap_disagreement": disagreement})
     writer.commit()
     record_path.unlink(missing_ok=True)
+    remove_states(states)
     peak, peak_kind = peak_memory(device)
     return RunSummary(
         input=Path(scene.path),
@@ -192,6 +209,8 @@ def superres_scene(
         peak_memory_kind=peak_kind,
         width=width,
         height=height,
+        sampling=renderer.sampling,
+        overlap_disagreement=disagreement,
         fingerprint=fingerprint_sha256(expected),
     )
 
