@@ -11,8 +11,9 @@ column 0 = the region's upper-left output pixel); no file or model is touched.
   pixels (multiples of 24). Each tile is fused with ``halo`` pixels of context on every side,
   cropped back and blended with its neighbours over ``tile_overlap`` pixels like the patches
   (learned fusion nets pool statistics over their input, so hard tile edges could show).
-- **Blocks**: strips of ``block_rows`` output rows, the unit that is written, recorded for
-  ``--resume`` and dropped from memory.
+- **Blocks**: strips of ``block_rows`` output rows of the *product*, the unit that is written,
+  recorded for ``--resume`` and dropped from memory. The product is the region, or the part of
+  it given by ``crop`` (the requested window inside a region grown by context).
 
 Each grid is computed one window row at a time, on demand, into a rolling buffer
 (:class:`RowStage`): a block pulls fusion-tile rows, which pull patch rows. No window depends on
@@ -145,6 +146,8 @@ class Layout:
         tile_overlap: overlap of neighbouring fusion tiles, blended like patches (multiple of 24).
         halo: fusion context read on every side of a tile and cropped away (multiple of 24).
         block_rows: output rows per block (the unit written and recorded for ``--resume``).
+        crop: ``(top, left, height, width)`` of the product inside the region, or None for the
+            whole region. Blocks are rows of the product (product row 0 = region row ``top``).
     """
 
     height: int
@@ -155,6 +158,7 @@ class Layout:
     tile_overlap: int
     halo: int
     block_rows: int
+    crop: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "patch", "overlap"):
@@ -167,6 +171,16 @@ class Layout:
             raise ValueError("height, width, tile and block_rows must be positive")
         axis_starts(1, self.patch, self.overlap)  # validates patch/overlap
         axis_starts(1, self.tile, self.tile_overlap)
+        top, left, height, width = self.product
+        if min(top, left) < 0 or top + height > self.height or left + width > self.width:
+            raise ValueError(
+                f"crop {self.crop} is not inside the {self.height} × {self.width} region"
+            )
+
+    @property
+    def product(self) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the product inside the region (output pixels)."""
+        return self.crop or (0, 0, self.height, self.width)
 
     # -- diffusion patches ---------------------------------------------------------------------
     @property
@@ -215,13 +229,13 @@ class Layout:
     # -- blocks --------------------------------------------------------------------------------
     @property
     def block_count(self) -> int:
-        """Number of blocks of ``block_rows`` output rows covering the region."""
-        return math.ceil(self.height / self.block_rows)
+        """Number of blocks of ``block_rows`` output rows covering the product."""
+        return math.ceil(self.product[2] / self.block_rows)
 
     def block(self, index: int) -> Span:
-        """Output rows of block ``index``."""
+        """Product rows of block ``index`` (add ``product[0]`` for the region's rows)."""
         start = index * self.block_rows
-        return Span(start, min(start + self.block_rows, self.height))
+        return Span(start, min(start + self.block_rows, self.product[2]))
 
 
 Contribution = tuple[int, np.ndarray, np.ndarray]

@@ -143,6 +143,7 @@ def test_nodata_patches_are_skipped_and_holes_filled(safe, tmp_path):
 
 @pytest.mark.parametrize("method", ["bilinear", "gs"])
 def test_baseline_fusions_keep_the_diffusion_rgb(safe, tmp_path, method):
+    # --consistency off: the pipeline as before the consistency step (it would correct the RGB).
     out = run(
         safe,
         tmp_path / f"{method}.tif",
@@ -150,6 +151,7 @@ def test_baseline_fusions_keep_the_diffusion_rgb(safe, tmp_path, method):
         fusion=method,
         dtype="float32",
         window=(0, 0, 24, 24),
+        consistency="off",
     )
     data, meta = read_product(out)
     assert meta["tags"]["fusion_method"] == method and np.isfinite(data).all()
@@ -159,12 +161,18 @@ def test_baseline_fusions_keep_the_diffusion_rgb(safe, tmp_path, method):
     np.testing.assert_allclose(
         data[indices(RGB)], up + 0.25 * up * up, atol=1e-6
     )  # StandInSR's curve
-    net, _ = read_product(run(safe, tmp_path / "net.tif", dtype="float32", window=(0, 0, 24, 24)))
+    net, _ = read_product(
+        run(safe, tmp_path / "net.tif", dtype="float32", window=(0, 0, 24, 24), consistency="off")
+    )
     assert np.abs(net[indices(RGB)] - data[indices(RGB)]).max() > 1e-3
 
 
-def test_resume_after_interruption_is_bitwise_identical(safe, tmp_path):
-    reference_path = run(safe, tmp_path / "ref.tif", models=stand_in_models(0.05))
+@pytest.mark.parametrize("consistency", ["box", "off"])
+def test_resume_after_interruption_is_bitwise_identical(safe, tmp_path, consistency):
+    options = replace(SMALL, consistency=consistency)
+    reference_path = run(
+        safe, tmp_path / "ref.tif", models=stand_in_models(0.05), consistency=consistency
+    )
     reference, _ = read_product(reference_path)
     out = tmp_path / "out.tif"
 
@@ -174,24 +182,29 @@ def test_resume_after_interruption_is_bitwise_identical(safe, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         superres_many(
-            [safe], out, SMALL, models=stand_in_models(0.05), on_block_done=stop_after_three
+            [safe], out, options, models=stand_in_models(0.05), on_block_done=stop_after_three
         )
     assert not out.exists() and partial_path_for(out).exists()
     record = json.loads(progress_path_for(out).read_text())
     assert record["blocks_done"] == [0, 1, 2]
 
     with pytest.raises(OutputError, match="--resume"):
-        run(safe, out, models=stand_in_models(0.05))
+        run(safe, out, models=stand_in_models(0.05), consistency=consistency)
     with pytest.raises(OutputError, match="seed"):
-        run(safe, out, models=stand_in_models(0.05), resume=True, seed=1)
+        run(safe, out, models=stand_in_models(0.05), resume=True, seed=1, consistency=consistency)
+    other = "off" if consistency == "box" else "box"
+    with pytest.raises(OutputError, match="consistency"):
+        run(safe, out, models=stand_in_models(0.05), resume=True, consistency=other)
 
     models = stand_in_models(0.05)
-    [summary] = superres_many([safe], out, replace(SMALL, resume=True), models=models)
+    [summary] = superres_many([safe], out, replace(options, resume=True), models=models)
     resumed, _ = read_product(out)
     assert np.array_equal(resumed, reference)
     assert out.read_bytes() == reference_path.read_bytes()  # the file itself, not only its pixels
     assert summary.blocks_resumed == 3 and summary.blocks_written == 1
-    assert 0 < summary.patches_run + summary.patches_skipped < 64  # only what the last blocks need
+    # Only what the last block needs (with box, its consistency context reaches most of this
+    # small scene).
+    assert 0 < summary.patches_run + summary.patches_skipped < (65 if consistency == "box" else 64)
     assert not progress_path_for(out).exists() and not partial_path_for(out).exists()
 
 
@@ -294,7 +307,9 @@ def test_failure_after_a_recorded_block_keeps_the_partial_file(safe, tmp_path):
         superres_many(
             [safe],
             out,
-            replace(SMALL, block_rows=12),
+            # thin blocks, and consistency off: with box, its context reaches most of this
+            # small scene, so the first block would be recorded only after all patches ran
+            replace(SMALL, block_rows=12, consistency="off"),
             models=replace(models, rgb=FailsLater()),
             on_block_done=recorded.append,
         )

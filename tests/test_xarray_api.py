@@ -38,7 +38,11 @@ def test_super_resolve_matches_the_cli_product(tmp_path):
     values = da.values
     assert np.array_equal(np.isnan(values).any(axis=0), ~valid)
     assert np.isnan(values).any() and valid.any()  # the example scene has a nodata corner
-    assert np.abs(values[:, valid] - reflectance[:, valid]).max() <= scale.max() / 2 + 1e-6
+    # uint16 rounds to half a DN, except where the random-weight model's values (made consistent
+    # with the input) leave the DN range and are clipped to 1 or 65535.
+    inside = valid & (dn > 1) & (dn < 65535)
+    assert inside.mean() > 0.5
+    assert np.abs(values - reflectance)[inside].max() <= scale.max() / 2 + 1e-6
     assert da.attrs["rgb_model_sha256"] and da.attrs["seed"] == 0 and da.attrs["units"]
 
 

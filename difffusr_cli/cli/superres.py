@@ -73,6 +73,17 @@ def superres(
             help="Fusion of the other bands: net (learned), gs (Gram–Schmidt) or bilinear."
         ),
     ] = "net",
+    consistency: Annotated[
+        Literal["box", "off"],
+        typer.Option(
+            help=(
+                "box: after fusion, correct every band so that its 2.5 m pixels averaged over "
+                "each native pixel (10, 20 or 60 m) give back the input reflectance exactly, with "
+                "a smooth correction (no blocks); nodata pixels are left alone. off: keep the "
+                "models' pixels as they are."
+            )
+        ),
+    ] = "box",
     steps: Annotated[int, typer.Option(help="Diffusion sampler steps per patch.")] = 20,
     seed: Annotated[
         int,
@@ -288,6 +299,7 @@ def superres(
         rgb_model=rgb_model,
         fusion_model=fusion_model,
         fusion=fusion,
+        consistency=consistency,
         steps=steps,
         seed=seed,
         patch_size=patch_size,

@@ -7,7 +7,9 @@ Modules (each imports only those above it in this list):
 - :mod:`.models` — model loading and provenance (:class:`Models`, :class:`ModelInfo`),
   ``--compile`` / ``--channels-last`` (:func:`accelerate`);
 - :mod:`.compute` — defaults chosen for the device and models: patch, fusion tiles, batch sizes;
-- :mod:`.render` — the processed region, its tiling and the block-by-block :class:`Renderer`;
+- :mod:`.region` — the region processed for a window (the window grown by context);
+- :mod:`.reflectance` — reflectance consistency of the fused product, block by block;
+- :mod:`.render` — the requested window, its tiling and the block-by-block :class:`Renderer`;
 - :mod:`.resume` — the progress record and the settings fingerprint;
 - :mod:`.outputs` — output naming, product tags, :class:`RunSummary`;
 - :mod:`.batch` — the batch report, the inputs list and its shards, the skip rule;

@@ -31,6 +31,7 @@ from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary
 from difffusr_cli.superres.progress import ProgressSink
+from difffusr_cli.superres.region import context_region
 from difffusr_cli.superres.render import make_layout, resolve_region
 from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
@@ -259,10 +260,11 @@ def check_complete(
     # auto batch sizes: the product's own (they depend on the free GPU memory of its run)
     shape = (int(region.height) * SCALE, int(region.width) * SCALE)
     options = resolve_compute(options, models, device, dtype, shape, stored)
+    context = context_region(scene, region, options, models.fusion_halo)
     expected = fingerprint(
         scene,
         region,
-        make_layout(region, options, models.fusion_halo),
+        make_layout(context, options, models.fusion_halo, window=region),
         options,
         models,
         device,

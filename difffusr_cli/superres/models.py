@@ -211,10 +211,7 @@ def accelerate(
         compile: compile the denoiser and the fusion branches with ``torch.compile``.
         channels_last: convert the networks to ``torch.channels_last``.
     """
-    if isinstance(rgb, BicubicUpsampler):
-        rgb_net = None
-    else:
-        rgb_net = rgb.model
+    rgb_net = None if isinstance(rgb, BicubicUpsampler) else rgb.model
     if channels_last:
         if rgb_net is not None:
             rgb_net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -12,6 +12,9 @@ from difffusr_cli.tiling import ALIGN
 
 FusionMethod = Literal["net", "gs", "bilinear"]
 FUSION_METHODS: tuple[str, ...] = ("net", "gs", "bilinear")
+Consistency = Literal["box", "off"]
+#: ``box``: every band, box-averaged over its native pixels, reproduces the input (default).
+CONSISTENCY_MODES: tuple[str, ...] = ("box", "off")
 SamplingMethod = Literal["joint", "independent"]
 SAMPLING_METHODS: tuple[str, ...] = ("joint", "independent")
 #: Product file name for an input in ``-o DIR`` mode: ``<input stem>`` + this.
@@ -65,6 +68,9 @@ class SuperresOptions:
             None = chosen for the fusion step
             (:func:`~difffusr_cli.superres.compute.fusion_tiling`).
         block_rows: output rows written (and recorded for resume) at a time.
+        consistency: ``box`` corrects every band after fusion so that its 2.5 m pixels averaged
+            over each valid native pixel (10, 20 or 60 m) give back the input reflectance
+            (:mod:`difffusr_cli.consistency`); ``off`` keeps the fused pixels as they are.
         sampling: ``joint`` (the patches of a row step together on one canvas continuing the row
             above, so overlapping patches agree) or ``independent`` (each patch sampled on its
             own from its own noise, then blended).
@@ -101,6 +107,7 @@ class SuperresOptions:
     fusion_batch_size: int | None = None
     compile: bool = False
     channels_last: bool = False
+    consistency: Consistency = "box"
     sampling: SamplingMethod = "joint"
     joint_margin: int = 16
 
@@ -183,6 +190,10 @@ class SuperresOptions:
             raise InputError(
                 f"fusion overlap {self.fusion_overlap}: expected a multiple of {ALIGN} below the "
                 "tile size"
+            )
+        if self.consistency not in CONSISTENCY_MODES:
+            raise InputError(
+                f"--consistency {self.consistency!r}: expected " + " or ".join(CONSISTENCY_MODES)
             )
         if self.block_rows < 1:
             raise InputError(f"block rows {self.block_rows}: expected at least 1")

@@ -190,6 +190,7 @@ def product_tags(
         "joint_margin": joint_margin_of(options, models),
         "patch_size": options.patch_size,
         "overlap": options.overlap,
+        "consistency": options.consistency,
         "batch_size": options.batch_size,
         "fusion_batch_size": options.fusion_batch_size,
         "fusion_tile": options.fusion_tile,

@@ -1,7 +1,12 @@
 """Rendering one region, block by block.
 
-The processed window (:func:`resolve_region`), its tiling (:func:`make_layout`) and
-:class:`Renderer`, which produces the product block by block.
+The requested window (:func:`resolve_region`), the tiling of the region processed around it
+(:func:`make_layout`; the region: :mod:`difffusr_cli.superres.region`) and :class:`Renderer`,
+which produces the product block by block.
+
+The processed region is the window grown by context (real scene data, clipped to the scene), so
+that the window's edges are never the edges of patches or fusion tiles; the product is the
+window, cropped out of the region. Beyond the scene's own border, reads are reflected.
 
 The processed region is covered by diffusion patches and by fusion tiles
 (:mod:`difffusr_cli.tiling`). Output blocks (strips of rows) are produced top to bottom; each pulls
@@ -27,6 +32,7 @@ from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.patches import Counters, PatchRows, PatchSampling
+from difffusr_cli.superres.reflectance import ConsistencyStage
 from difffusr_cli.tiling import (
     ALIGN,
     Contribution,
@@ -88,17 +94,28 @@ def resolve_region(
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> Layout:
+def make_layout(
+    region: Window, options: SuperresOptions, fusion_halo: int, window: Window | None = None
+) -> Layout:
     """The tiling of ``region`` for ``options``.
 
     Args:
-        region: the processed window of the 10 m grid.
+        region: the processed window of the 10 m grid (``region.context_region``).
         options: the run's options (patch, overlap, tile and block sizes).
         fusion_halo: how far the fusion step reaches, in 10 m pixels.
+        window: the product, a window of the 10 m grid inside ``region`` (default: all of it).
 
     Returns:
         The :class:`~difffusr_cli.tiling.Layout` on the region's 2.5 m grid.
     """
+    crop = None
+    if window is not None and window != region:
+        crop = (
+            (int(window.row_off) - int(region.row_off)) * SCALE,
+            (int(window.col_off) - int(region.col_off)) * SCALE,
+            int(window.height) * SCALE,
+            int(window.width) * SCALE,
+        )
     return Layout(
         height=int(region.height) * SCALE,
         width=int(region.width) * SCALE,
@@ -108,6 +125,7 @@ def make_layout(region: Window, options: SuperresOptions, fusion_halo: int) -> L
         tile_overlap=options.fusion_overlap or 0,
         halo=round_up(fusion_halo * SCALE, ALIGN),
         block_rows=options.block_rows,
+        crop=crop,
     )
 
 
@@ -120,8 +138,8 @@ class Renderer:
 
     Args:
         scene: an opened :class:`~difffusr_cli.io.Scene` (``read_bands``/``read_group``).
-        region: the processed window of the 10 m grid (see :func:`resolve_region`).
-        layout: the tiling of the region.
+        region: the processed window of the 10 m grid (``region.context_region``).
+        layout: the tiling of the region (its ``product`` is the part written).
         models: the models (their ``method`` decides what B02–B04 are).
         steps, seed, batch_size: sampler settings.
         fusion_batch_size: fusion tiles per network call (0: ``batch_size``).
@@ -131,6 +149,8 @@ class Renderer:
         joint_margin: context pixels a jointly sampled patch sees beyond each edge.
         device, dtype: where and in what precision the networks run.
         on_patches: called with the number of patches finished (run or skipped).
+        consistency: ``box`` (make every band consistent with the input, see
+            :mod:`difffusr_cli.superres.reflectance`) or ``off``.
     """
 
     def __init__(
@@ -147,6 +167,7 @@ class Renderer:
         dtype: torch.dtype,
         on_patches: Callable[[int], None] = lambda n: None,
         fusion_batch_size: int = 0,
+        consistency: str = "box",
         sampling: str = "joint",
         joint_margin: int = 16,
     ) -> None:
@@ -157,6 +178,11 @@ class Renderer:
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
+        self.reflectance = (
+            ConsistencyStage(scene, region, layout.height, layout.width, device)
+            if consistency == "box"
+            else None
+        )
         self.patches = PatchRows(
             self._read,
             region,
@@ -177,7 +203,8 @@ class Renderer:
         )
         # 12 bands + validity (blended like the bands; every tile agrees on it, so it stays 0 or 1);
         # held from a block's first row to the bottom of the last tile row it needed.
-        fused_rows = min(max(layout.height, th), layout.block_rows + th)
+        context = 2 * self.reflectance.context + 2 * ALIGN if self.reflectance else 0
+        fused_rows = min(max(layout.height, th), layout.block_rows + th + context)
         self.fused = RowStage(
             layout.tile_rows, th, layout.height, layout.width, 13, self._tile_row, fused_rows
         )
@@ -191,28 +218,40 @@ class Renderer:
         bool validity)``, narrow enough that no full-width copy of the block is ever made.
         """
         done = set(done)
-        restart = False
-        for index in range(self.layout.block_count):
+        restart = True  # the first block computed starts at the first row it needs
+        count = self.layout.block_count
+        for index in range(count):
             rows = self.layout.block(index)
             if index in done:
                 restart = True
                 continue
+            needed = self._needed(rows)
             if restart:
-                self._restart(rows.start)
+                self._restart(needed.start)
                 restart = False
-            self.fused.ensure(rows.stop)
+            self.fused.ensure(needed.stop)
             yield index, self._pieces(rows)
-            self.fused.drop_before(rows.stop)
+            if index + 1 < count:
+                self.fused.drop_before(self._needed(self.layout.block(index + 1)).start)
+
+    def _needed(self, rows: Span) -> Span:
+        """The fused rows of the region that the product rows ``rows`` are made from."""
+        top = self.layout.product[0]
+        inside = Span(rows.start + top, rows.stop + top)
+        return self.reflectance.span(inside) if self.reflectance else inside
 
     def _pieces(self, rows: Span) -> Iterator[Piece]:
-        for start in range(0, self.layout.width, WRITE_COLUMNS):
-            cols = Span(start, min(start + WRITE_COLUMNS, self.layout.width))
-            data, covered = self.fused.read(rows, cols)
-            yield (
-                Window(cols.start, rows.start, cols.size, rows.size),
-                data[:12],
-                covered & (data[12] > 0.5),
-            )
+        top, left, _, width = self.layout.product
+        for start in range(0, width, WRITE_COLUMNS):
+            cols = Span(start, min(start + WRITE_COLUMNS, width))
+            region_rows = Span(rows.start + top, rows.stop + top)
+            region_cols = Span(cols.start + left, cols.stop + left)
+            if self.reflectance:
+                data, valid = self.reflectance.read(self.fused, region_rows, region_cols)
+            else:
+                fused, covered = self.fused.read(region_rows, region_cols)
+                data, valid = fused[:12], covered & (fused[12] > 0.5)
+            yield Window(cols.start, rows.start, cols.size, rows.size), data, valid
 
     def _restart(self, row: int) -> None:
         """Start computing again at output row ``row`` (after blocks skipped on resume)."""
@@ -226,8 +265,12 @@ class Renderer:
         return max(first - self.layout.halo, 0)
 
     def restart_patch_row(self, block: int) -> int:
-        """The first patch row a run restarted at block ``block`` computes."""
-        first = self._sr_rows_needed_from(self.layout.block(block).start) if block else 0
+        """The first patch row a run restarted at block ``block`` computes.
+
+        Every run restarts at its first block (:meth:`blocks`): block 0 of a window with
+        context begins below the context rows it does not need.
+        """
+        first = self._sr_rows_needed_from(self._needed(self.layout.block(block)).start)
         tops, patch = self.layout.patch_rows, self.layout.patch
         return next((i for i, top in enumerate(tops) if top + patch > first), len(tops))
 
@@ -237,16 +280,24 @@ class Renderer:
         todo = [i for i in range(self.layout.block_count) if i not in done]
         if not todo:
             return 0
-        first = self._sr_rows_needed_from(self.layout.block(todo[0]).start) if done else 0
-        rows = [top for top in self.layout.patch_rows if top + self.layout.patch > first]
-        return len(rows) * len(self.layout.patch_cols)
+        layout = self.layout
+        first_row = self._needed(layout.block(todo[0])).start
+        last_row = self._needed(layout.block(todo[-1])).stop
+        tile_height = layout.tile_shape[0]
+        tiles = [t for t in layout.tile_rows if t + tile_height > first_row and t < last_row]
+        if not tiles:
+            return 0
+        first = self._sr_rows_needed_from(first_row)
+        last = min(tiles[-1] + tile_height + layout.halo, layout.height)
+        rows = [top for top in layout.patch_rows if first < top + layout.patch and top < last]
+        return len(rows) * len(layout.patch_cols)
 
     # -- reading ---------------------------------------------------------------------------
     def _read(self, names: Sequence[str], window: Window) -> tuple[np.ndarray, np.ndarray, int]:
         """Bands on their delivered grid for a window of the 10 m grid, ready for a network.
 
         Nodata inside the scene is filled with the mean of the valid pixels read (so it cannot
-        spread); outside the scene the edge is replicated (like the RGB guidance). Returns the
+        spread); outside the scene the data is reflected (like the RGB guidance). Returns the
         ``(C, h, w)`` data, the ``(h, w)`` validity (False outside the scene) and the grid's ratio
         to the 10 m grid. ``window`` must start on whole 60 m pixels.
         """
@@ -272,7 +323,7 @@ class Renderer:
         ratio: int,
         names: Sequence[str],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Fill nodata of a read of ``inside`` and replicate its edge out to all of ``window``.
+        """Fill nodata of a read of ``inside`` and reflect it out to all of ``window``.
 
         ``data`` ``(C, h', w')`` reflectance and ``valid`` ``(h', w')`` are on a grid ``ratio``
         times coarser than the 10 m grid; the result covers ``window`` on that grid, invalid
@@ -287,7 +338,7 @@ class Renderer:
                 f"{self.scene.path}: the bands {', '.join(names)} do not nest in the 10 m grid"
             )
         filled = np.pad(
-            fill_invalid(data, valid), ((0, 0), (top, bottom), (left, right)), mode="edge"
+            fill_invalid(data, valid), ((0, 0), (top, bottom), (left, right)), mode="symmetric"
         )
         valid = np.pad(valid, ((top, bottom), (left, right)), constant_values=False)
         return filled, valid
@@ -369,8 +420,9 @@ class Renderer:
     def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
         """The blended SR RGB of ``rows`` × ``cols`` (region pixels).
 
-        Returns ``(3, h, w)`` reflectance, nodata filled, edges replicated where the span reaches
-        outside the region (nothing was super-resolved there).
+        Returns ``(3, h, w)`` reflectance, nodata filled, reflected where the span reaches outside
+        the region (nothing was super-resolved there; that is the scene's border, or at least
+        the context away from the product).
         """
         height, width = self.layout.height, self.layout.width
         inside_rows = Span(max(rows.start, 0), min(rows.stop, height))
@@ -381,13 +433,13 @@ class Renderer:
             (inside_rows.start - rows.start, rows.stop - inside_rows.stop),
             (inside_cols.start - cols.start, cols.stop - inside_cols.stop),
         )
-        return np.pad(fill_invalid(rgb, covered), pad, mode="edge")
+        return np.pad(fill_invalid(rgb, covered), pad, mode="symmetric")
 
     def _read_group(self, group: GroupName, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """A group on its native grid: ``(C, h/r, w/r)`` filled reflectance and validity.
 
         The read is :meth:`Scene.read_native` (stacked 10 m deliveries are area-averaged back
-        to native pixels there); outside the scene the edge is replicated.
+        to native pixels there); outside the scene the data is reflected.
         """
         inside = self._inside(window)
         data, valid = self.scene.read_native(group, inside)

@@ -62,6 +62,9 @@ def fingerprint(
         "fusion_overlap": layout.tile_overlap,
         "fusion_halo": layout.halo,
         "block_rows": layout.block_rows,
+        "consistency": options.consistency,
+        # The processed region (window + context) in output pixels: what the patches read.
+        "context": [layout.height, layout.width, *layout.product],
         "batch_size": options.batch_size,
         "fusion_batch_size": options.fusion_batch_size,
         # other kernels, other rounding: never mixed within one product

@@ -33,6 +33,7 @@ from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.outputs import RunSummary, product_tags
 from difffusr_cli.superres.progress import LoggingProgress, ProgressSink
+from difffusr_cli.superres.region import context_region
 from difffusr_cli.superres.render import WRITE_COLUMNS, Renderer, make_layout, resolve_region
 from difffusr_cli.superres.resume import (
     FINGERPRINT_TAG,
@@ -133,7 +134,8 @@ def _superres_scene(
             f"--patch-size {options.patch_size}: the RGB model {models.rgb_info.name} needs a "
             f"multiple of {models.patch_multiple}"
         )
-    layout = make_layout(region, options, models.fusion_halo)
+    context = context_region(scene, region, options, models.fusion_halo)
+    layout = make_layout(context, options, models.fusion_halo, window=region)
     transform, width, height = output_grid(scene, region)
     states = state_stem_for(output)
     partial = partial_path_for(output)
@@ -198,7 +200,7 @@ def _superres_scene(
         progress.save()
         renderer = Renderer(
             scene,
-            region,
+            context,
             layout,
             models,
             steps=options.steps,
@@ -208,6 +210,7 @@ def _superres_scene(
             device=device,
             dtype=dtype,
             on_patches=on_patches,
+            consistency=options.consistency,
             sampling=options.sampling,
             joint_margin=options.joint_margin,
         )

@@ -1,0 +1,137 @@
+"""Reflectance consistency of the fused product, block by block (``--consistency box``).
+
+Wraps :func:`difffusr_cli.consistency.project` for the renderer: for output rows × columns of
+the region it reads the fused pixels with :attr:`ConsistencyStage.context` pixels of context
+(aligned to whole 60 m pixels, clipped to the region), reads each band group's input on its
+native grid (:meth:`Scene.read_native`) and corrects every band so that its box average over
+each native pixel is the input. The context covers the projection's reach
+(:data:`~difffusr_cli.consistency.REACH` native pixels of the coarsest group), so a pixel's
+result does not depend on which block or column chunk it is computed in.
+
+Native pixels that are nodata, or only partly inside the region (a scene whose size is not a
+whole number of 20 or 60 m pixels), get zero residual.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, SCALE, GroupName, indices
+from difffusr_cli.consistency import REACH, project
+from difffusr_cli.tiling import Span
+
+if TYPE_CHECKING:
+    from difffusr_cli.io import Scene
+    from difffusr_cli.tiling import RowStage
+
+#: Output pixels of the coarsest native pixel (60 m): spans are aligned to it.
+COARSEST = SCALE * max(GROUP_RATIO.values())
+
+
+class ConsistencyStage:
+    """Makes fused pixels reflectance-consistent with the input.
+
+    Args:
+        scene: the opened scene (its native bands are the target).
+        region: the processed window of the 10 m grid (its offsets on whole 60 m pixels).
+        height, width: the region's size in output pixels.
+        device: where the correction runs (the CPU unless the networks run on a GPU).
+    """
+
+    #: Output pixels of context read on every side of what is corrected.
+    context = REACH * COARSEST
+
+    def __init__(
+        self, scene: Scene, region: Window, height: int, width: int, device: torch.device
+    ) -> None:
+        self.scene, self.region = scene, region
+        self.height, self.width = height, width
+        self.device = device if device.type == "cuda" else torch.device("cpu")
+
+    def span(self, rows: Span, length: int | None = None) -> Span:
+        """The pixels (rows, or columns with ``length`` = the width) that ``rows`` depend on."""
+        length = self.height if length is None else length
+        start = rows.start // COARSEST * COARSEST - self.context
+        stop = -(-rows.stop // COARSEST) * COARSEST + self.context
+        return Span(max(start, 0), min(stop, length))
+
+    def read(self, fused: RowStage, rows: Span, cols: Span) -> tuple[np.ndarray, np.ndarray]:
+        """Consistent pixels of ``rows`` × ``cols`` (region output pixels).
+
+        Args:
+            fused: the fused stage (12 bands + validity); it must hold :meth:`span` of ``rows``.
+            rows: the region's output rows to return.
+            cols: the region's output columns to return.
+
+        Returns:
+            ``(12, h, w)`` float32 reflectance and the ``(h, w)`` bool validity.
+        """
+        span_rows, span_cols = self.span(rows), self.span(cols, self.width)
+        data, covered = fused.read(span_rows, span_cols)
+        inner = np.s_[
+            rows.start - span_rows.start : rows.stop - span_rows.start,
+            cols.start - span_cols.start : cols.stop - span_cols.start,
+        ]
+        valid = (covered & (data[12] > 0.5))[inner]
+        out = np.empty((12, rows.size, cols.size), dtype=np.float32)
+        with torch.autocast(self.device.type, enabled=False):  # fp32 always
+            x = torch.from_numpy(data[:12]).to(self.device)
+            for group, names in GROUPS.items():
+                idx = indices(names)
+                corrected = self._group(x[idx], group, span_rows, span_cols, rows, cols)
+                out[idx] = corrected.cpu().numpy()
+        return out, valid
+
+    def _group(
+        self,
+        x: torch.Tensor,
+        group: GroupName,
+        span_rows: Span,
+        span_cols: Span,
+        rows: Span,
+        cols: Span,
+    ) -> torch.Tensor:
+        """One group's bands over the span → corrected ``(C, rows, cols)``."""
+        ratio = GROUP_RATIO[group]
+        factor = SCALE * ratio
+        nh, nw = -(-span_rows.size // factor), -(-span_cols.size // factor)
+        # Pad a partial native pixel at the region's edge to a whole one (it is left alone).
+        if nh * factor > span_rows.size:
+            x = x.index_select(1, _clamped(nh * factor, span_rows.size, x.device))
+        if nw * factor > span_cols.size:
+            x = x.index_select(2, _clamped(nw * factor, span_cols.size, x.device))
+        window = Window(
+            int(self.region.col_off) + span_cols.start // SCALE,
+            int(self.region.row_off) + span_rows.start // SCALE,
+            nw * ratio,
+            nh * ratio,
+        )
+        b, valid = self.scene.read_native(group, window)
+        valid = valid.copy()
+        if nh * factor > span_rows.size:
+            valid[-1] = False
+        if nw * factor > span_cols.size:
+            valid[:, -1] = False
+        top, left = rows.start - span_rows.start, cols.start - span_cols.start
+        keep = (
+            slice(top // factor, -(-(rows.stop - span_rows.start) // factor)),
+            slice(left // factor, -(-(cols.stop - span_cols.start) // factor)),
+        )
+        y = project(
+            x,
+            torch.from_numpy(b).to(x.device),
+            torch.from_numpy(valid).to(x.device),
+            factor,
+            keep,
+        )
+        r0, c0 = top - keep[0].start * factor, left - keep[1].start * factor
+        return y[:, r0 : r0 + rows.size, c0 : c0 + cols.size]
+
+
+def _clamped(size: int, length: int, device: torch.device) -> torch.Tensor:
+    """Indices ``0 … size − 1`` clamped to ``length − 1`` (replicates the last pixel)."""
+    return torch.arange(size, device=device).clamp(max=length - 1)
