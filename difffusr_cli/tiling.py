@@ -383,7 +383,8 @@ class BlendBuffer:
         den = self._den[sl]
         covered = den > 0
         num = self._num[(slice(None),) + sl]
-        return np.divide(num, den, out=np.zeros_like(num), where=covered), covered
+        out = np.zeros(num.shape, dtype=np.float32)  # calloc: no separate zeroing pass
+        return np.divide(num, den, out=out, where=covered), covered
 
     def drop_before(self, row: int) -> None:
         """Forget the rows above ``row`` (moves the kept rows to the front of the arrays)."""
@@ -394,7 +395,18 @@ class BlendBuffer:
             self.reset(row)
             return
         keep = self.rows - cut
-        self._num[:, :keep] = self._num[:, cut : self.rows].copy()
-        self._den[:keep] = self._den[cut : self.rows].copy()
+        for plane in (*self._num, self._den):
+            _shift_up(plane, cut, self.rows)
         self.first_row += cut
         self.rows = keep
+
+
+def _shift_up(plane: np.ndarray, cut: int, rows: int) -> None:
+    """Move rows ``[cut, rows)`` of ``plane`` ``(capacity, width)`` to the front, in one pass.
+
+    Chunks of at most ``cut`` rows never overlap their destination, so each is a plain copy
+    (an overlapping assignment would go through a temporary copy of everything).
+    """
+    for start in range(0, rows - cut, cut):
+        stop = min(start + cut, rows - cut)
+        plane[start:stop] = plane[start + cut : stop + cut]

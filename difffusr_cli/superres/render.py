@@ -371,7 +371,7 @@ class Renderer:
         for group in GROUPS:
             groups[group], group_valid = self._read_group(group, window)
             factor = SCALE * GROUP_RATIO[group]
-            valid &= np.repeat(np.repeat(group_valid, factor, axis=0), factor, axis=1)
+            _and_repeated(valid, group_valid, factor)
         core = slice(halo, halo + th)
         cols = layout.tile_cols
         tile_valid = [valid[core, left + halo : left + halo + tw] for left in cols]
@@ -485,3 +485,16 @@ class Renderer:
             out = self.models.fuse(rgb_t, inputs, valid_t)
             cores = out[:, :, halo : halo + th, halo : halo + tw].float()
         return cores.cpu().numpy()
+
+
+def _and_repeated(valid: np.ndarray, coarse: np.ndarray, factor: int) -> None:
+    """``valid &= coarse`` repeated ``factor`` × ``factor`` (in place, no repeated copy).
+
+    Args:
+        valid: ``(h, w)`` bool, ``h`` and ``w`` multiples of ``factor``.
+        coarse: ``(h / factor, w / factor)`` bool.
+        factor: output pixels per coarse pixel along each axis.
+    """
+    h, w = coarse.shape
+    blocks = valid.reshape(h, factor, w, factor)
+    blocks &= coarse[:, None, :, None]
