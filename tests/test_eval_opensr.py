@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 import torch
@@ -33,6 +32,9 @@ from difffusr_cli.evaluate.opensr_report import (
     read_results_csv,
     write_rows_csv,
 )
+
+# pandas comes with the `eval` extra (opensr-test's metadata tables).
+pd = pytest.importorskip("pandas")
 
 ND_SETTINGS = {
     "agg_method": "patch",

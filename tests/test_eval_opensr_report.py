@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from difffusr_cli.errors import InputError
@@ -20,6 +19,9 @@ from difffusr_cli.evaluate.opensr_report import (
     summarise,
     write_rows_csv,
 )
+
+# pandas comes with the `eval` extra (opensr-test's metadata tables).
+pd = pytest.importorskip("pandas")
 
 # --------------------------------------------------------------------------------------------
 # CSV, summaries and ranks

@@ -418,7 +418,8 @@ class _Evil:
 
 def test_malicious_opensr_data_file_runs_nothing(tmp_path: Path) -> None:
     import numpy as np
-    import pandas as pd
+
+    pd = pytest.importorskip("pandas")  # the `eval` extra
 
     from difffusr_cli.errors import InputError
     from difffusr_cli.evaluate.opensr_data import load_dataset
