@@ -117,7 +117,7 @@ def test_joint_is_reproducible_and_tagged(safe, models, tmp_path):
     _, (c, _) = run(safe, tmp_path / "c.tif", models, seed=1)
     assert np.nanmean(np.abs(c[indices(RGB)] - a[indices(RGB)])) > 1e-3
     tags = meta["tags"]
-    assert tags["sampling"] == "joint" and tags["joint_margin"] == "16"
+    assert tags["sampling"] == "joint" and tags["joint_margin"] == "32"
     measured = json.loads(tags["overlap_disagreement"])
     assert measured == summary.overlap_disagreement and measured["vertical"] > 0
     assert "Joint sampling: overlap disagreement" in summary.paragraph()

@@ -109,7 +109,7 @@ class SuperresOptions:
     channels_last: bool = False
     consistency: Consistency = "box"
     sampling: SamplingMethod = "joint"
-    joint_margin: int = 16
+    joint_margin: int = 32
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
@@ -120,13 +120,6 @@ class SuperresOptions:
         if self.sampling not in SAMPLING_METHODS:
             raise InputError(
                 f"--sampling {self.sampling!r}: expected one of {', '.join(SAMPLING_METHODS)}"
-            )
-        # an auto patch is at least the margin (superres.compute.resolve_compute)
-        margin_cap = self.patch_size if self.patch_size is not None else self.joint_margin
-        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > margin_cap:
-            raise InputError(
-                f"--joint-margin {self.joint_margin}: expected a multiple of 4 between 0 and the "
-                f"patch size ({margin_cap})"
             )
         if self.fusion_model is not None and self.fusion != "net":
             raise InputError(
@@ -147,6 +140,13 @@ class SuperresOptions:
             )
         if self.patch_size is not None and self.patch_size > MAX_PATCH:
             raise InputError(f"--patch-size {self.patch_size}: expected at most {MAX_PATCH}")
+        # an auto patch is at least the margin (superres.compute.resolve_compute)
+        margin_cap = self.patch_size if self.patch_size is not None else self.joint_margin
+        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > margin_cap:
+            raise InputError(
+                f"--joint-margin {self.joint_margin}: expected a multiple of 4 between 0 and the "
+                f"patch size ({margin_cap})"
+            )
         if self.overlap < 0 or self.overlap % 4 or self.overlap > patch // 2:
             raise InputError(
                 f"--overlap {self.overlap}: expected a multiple of 4 between 0 and half the patch "

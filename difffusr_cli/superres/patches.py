@@ -56,7 +56,7 @@ class PatchSampling:
     device: torch.device
     dtype: torch.dtype
     sampling: str = "joint"
-    joint_margin: int = 16
+    joint_margin: int = 32
 
 
 class PatchRows:

@@ -169,7 +169,7 @@ class Renderer:
         fusion_batch_size: int = 0,
         consistency: str = "box",
         sampling: str = "joint",
-        joint_margin: int = 16,
+        joint_margin: int = 32,
     ) -> None:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
