@@ -5,8 +5,8 @@ real L1C scene ``dsen2_T33UUB``; skipped cleanly when neither is there), with th
 model ``rgb-tiny`` and ``--fusion bilinear`` on a small window inside the scene, measures:
 
 a. ``overlap_disagreement`` (horizontal and vertical) with ``--sampling joint`` (at
-   ``--joint-margin`` 0 and 16) and with ``--sampling independent``, same window and seed, and
-   their ratio (target ≤ 0.25);
+   ``--joint-margin`` 0, 16 and 32, the default) and with ``--sampling independent``, same
+   window and seed, and their ratio (target ≤ 0.25);
 b. the time of each run at the same patch count, and their ratio (target ≤ 1.15).
 
 Both runs use preloaded models, so the times are the pipeline's alone; they run on one torch
@@ -36,7 +36,12 @@ from difffusr_cli.superres.models import load_models
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 #: (name, --sampling, --joint-margin) of the runs compared.
-RUNS = (("independent", "independent", 0), ("joint-m0", "joint", 0), ("joint-m16", "joint", 16))
+RUNS = (
+    ("independent", "independent", 0),
+    ("joint-m0", "joint", 0),
+    ("joint-m16", "joint", 16),
+    ("joint-m32", "joint", 32),  # the default
+)
 CANDIDATES = (
     "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE",
     "dsen2_T33UUB",
