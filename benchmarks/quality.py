@@ -2,7 +2,8 @@
 
 On a real Sentinel-2 scene with every band at its native resolution (the shared
 ``dsen2_T33UUB`` crop: the T29UNU mini SAFE in ../shared holds 60 m bands only, so the pipeline
-cannot run on it), with the shipped demo models ``rgb-tiny``/``fusion-tiny``, measures:
+cannot run on it), with the shipped models ``rgb-tiny``/``fusion-s2`` (docs/superres.md
+records a run made with the earlier ``fusion-tiny``), measures:
 
 a. per band, mean |box average of the product over each native pixel − input| on valid native
    pixels, with ``--consistency box`` and ``off``, for ``--fusion net``, ``gs`` and ``bilinear``

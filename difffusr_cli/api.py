@@ -158,4 +158,4 @@ def load_fusion_model(
     loaded, origin = _weights_for(name_or_path, "fusion", reporter)
     # A "fusion" kind builds a FusionNetwork (see load_network).
     network = cast(FusionNetwork, load_network(loaded, origin=origin))
-    return FusionPredictor(network.to(target))
+    return FusionPredictor(network.to(target), provenance=loaded.meta.get("source", {}))

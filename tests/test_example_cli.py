@@ -18,7 +18,7 @@ def test_example_runs_offline_with_the_shipped_models(tmp_path, capsys):
         assert ds.res == (2.5, 2.5) and ds.width == ds.height == 192
         data = ds.read()
         tags = ds.tags()
-        assert tags["rgb_model"] == "rgb-tiny" and tags["fusion_model"] == "fusion-tiny"
+        assert tags["rgb_model"] == "rgb-tiny" and tags["fusion_model"] == "fusion-s2"
     valid = data[0] != 0
     assert valid.any() and (data[:, valid] > 0).all()  # every band is data where B01 is
 

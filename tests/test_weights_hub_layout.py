@@ -499,7 +499,7 @@ def test_manifest_architecture_is_checked(real_layout, tmp_path, monkeypatch) ->
     from difffusr_cli.weights.resolve import check_architecture
 
     entries = weights.load_manifest()
-    fusion, tiny = entries["fusion"], entries["fusion-tiny"]
+    fusion, tiny = entries["fusion"], entries["fusion-s2"]
     check_architecture(fusion, "fusion-mtf", tmp_path)  # fusion-auto: either family member
     check_architecture(fusion, "fusion-rrdb", tmp_path)
     with pytest.raises(WeightsError, match="should be a fusion-mtf network"):

@@ -43,7 +43,7 @@ def superres(
             "--example",
             help=(
                 "Instead of INPUTS, run on a small generated (synthetic) L2A product with the "
-                "shipped demo models rgb-tiny/fusion-tiny: works offline."
+                "shipped models rgb-tiny (demo) and fusion-s2: works offline."
             ),
         ),
     ] = False,

@@ -257,10 +257,23 @@ def train_fusion_command(
         Optional[str],
         typer.Option(
             "--arch",
-            help="Fusion architecture: rrdb or mtf (default: the config's, rrdb for presets).",
+            help=(
+                "Fusion architecture: rrdb or mtf (default: the config's; rrdb for the presets "
+                "small and large)."
+            ),
         ),
     ] = None,
-    config: _ConfigOpt = "large",
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            help=(
+                "Preset `s2` (the recipe of the shipped fusion-s2: local regression fusion "
+                "refined by small MTF nets, CPU minutes), `small` (CPU-sized) or `large` "
+                "(official), or a TOML file with `model` and `train` tables."
+            ),
+        ),
+    ] = "large",
     sets: _SetOpt = None,
     max_steps: _MaxStepsOpt = None,
     epochs: _EpochsOpt = None,

@@ -53,7 +53,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from rasterio.windows import Window
@@ -236,12 +236,35 @@ class NetChoice:
         reach: receptive radius of the nets in output pixels (0 without nets).
         detail: the weights' name or path.
         reason: why ``fuse`` is None.
+        seen: scene id → ``"trained on"`` or ``"validated on"``: the scenes the weights record
+            having learned from (their training run's manifest); the nets are not scored there.
     """
 
     fuse: FusionFn | None
     reach: int
     detail: str | None
     reason: str | None
+    seen: Mapping[str, str] = field(default_factory=dict)
+
+    def unseen_reason(self, scene_id: str) -> str | None:
+        """Why the nets are not scored on ``scene_id`` (they learned from it), or None."""
+        role = self.seen.get(scene_id)
+        if role is None:
+            return None
+        return (
+            f"not scored: {self.detail} was {role} this scene (Wald scores must come from scenes "
+            "a model never saw)"
+        )
+
+
+def seen_scenes(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """Scene id → role, from a weights file's ``source`` (``trained_on``, ``validated_on``)."""
+    seen: dict[str, str] = {}
+    for key, role in (("validated_on", "validated on"), ("trained_on", "trained on")):
+        value = provenance.get(key, [])
+        if isinstance(value, list):
+            seen.update({str(scene): role for scene in value})
+    return seen
 
 
 def load_nets(options: FusionEvalOptions, device: torch.device) -> NetChoice:
@@ -270,6 +293,7 @@ def load_nets(options: FusionEvalOptions, device: torch.device) -> NetChoice:
         reach=int(predictor.net.receptive_radius),
         detail=name,
         reason=None,
+        seen=seen_scenes(predictor.provenance),
     )
 
 
@@ -407,12 +431,21 @@ def method_results(
 
 
 def _mean_results(products: Sequence[ProductResult]) -> tuple[MethodResult, ...] | None:
-    """Per method, the mean over products of their tables (None for a single product)."""
+    """Per method, the mean over products of their tables (None for a single product).
+
+    Only products where every method that scored anywhere has a table enter the means, so
+    that methods are compared on the same scenes (the nets are not scored on scenes they
+    learned from).
+    """
     if len(products) < 2:
         return None
+    scored_somewhere = {
+        i for p in products for i, result in enumerate(p.methods) if result.table is not None
+    }
+    common = [p for p in products if all(p.methods[i].table is not None for i in scored_somewhere)]
     means = []
     for i, first in enumerate(products[0].methods):
-        tables = [t for p in products if (t := p.methods[i].table) is not None]
+        tables = [t for p in common if (t := p.methods[i].table) is not None]
         if tables:
             means.append(MethodResult(first.method, mean_over_images(tables), None, first.detail))
         else:

@@ -201,6 +201,7 @@ def _wald_settings(
         "block": block,
         "halo": halo,
         "fusion_model": nets.detail,
+        "fusion_model_seen": dict(nets.seen),
         "gs_pan": options.gs_pan,
         "device": str(device),
     }
@@ -264,11 +265,15 @@ def evaluate_wald(
             )
             blocks = plan_blocks(region, block_size, halo)
             centre = centre_block(blocks, region)
-            acc = ScoreAccumulators(list(fusers), {g: WALD_FACTOR for g in GROUPS})
+            # never score the nets on a scene they learned from (their run's manifest says which)
+            seen = nets.unseen_reason(scene.product_id)
+            scene_fusers = {m: f for m, f in fusers.items() if m != NET or seen is None}
+            scene_missing = missing if seen is None else {**missing, NET: seen}
+            acc = ScoreAccumulators(list(scene_fusers), {g: WALD_FACTOR for g in GROUPS})
             keep: dict[str, np.ndarray] | None = None
             for i, block in enumerate(blocks):
                 keep_this: dict[str, np.ndarray] | None = {} if quicklooks and i == centre else None
-                _wald_block(scene, block, fusers, acc, device, keep_this)
+                _wald_block(scene, block, scene_fusers, acc, device, keep_this)
                 if keep_this is not None:
                     keep = keep_this
                 if progress is not None:
@@ -279,7 +284,7 @@ def evaluate_wald(
                     path=str(scene.path),
                     region=region,
                     pixels=acc.pixels(),
-                    methods=method_results(acc, order, missing, details),
+                    methods=method_results(acc, order, scene_missing, details),
                     not_scored=wald_not_scored(acc.pixels()),
                 )
             )

@@ -29,6 +29,8 @@ DEGRADATION_DIM = 256
 DEGRADATION_CODE_DIM = 64
 
 FusionArch = Literal["rrdb", "mtf"]
+#: Where an MTF branch's per-band detail comes from (see :class:`FusionConfig`).
+FusionInjection = Literal["mtf", "regression"]
 
 
 @dataclass(frozen=True)
@@ -267,12 +269,19 @@ class FusionConfig:
         nb: RRDB blocks per stage (RRDB arch); the MTF arch uses ``nb // 2`` blocks in its detail
             and refinement nets.
         gc: growth channels of the dense blocks.
+        injection: MTF arch only: the detail each band starts from. ``"mtf"`` (upstream): the
+            pan minus its MTF-matched low-pass; ``"regression"``: the R, G, B details (each
+            channel minus its MTF-matched low-pass) weighted by the band's local ridge
+            regression on R, G, B over 5 × 5 of its own pixels
+            (:meth:`~difffusr_cli.models.fusion_mtf.MTFNetFusion.regression_details`), so the
+            nets refine a strong classical fusion instead of replacing it.
     """
 
     arch: FusionArch = "rrdb"
     nf: int = 64
     nb: int = 5
     gc: int = 32
+    injection: FusionInjection = "mtf"
 
     def __post_init__(self) -> None:
         _require(
@@ -283,6 +292,14 @@ class FusionConfig:
             _require(self.nf % 4 == 0, "fusion nf must be divisible by 4 (channel attention)")
         else:
             _require(self.nf % 2 == 0 and self.nb >= 2, "mtf fusion needs even nf and nb >= 2")
+        _require(
+            self.injection in ("mtf", "regression"),
+            f"fusion injection must be 'mtf' or 'regression', got {self.injection!r}",
+        )
+        _require(
+            self.injection == "mtf" or self.arch == "mtf",
+            f"fusion injection {self.injection!r} needs the mtf architecture",
+        )
 
     @classmethod
     def large_rrdb(cls) -> FusionConfig:

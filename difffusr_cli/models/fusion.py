@@ -77,7 +77,13 @@ class FusionNetwork(nn.Module):
             ms_in = sum(len(BRANCH_BANDS[g]) for g in RRDB_INPUT_GROUPS[group])
             return FusionRRDBNet(GUIDANCE_CHANNELS, ms_in, out, config.nf, config.nb, config.gc)
         return MTFNetFusion(
-            out, OUTPUT_RATIO[group], config.nf, config.nb, config.gc, GUIDANCE_CHANNELS
+            out,
+            OUTPUT_RATIO[group],
+            config.nf,
+            config.nb,
+            config.gc,
+            GUIDANCE_CHANNELS,
+            injection=config.injection,
         )
 
     def branch(self, group: GroupName) -> FusionRRDBNet | MTFNetFusion:

@@ -11,6 +11,17 @@ resize by the ratio, bicubic back), ``detail = pan − lp``; a small net refines
 ``[detail, ms_i]``, another predicts a gain from ``[pan, lp, mean_c ms]``, and
 ``band = ms_i + (1 + gain)·detail_hat``; a residual refinement of ``[bands, mean detail_hat]``
 finishes.
+
+With ``injection="regression"`` the detail of band ``i`` is instead
+``Σ_c g_ic · (rgb_c − lp(rgb_c))``: each guidance channel minus its MTF-matched low-pass (Wald's
+Gaussian, then the band's cell average), weighted by the coefficients ``g_i`` of a ridge
+regression of the band on R, G, B fitted over the 5 × 5 band pixels around each pixel (a
+multichannel guided filter on the band's grid; GLP with local regression gains). NIR, SWIR and
+red-edge bands relate to R, G, B differently over water, vegetation and soil, which one global
+gain (Gram–Schmidt) cannot follow. Everything is local, so tiles agree where they overlap. The
+gain net then sees ``[pan, lp, ms_i]`` (the band itself, not the group mean). A branch whose last
+layers are zero (:meth:`MTFNetFusion.start_as_detail_injection`) is exactly this classical
+fusion (:mod:`~difffusr_cli.models.fusion_regression`), and training learns corrections to it.
 """
 
 from __future__ import annotations
@@ -22,6 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difffusr_cli.models.fusion_regression import (
+    REGRESSION_WINDOW,
+    local_regression_details,
+    wald_sigma,
+)
 from difffusr_cli.models.rrdb import FUSION_RDB_NAMES, RRDB
 
 # Nyquist MTF gains the authors' code uses for Sentinel-2; a branch takes the first C entries
@@ -123,15 +139,28 @@ class MTFNetFusion(nn.Module):
         mtf_ratio: resolution ratio of the group's bands to the guidance (4, 8 or 24).
         nf, nb, gc: feature width, blocks (``nb // 2`` RRDBs / Resblocks), growth channels.
         rgb_in_nc: guidance channels (3).
+        injection: ``"mtf"`` (pan minus its MTF low-pass) or ``"regression"`` (R, G, B details
+            weighted by the band's local regression on them).
     """
 
     # registered buffer, declared for type checkers (nn.Module.__getattr__ is untyped)
     mtf_ratios: Tensor
 
     def __init__(
-        self, ms_in_nc: int, mtf_ratio: int, nf: int, nb: int, gc: int, rgb_in_nc: int = 3
+        self,
+        ms_in_nc: int,
+        mtf_ratio: int,
+        nf: int,
+        nb: int,
+        gc: int,
+        rgb_in_nc: int = 3,
+        *,
+        injection: str = "mtf",
     ) -> None:
         super().__init__()
+        if injection not in ("mtf", "regression"):
+            raise ValueError(f"injection must be 'mtf' or 'regression', got {injection!r}")
+        self.injection = injection
         self.ms_in_nc = ms_in_nc
         self.nb = nb
         self.mtf_ratio = mtf_ratio
@@ -163,6 +192,25 @@ class MTFNetFusion(nn.Module):
             nn.Conv2d(nf, ms_in_nc, 3, padding=1),
         )
 
+    @torch.no_grad()
+    def start_as_detail_injection(self) -> None:
+        """Zero the last layer of the detail, gain and refinement nets (a training start).
+
+        The branch then computes ``ms_i + detail_i`` for every band: ``pan − pan_lp`` (plain
+        MTF-GLP detail injection with unit gain in z-score space) or, with
+        ``injection="regression"``, the local regression fusion; a sound fusion already, which
+        training refines
+        instead of first unlearning random residuals (with a random start the branch begins
+        worse than bilinear upsampling). Gradients still reach every layer from the first step
+        on, through the zeroed layers' weights.
+        """
+        for net in (self.detail_net, self.gain_estimator, self.refinement):
+            last = net[-1]
+            assert isinstance(last, nn.Conv2d)
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
+
     @property
     def receptive_radius(self) -> int:
         """How far (output pixels) the inputs of a tile's pixels reach beyond the tile.
@@ -184,6 +232,13 @@ class MTFNetFusion(nn.Module):
         cells = -(-local // self.mtf_ratio)
         low_pass = (cells + 2) * self.mtf_ratio + kernel_radius
         bands_upsampled = (cells + 1) * self.mtf_ratio
+        if self.injection == "regression":
+            # the detail at a pixel reads the gains of the cells around it (bilinear), each fitted
+            # over the window of cell averages of the low-passed guidance (bilinear again, of
+            # cells blurred by Wald's Gaussian) and of the upsampled bands
+            window = (REGRESSION_WINDOW // 2 + 3) * self.mtf_ratio
+            blur = math.ceil(3 * wald_sigma(self.mtf_ratio))
+            return local + max(window + blur, bands_upsampled + window)
         return max(low_pass, bands_upsampled)
 
     def _mtf_filter(self, band: int) -> nn.Conv2d:
@@ -230,14 +285,20 @@ class MTFNetFusion(nn.Module):
         if ms.shape[-2:] != pan.shape[-2:]:
             ms = F.interpolate(ms, size=pan.shape[-2:], mode="bilinear", align_corners=False)
         ms_mean = ms.mean(dim=1, keepdim=True)
+        regressed = None
+        if self.injection == "regression":
+            regressed = local_regression_details(rgb, ms, self.mtf_ratio).to(ms.dtype)
         bands, detail_hats = [], []
         # one band at a time (as upstream): bounded memory on large tiles
         for i in range(self.ms_in_nc):
             ms_i = ms[:, i : i + 1]
             pan_lp = self.low_pass_pan(pan, i)
-            detail = pan - pan_lp
+            detail = pan - pan_lp if regressed is None else regressed[:, i : i + 1]
             detail_hat = detail + self.detail_net(torch.cat([detail, ms_i], dim=1))
-            gain = 1.0 + self.gain_estimator(torch.cat([pan, pan_lp, ms_mean], dim=1))
+            # regression detail: the gain sees the band itself, so that its corrections can
+            # differ from band to band
+            own = ms_mean if regressed is None else ms_i
+            gain = 1.0 + self.gain_estimator(torch.cat([pan, pan_lp, own], dim=1))
             bands.append(ms_i + gain * detail_hat)
             detail_hats.append(detail_hat)
         enhanced = torch.cat(bands, dim=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -247,10 +248,13 @@ class FusionPredictor:
 
     Args:
         net: a :class:`FusionNetwork` with loaded weights (put in eval mode here).
+        provenance: what the weights record about their training (the ``source`` of their
+            JSON: ``trained_on`` and ``validated_on`` scene ids, step, scores); empty if unknown.
     """
 
-    def __init__(self, net: FusionNetwork) -> None:
+    def __init__(self, net: FusionNetwork, provenance: Mapping[str, Any] | None = None) -> None:
         self.net = net.eval()
+        self.provenance: Mapping[str, Any] = dict(provenance or {})
 
     @property
     def config(self) -> FusionConfig:

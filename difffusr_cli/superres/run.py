@@ -317,8 +317,8 @@ def superres_example(
     """Run the whole pipeline on a small generated L2A product (``difffusr superres --example``).
 
     The product is synthetic (:func:`difffusr_cli.example.make_example_safe`, 48 × 48 pixels at
-    10 m), written to a temporary folder that is removed afterwards; the demonstration models
-    ``rgb-tiny``/``fusion-tiny`` are used unless ``options`` names other models.
+    10 m), written to a temporary folder that is removed afterwards; the packaged models
+    ``rgb-tiny`` (a demonstration) and ``fusion-s2`` are used unless ``options`` names other models.
     """
     import tempfile
 

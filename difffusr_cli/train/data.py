@@ -210,6 +210,14 @@ class S2PatchSampler:
             [_Region(0, region.row1 - strip, region.row1, region.width)],
         )
 
+    def scene_ids(self, split: Literal["train", "val"]) -> list[str]:
+        """Product ids of the scenes whose pixels ``split`` draws from (the run's manifest).
+
+        ``eval fusion`` reads them from the weights and does not score the nets on these scenes.
+        """
+        regions = self.train_regions if split == "train" else self.val_regions
+        return list(dict.fromkeys(self.scenes[r.scene_index].product_id for r in regions))
+
     def summary(self) -> list[str]:
         """Human-readable lines: products, sizes, how the data were split."""
         lines = [

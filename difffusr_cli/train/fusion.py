@@ -11,7 +11,18 @@ z-scored and bilinearly upsampled to the target grid exactly as
 :class:`~difffusr_cli.models.predictors.FusionPredictor` does at inference. A 1440 m patch (144 px
 at 10 m) thus gives the 10 m branch a 144 px target, the 20 m branch 72 px, the 60 m branch 24 px.
 
-Each branch has its own Adam optimizer and an L1 loss in the z-scored space it predicts.
+That is the authors' protocol (``train.wald_scale = "group"``). ``"uniform"`` trains in the
+situation ``difffusr eval fusion`` scores instead, every group shrunk by the same factor 4: the
+guidance is the native 10 m RGB, every group is degraded by 4 from its native grid (40, 80,
+240 m), a branch returns its bands on the 10 m grid (ratio 4, 8, 24 to its input, as at
+inference) and the loss compares them, area-averaged onto the group's native grid, with the native
+bands. The 60 m branch then sees 6 × 6 input cells per 1440 m patch instead of one, and what is
+optimised is what the left-out scenes are scored on.
+
+Each branch has its own Adam optimizer and an L1 loss in the z-scored space it predicts; with
+``train.loss_weights = "ergas"`` each band's term is weighted by ``std / mean`` of its
+normalisation statistics, which makes it the band's error relative to its mean reflectance, as
+ERGAS (the validation score) weighs it.
 Validation, on held-aside patches: ERGAS per group (ratio 4, 8, 24) of the nets, of Gram–Schmidt
 (:func:`~difffusr_cli.fusion_baselines.gram_schmidt_fuse`) and of bilinear upsampling given
 the same degraded inputs, logged to the CSV; ``best`` has the lowest mean ERGAS of the nets.
@@ -22,19 +33,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from difffusr_cli import bands
-from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
-from difffusr_cli.degrade import upsample_bilinear, wald_degrade
+from difffusr_cli.bands import GroupName
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.models.config import FusionArch, FusionConfig
 from difffusr_cli.models.fusion import BRANCH_BANDS, OUTPUT_RATIO, FusionNetwork
+from difffusr_cli.models.fusion_mtf import MTFNetFusion
 from difffusr_cli.train import common
 from difffusr_cli.train.common import (
     LineReporter,
@@ -46,13 +55,50 @@ from difffusr_cli.train.common import (
     require,
 )
 from difffusr_cli.train.data import S2PatchSampler
+from difffusr_cli.train.fusion_wald import (
+    GROUP_ORDER,
+    METHODS,
+    UNIFORM_FACTOR,
+    LossWeights,
+    WaldScale,
+    WaldWorld,
+    branch_inputs,
+    branch_loss,
+    from_branch_space,
+    to_branch_space,
+    validate,
+    wald_world,
+)
 from difffusr_cli.train.loop import FitPlan, StepResult, Validation, fit
+
+__all__ = [
+    "BRANCH_BANDS",
+    "LOG_COLUMNS",
+    "PATCH_MULTIPLE",
+    "UNIFORM_FACTOR",
+    "FusionStage",
+    "FusionTrainConfig",
+    "WaldWorld",
+    "branch_inputs",
+    "branch_loss",
+    "build_net",
+    "from_branch_space",
+    "presets",
+    "resolve_config",
+    "s2_preset",
+    "to_branch_space",
+    "train_fusion",
+    "validate",
+    "wald_world",
+]
 
 #: Patch sides (10 m pixels) must be multiples of this: the 60 m branch degrades 60 m bands by 24.
 PATCH_MULTIPLE = 6 * OUTPUT_RATIO["60m"]
-_GROUP_ORDER: tuple[GroupName, ...] = ("10m", "20m", "60m")
+_GROUP_ORDER = GROUP_ORDER
 _STREAM_BATCH, _STREAM_VAL = 11, 12
-_METHODS = ("net", "gs", "bilinear")
+_METHODS = METHODS
+#: How fresh branches are initialised (see :class:`FusionTrainConfig`).
+FusionStart = Literal["random", "detail-injection"]
 
 LOG_COLUMNS = (
     "step",
@@ -85,6 +131,14 @@ class FusionTrainConfig(common.ModelTrainConfig):
         val_patches: held-aside validation patches.
         val_fraction: share of the products (several) or rows (one) held aside for validation.
         max_nodata: skip patches with more invalid pixels than this in any group.
+        start: ``"random"`` (default initialisation) or ``"detail-injection"`` (MTF only: the
+            branches start as unit-gain detail injection, i.e. MTF-GLP, or exactly the local
+            regression fusion with ``model.injection = "regression"``;
+            :meth:`~difffusr_cli.models.fusion_mtf.MTFNetFusion.start_as_detail_injection`).
+        loss_weights: ``"equal"`` (L1 of the z-scores) or ``"ergas"`` (each band's L1 weighted
+            by ``std / mean``: its error relative to its mean reflectance, as ERGAS weighs it).
+        wald_scale: ``"group"`` (the authors' protocol, shrink by ``4·r``) or ``"uniform"``
+            (shrink every group by 4, as ``eval fusion`` scores); see the module docstring.
         val_every, checkpoint_every, log_every, grad_clip, amp, seed: as for ``train rgb``.
     """
 
@@ -102,6 +156,9 @@ class FusionTrainConfig(common.ModelTrainConfig):
     val_patches: int = 32
     val_fraction: float = 0.2
     max_nodata: float = 0.05
+    wald_scale: WaldScale = "group"
+    start: FusionStart = "random"
+    loss_weights: LossWeights = "equal"
     val_every: int = 1
     checkpoint_every: int = 10
     log_every: int = 10
@@ -132,6 +189,22 @@ class FusionTrainConfig(common.ModelTrainConfig):
             0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"
         )
         require(0 <= self.max_nodata < 1, f"max_nodata must be in [0, 1), got {self.max_nodata}")
+        require(
+            self.wald_scale in get_args(WaldScale),
+            f"wald_scale must be group or uniform, got {self.wald_scale!r}",
+        )
+        require(
+            self.start in get_args(FusionStart),
+            f"start must be random or detail-injection, got {self.start!r}",
+        )
+        require(
+            self.loss_weights in get_args(LossWeights),
+            f"loss_weights must be equal or ergas, got {self.loss_weights!r}",
+        )
+        require(
+            self.start == "random" or self.model.arch == "mtf",
+            "start = detail-injection needs the mtf architecture",
+        )
         require(self.grad_clip >= 0, "grad_clip must be >= 0")
 
 
@@ -151,9 +224,40 @@ def _preset(arch: FusionArch, size: str) -> dict[str, Any]:
     ).to_dict()
 
 
+def s2_preset() -> dict[str, Any]:
+    """The ``fusion-s2`` recipe (docs/training.md): local regression fusion, refined.
+
+    MTF branches (nf 8, nb 2, gc 4) on the local regression detail (``injection =
+    "regression"``), started as that classical fusion,
+    trained in ``eval fusion``'s situation (``wald_scale = "uniform"``) with ERGAS-weighted L1,
+    160 steps of 4 patches; ``best`` by validation ERGAS on the held-aside product(s).
+    """
+    return FusionTrainConfig(
+        model=FusionConfig("mtf", 8, 2, 4, injection="regression"),
+        batch_size=4,
+        lr=1e-3,
+        epochs=10,
+        patches_per_epoch=64,
+        val_patches=32,
+        wald_scale="uniform",
+        start="detail-injection",
+        loss_weights="ergas",
+        checkpoint_every=0,
+        log_every=4,
+    ).to_dict()
+
+
 def presets(arch: FusionArch) -> dict[str, Any]:
-    """``--config`` presets for ``arch``: ``large`` (the authors' sizes), ``small`` (CPU-sized)."""
-    return {"large": lambda: _preset(arch, "large"), "small": lambda: _preset(arch, "small")}
+    """``--config`` presets: ``large`` (the authors' sizes), ``small`` (CPU-sized), ``s2``.
+
+    ``large`` and ``small`` use ``arch``; ``s2`` (the recipe of the shipped ``fusion-s2``) is
+    always MTF.
+    """
+    return {
+        "large": lambda: _preset(arch, "large"),
+        "small": lambda: _preset(arch, "small"),
+        "s2": s2_preset,
+    }
 
 
 def resolve_config(
@@ -166,7 +270,7 @@ def resolve_config(
     ``arch`` (``--arch``) picks the preset's architecture and overrides ``model.arch`` of a file.
     """
     overrides = dict(overrides)
-    layout: FusionArch = "rrdb"
+    layout: FusionArch = "mtf" if spec == "s2" else "rrdb"
     if arch is not None:
         if arch == "mtf":
             layout = "mtf"
@@ -179,125 +283,6 @@ def resolve_config(
             common.apply_overrides(base, overrides), str(run.config_file)
         )
     return common.load_config(spec, presets(layout), overrides, FusionTrainConfig.from_mapping)
-
-
-# ---------------------------------------------------------------------------------------------
-# Wald-protocol inputs
-
-
-def to_branch_space(x: Tensor, group: GroupName) -> Tensor:
-    """``(B, C, h, w)`` reflectance in ``bands.GROUPS`` order → z-scores in the branch's order."""
-    names = GROUPS[group]
-    mean, std = bands.norm_stats(names, x.device, x.dtype)
-    z = (x - mean) / std
-    return z[:, [names.index(n) for n in BRANCH_BANDS[group]]]
-
-
-def from_branch_space(z: Tensor, group: GroupName) -> Tensor:
-    """Inverse of :func:`to_branch_space`: branch-order z-scores → reflectance in group order."""
-    order = BRANCH_BANDS[group]
-    mean, std = bands.norm_stats(order, z.device, z.dtype)
-    x = z * std + mean
-    return x[:, [order.index(n) for n in GROUPS[group]]]
-
-
-@dataclass(frozen=True)
-class WaldWorld:
-    """One branch's training situation (see the module docstring), for a batch of patches.
-
-    Attributes:
-        group: the branch.
-        guidance: ``(B, 3, T, T)`` R, G, B reflectance on the target grid.
-        degraded: every group degraded by ``4·r``, reflectance in group order (for baselines).
-        target: ``(B, C, T, T)`` the group's native bands, reflectance in group order.
-    """
-
-    group: GroupName
-    guidance: Tensor
-    degraded: dict[GroupName, Tensor]
-    target: Tensor
-
-
-def wald_world(native: Mapping[GroupName, Tensor], group: GroupName) -> WaldWorld:
-    """Build ``group``'s Wald situation from native patches ``{g: (B, C_g, P/r_g, P/r_g)}``."""
-    ratio = GROUP_RATIO[group]
-    rgb = native["10m"][:, [GROUPS["10m"].index(n) for n in bands.RGB]]
-    degraded = {g: wald_degrade(native[g], OUTPUT_RATIO[group]) for g in _GROUP_ORDER}
-    return WaldWorld(
-        group=group, guidance=wald_degrade(rgb, ratio), degraded=degraded, target=native[group]
-    )
-
-
-def branch_inputs(net: FusionNetwork, world: WaldWorld) -> tuple[Tensor, Tensor]:
-    """``(guidance, ms)`` z-scored network inputs of ``world``.
-
-    Built as the inference predictor builds them.
-    """
-    mean, std = bands.norm_stats(bands.RGB, world.guidance.device, world.guidance.dtype)
-    guidance = (world.guidance - mean) / std
-    size = world.guidance.shape[-2:]
-    parts = []
-    for g in net.input_groups(world.group):
-        up = upsample_bilinear(to_branch_space(world.degraded[g], g), OUTPUT_RATIO[g])
-        parts.append(up[:, :, : size[0], : size[1]])
-    return guidance, torch.cat(parts, dim=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-@torch.no_grad()
-def validate(
-    net: FusionNetwork, native: Mapping[GroupName, Tensor], batch_size: int
-) -> tuple[dict[str, float], dict[GroupName, dict[str, Tensor]]]:
-    """ERGAS per group of the nets, Gram–Schmidt and bilinear on fixed validation patches.
-
-    Returns:
-        ``(scores, previews)``: ``scores`` maps ``ergas_<group>_<method>`` and
-        ``ergas_mean_<method>`` to values; ``previews[group]`` holds the first patch's
-        ``bilinear``, ``net`` and ``target`` reflectance (CPU) for the quicklook.
-    """
-    from difffusr_cli.fusion_baselines import bilinear_fuse, gram_schmidt_fuse
-    from difffusr_cli.metrics import aggregate_scores
-
-    was_training = net.training
-    net.eval()
-    scores: dict[str, float] = {}
-    previews: dict[GroupName, dict[str, Tensor]] = {}
-    count = next(iter(native.values())).shape[0]
-    try:
-        for group in _GROUP_ORDER:
-            outputs: dict[str, list[Tensor]] = {m: [] for m in _METHODS}
-            targets = []
-            for start in range(0, count, batch_size):
-                chunk = {g: t[start : start + batch_size] for g, t in native.items()}
-                world = wald_world(chunk, group)
-                guidance, ms = branch_inputs(net, world)
-                outputs["net"].append(
-                    from_branch_space(net.branch(group)(guidance, ms).float(), group)
-                )
-                index = bands.indices(GROUPS[group])
-                degraded: dict[str, Tensor] = dict(world.degraded.items())
-                outputs["gs"].append(gram_schmidt_fuse(world.guidance, degraded)[:, index])
-                outputs["bilinear"].append(bilinear_fuse(world.guidance, degraded)[:, index])
-                targets.append(world.target)
-            target = torch.cat(targets)
-            for method in _METHODS:
-                predicted = torch.cat(outputs[method])
-                scores[f"ergas_{group}_{method}"] = float(
-                    aggregate_scores(predicted, target, ratio=OUTPUT_RATIO[group]).ergas
-                )
-                if method in ("net", "bilinear"):
-                    previews.setdefault(group, {})[method] = predicted[:1].cpu()
-            previews[group]["target"] = target[:1].cpu()
-    finally:
-        net.train(was_training)
-    for method in _METHODS:
-        scores[f"ergas_mean_{method}"] = float(
-            np.mean([scores[f"ergas_{g}_{method}"] for g in _GROUP_ORDER])
-        )
-    return scores, previews
 
 
 def _quicklook(run: RunDir, step: int, previews: Mapping[GroupName, Mapping[str, Tensor]]) -> Path:
@@ -326,7 +311,13 @@ def build_net(
     """Fresh networks, or networks initialised from ``init`` (whose architecture then wins)."""
     if init is None:
         common.seed_global(config.seed, -1)
-        return FusionNetwork(config.model), config
+        fresh = FusionNetwork(config.model)
+        if config.start == "detail-injection":
+            for group in _GROUP_ORDER:
+                branch = fresh.branch(group)
+                assert isinstance(branch, MTFNetFusion)
+                branch.start_as_detail_injection()
+        return fresh, config
     from difffusr_cli.api import load_network
     from difffusr_cli.weights import load_weights, resolve
 
@@ -408,7 +399,14 @@ def train_fusion(
         log_every=config.log_every,
         log_columns=LOG_COLUMNS,
         model_config=config.model,
-        source={"trained_by": "difffusr train fusion", "data": data.names, "out": str(run.path)},
+        source={
+            "trained_by": "difffusr train fusion",
+            "data": data.names,
+            "trained_on": data.scene_ids("train"),
+            "validated_on": data.scene_ids("val"),
+            "wald_scale": config.wald_scale,
+            "out": str(run.path),
+        },
     )
     return fit(stage, plan, run, precision, state=state, progress=progress)
 
@@ -445,13 +443,14 @@ class FusionStage:
         native = _to_tensors(self.data.batch(rng, config.batch_size, "train"), self.device)
         step_losses: dict[str, float] = {}
         for group in _GROUP_ORDER:
-            world = wald_world(native, group)
+            world = wald_world(native, group, config.wald_scale)
             optimizer = self.optimizers[group]
             optimizer.zero_grad(set_to_none=True)
             with self.precision.autocast():
                 guidance, ms = branch_inputs(net, world)
-                predicted = net.branch(group)(guidance, ms)
-                loss = F.l1_loss(predicted.float(), to_branch_space(world.target, group))
+                predicted = world.to_target_grid(net.branch(group)(guidance, ms).float())
+                target = to_branch_space(world.target, group)
+                loss = branch_loss(predicted, target, group, config.loss_weights)
             parameters = list(net.branch(group).parameters())
             self.precision.step(loss, optimizer, config.grad_clip or None, parameters)
             step_losses[f"loss_{group}"] = common.finite_or_raise(
@@ -461,7 +460,10 @@ class FusionStage:
 
     def validate(self, done: int) -> Validation:
         """Score the nets on the validation patches (mean ERGAS decides ``best``)."""
-        scores, previews = validate(self.network, self.val_native, self.config.batch_size)
+        config = self.config
+        scores, previews = validate(
+            self.network, self.val_native, config.batch_size, config.wald_scale
+        )
         _quicklook(self.run, done, previews)
         return Validation(scores["ergas_mean_net"], scores, scores)
 

@@ -156,8 +156,8 @@ def _guidance(entry: ModelEntry) -> str:
     return (
         f"give a local file with {_MODEL_FLAG[entry.kind]}, or pre-fill the Hugging Face cache "
         f"(`difffusr weights pull {entry.name}` on a connected machine, copy its cache folder to "
-        f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); to only try the pipeline, use the "
-        f"shipped demonstration model with {_MODEL_FLAG[entry.kind].split()[0]} "
+        f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); offline, use the model shipped in "
+        f"the package: {_MODEL_FLAG[entry.kind].split()[0]} "
         f"{DEMO_MODELS[entry.kind]}"
     )
 

@@ -34,9 +34,9 @@ _SOURCES = ("hub", "package")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _MODEL_FLAG = {"rgb": "--rgb-model PATH", "fusion": "--fusion-model PATH"}
-#: Packaged demonstration models (weights.toml), named in the offline guidance.
-#: The demonstration models shipped in the package (offline use, `superres --example`).
-DEMO_MODELS: dict[str, str] = {"rgb": "rgb-tiny", "fusion": "fusion-tiny"}
+#: The models shipped in the package (weights.toml): offline use, `superres --example` and the
+#: offline guidance (rgb-tiny is a demonstration; fusion-s2 is trained on real Sentinel-2).
+DEMO_MODELS: dict[str, str] = {"rgb": "rgb-tiny", "fusion": "fusion-s2"}
 _KIND_NAME = {"rgb": "an RGB", "fusion": "a fusion"}
 
 # ---------------------------------------------------------------------------------------------
