@@ -223,5 +223,15 @@ def test_joint_margin_is_checked():
 
     with pytest.raises(InputError, match="--joint-margin"):
         replace(FAST, joint_margin=6).validate()
+    # a margin asked for must fit the patch; the default shrinks to a smaller --patch-size
+    with pytest.raises(InputError, match="--joint-margin 40: expected at most the patch size"):
+        replace(FAST, joint_margin=40).validate()
+    replace(FAST, patch_size=16).validate()
     with pytest.raises(InputError, match="--sampling"):
         replace(FAST, sampling="both").validate()  # type: ignore[arg-type]
+
+
+def test_the_default_margin_shrinks_to_a_small_patch(safe, models, tmp_path):
+    summary, (product, meta) = run(safe, tmp_path / "p16.tif", models, patch_size=16, overlap=4)
+    assert meta["tags"]["sampling"] == "joint" and meta["tags"]["joint_margin"] == "16"
+    assert np.isfinite(product).any()

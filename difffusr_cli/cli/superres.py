@@ -151,7 +151,8 @@ def superres(
                 "Joint sampling: context pixels each patch sees beyond its edges (multiple of 4), "
                 "at (patch + 2·margin)²/patch² of the network time. 32 keeps the demo model's "
                 "darkened patch edges out of the overlaps (16 left a line along every patch "
-                "row); 0 is fastest."
+                "row); 0 is fastest. At most the patch size; the default 32 shrinks to a smaller "
+                "--patch-size."
             ),
         ),
     ] = 32,

@@ -161,6 +161,8 @@ def resolve_compute(
     return replace(
         options,
         patch_size=patch,
+        # the default margin shrinks to a smaller patch (SuperresOptions.validate)
+        joint_margin=min(options.joint_margin, patch),
         fusion_tile=tile,
         fusion_overlap=overlap,
         batch_size=batch,

@@ -28,6 +28,11 @@ NODATA_RULE = (
 )
 
 
+#: ``--joint-margin``'s default (context pixels of a jointly sampled patch); a smaller
+#: ``--patch-size`` lowers it to the patch size.
+DEFAULT_JOINT_MARGIN = 32
+
+
 @dataclass(frozen=True)
 class SuperresOptions:
     """Everything that controls a ``superres`` run (the CLI options, validated once).
@@ -109,7 +114,7 @@ class SuperresOptions:
     channels_last: bool = False
     consistency: Consistency = "box"
     sampling: SamplingMethod = "joint"
-    joint_margin: int = 32
+    joint_margin: int = DEFAULT_JOINT_MARGIN
 
     def validate(self) -> None:
         """Check values and combinations; raises ``InputError`` with the offending option."""
@@ -140,12 +145,20 @@ class SuperresOptions:
             )
         if self.patch_size is not None and self.patch_size > MAX_PATCH:
             raise InputError(f"--patch-size {self.patch_size}: expected at most {MAX_PATCH}")
-        # an auto patch is at least the margin (superres.compute.resolve_compute)
-        margin_cap = self.patch_size if self.patch_size is not None else self.joint_margin
-        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > margin_cap:
+        if self.joint_margin < 0 or self.joint_margin % 4:
             raise InputError(
-                f"--joint-margin {self.joint_margin}: expected a multiple of 4 between 0 and the "
-                f"patch size ({margin_cap})"
+                f"--joint-margin {self.joint_margin}: expected a multiple of 4, 0 or more"
+            )
+        # an auto patch is at least the margin, and the default margin shrinks to a smaller
+        # --patch-size (superres.compute.resolve_compute); a margin asked for must fit
+        if (
+            self.patch_size is not None
+            and self.joint_margin > self.patch_size
+            and self.joint_margin != DEFAULT_JOINT_MARGIN
+        ):
+            raise InputError(
+                f"--joint-margin {self.joint_margin}: expected at most the patch size "
+                f"({self.patch_size})"
             )
         if self.overlap < 0 or self.overlap % 4 or self.overlap > patch // 2:
             raise InputError(
