@@ -94,9 +94,7 @@ __all__ = [
 
 #: Patch sides (10 m pixels) must be multiples of this: the 60 m branch degrades 60 m bands by 24.
 PATCH_MULTIPLE = 6 * OUTPUT_RATIO["60m"]
-_GROUP_ORDER = GROUP_ORDER
 _STREAM_BATCH, _STREAM_VAL = 11, 12
-_METHODS = METHODS
 #: How fresh branches are initialised (see :class:`FusionTrainConfig`).
 FusionStart = Literal["random", "detail-injection"]
 
@@ -109,8 +107,8 @@ LOG_COLUMNS = (
     "loss_20m",
     "loss_60m",
     "steps_per_s",
-    *(f"ergas_{g}_{m}" for m in _METHODS for g in _GROUP_ORDER),
-    *(f"ergas_mean_{m}" for m in _METHODS),
+    *(f"ergas_{g}_{m}" for m in METHODS for g in GROUP_ORDER),
+    *(f"ergas_mean_{m}" for m in METHODS),
     "seconds",
 )
 
@@ -287,7 +285,7 @@ def resolve_config(
 
 def _quicklook(run: RunDir, step: int, previews: Mapping[GroupName, Mapping[str, Tensor]]) -> Path:
     rows = []
-    for group in _GROUP_ORDER:
+    for group in GROUP_ORDER:
         panels = [previews[group][k][0].numpy() for k in ("bilinear", "net", "target")]
         # three bands of the group as a false-colour image (the 60 m group repeats B09)
         pick = [0, 1, 2] if panels[0].shape[0] >= 3 else [1, 1, 0]
@@ -313,7 +311,7 @@ def build_net(
         common.seed_global(config.seed, -1)
         fresh = FusionNetwork(config.model)
         if config.start == "detail-injection":
-            for group in _GROUP_ORDER:
+            for group in GROUP_ORDER:
                 branch = fresh.branch(group)
                 assert isinstance(branch, MTFNetFusion)
                 branch.start_as_detail_injection()
@@ -428,7 +426,7 @@ class FusionStage:
         self.network, self.config, self.data = net, config, data
         self.precision, self.device = precision, device
         self.optimizers: dict[str, torch.optim.Optimizer] = {
-            g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in _GROUP_ORDER
+            g: torch.optim.Adam(net.branch(g).parameters(), lr=config.lr) for g in GROUP_ORDER
         }
 
     def set_validation(self, run: RunDir, native: Mapping[GroupName, Tensor]) -> None:
@@ -442,7 +440,7 @@ class FusionStage:
         _, rng = common.step_rngs(config.seed, _STREAM_BATCH, step)
         native = _to_tensors(self.data.batch(rng, config.batch_size, "train"), self.device)
         step_losses: dict[str, float] = {}
-        for group in _GROUP_ORDER:
+        for group in GROUP_ORDER:
             world = wald_world(native, group, config.wald_scale)
             optimizer = self.optimizers[group]
             optimizer.zero_grad(set_to_none=True)

@@ -156,10 +156,16 @@ def _guidance(entry: ModelEntry) -> str:
     return (
         f"give a local file with {_MODEL_FLAG[entry.kind]}, or pre-fill the Hugging Face cache "
         f"(`difffusr weights pull {entry.name}` on a connected machine, copy its cache folder to "
-        f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); offline, use the model shipped in "
-        f"the package: {_MODEL_FLAG[entry.kind].split()[0]} "
-        f"{DEMO_MODELS[entry.kind]}"
+        f"{hub_cache_dir()} here, and set HF_HUB_OFFLINE=1); {_SHIPPED[entry.kind]} "
+        f"{_MODEL_FLAG[entry.kind].split()[0]} {DEMO_MODELS[entry.kind]}"
     )
+
+
+#: How the offline guidance names the packaged model of each kind (rgb-tiny is only a demo).
+_SHIPPED = {
+    "rgb": "to only try the pipeline, use the shipped demonstration model with",
+    "fusion": "offline, use the shipped fusion model trained on real Sentinel-2 with",
+}
 
 
 #: Seconds the repository listing may take in all, retries included (``DIFFFUSR_HUB_DEADLINE``).
