@@ -30,8 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import rasterio
+# As the ``difffusr`` command does (difffusr_cli/cli/__init__.py), before torch is imported:
+# large host tensors on transparent huge pages.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
 from affine import Affine
 from rasterio.windows import Window
 

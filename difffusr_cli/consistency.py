@@ -25,6 +25,7 @@ same numbers as computing it whole.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -49,18 +50,23 @@ def box_repeat(r: Tensor, factor: int) -> Tensor:
 
 
 def bilinear_up(
-    c: Tensor, factor: int, rows: slice | None = None, cols: slice | None = None
+    c: Tensor,
+    factor: int,
+    rows: slice | None = None,
+    cols: slice | None = None,
+    storage: Tensor | None = None,
 ) -> Tensor:
     """``B``: bilinear upsampling by ``factor`` (``align_corners=False``, clamped edges).
 
     ``(C, h, w)`` → ``(C, h·f, w·f)``, or only the output pixels of the native ``rows`` ×
     ``cols``. Equals ``F.interpolate(..., mode="bilinear")`` but with weights that depend only on
-    the position inside the native pixel (position-independent rounding).
+    the position inside the native pixel (position-independent rounding). ``storage``: a flat
+    tensor of at least the result's size to hold it (a caller's reused buffer).
     """
     rows, cols = rows or slice(0, c.shape[1]), cols or slice(0, c.shape[2])
     padded = c.index_select(1, _clamped_index(rows, c.shape[1], c.device))
     padded = padded.index_select(2, _clamped_index(cols, c.shape[2], c.device))
-    return _up_axis(_up_axis(padded, factor, 2), factor, 1)  # columns first: fewer pixels
+    return _up_axis(_up_axis(padded, factor, 2), factor, 1, storage)  # columns first
 
 
 def _clamped_index(span: slice, n: int, device: torch.device) -> Tensor:
@@ -68,7 +74,7 @@ def _clamped_index(span: slice, n: int, device: torch.device) -> Tensor:
     return torch.arange(span.start - 1, span.stop + 1, device=device).clamp(0, n - 1)
 
 
-def _up_axis(p: Tensor, factor: int, dim: int) -> Tensor:
+def _up_axis(p: Tensor, factor: int, dim: int, storage: Tensor | None = None) -> Tensor:
     """Upsample ``p`` along ``dim`` (1 or 2), which holds one neighbour on each side.
 
     Output pixel ``o`` of a native pixel sits at ``d = (o + ½)/f − ½`` native pixels from its
@@ -79,7 +85,10 @@ def _up_axis(p: Tensor, factor: int, dim: int) -> Tensor:
     size = list(p.shape)
     size.insert(dim + 1, factor)
     size[dim] = n
-    out = torch.empty(size, dtype=p.dtype, device=p.device)
+    if storage is None:
+        out = torch.empty(size, dtype=p.dtype, device=p.device)
+    else:
+        out = storage[: math.prod(size)].view(size)
     for o in range(factor):
         d = (o + 0.5) / factor - 0.5
         torch.lerp(own, prev if d < 0 else nxt, abs(d), out=out.select(dim + 1, o))
@@ -131,6 +140,7 @@ def project(
     factor: int,
     keep: tuple[slice, slice] | None = None,
     radius: int = RADIUS,
+    storage: Tensor | None = None,
 ) -> Tensor:
     """Correct ``x`` so that its box average over every valid native pixel is ``b``.
 
@@ -143,6 +153,8 @@ def project(
             others serve as context only: each result depends on :data:`REACH` native pixels
             around it.
         radius: see :data:`RADIUS`.
+        storage: a flat float32 tensor of at least the result's size to hold it (reused by a
+            caller that projects many blocks: fresh memory costs a page fault per page).
 
     Returns:
         ``(C, H, W)`` float32 (or the pixels of ``keep``) with ``box_average(result) == b`` on
@@ -155,7 +167,7 @@ def project(
     full = np.s_[
         :, rows.start * factor : rows.stop * factor, cols.start * factor : cols.stop * factor
     ]
-    y = bilinear_up(c, factor, rows, cols).add_(x[full])
+    y = bilinear_up(c, factor, rows, cols, storage).add_(x[full])
     residual = (b[:, rows, cols] - box_average(y, factor)) * mask[:, rows, cols]
     channels, height, width = y.shape
     cells = y.view(channels, height // factor, factor, width // factor, factor)

@@ -256,6 +256,7 @@ class RowStage:
         channels: channels of the windows' data.
         compute: the function that computes one window row.
         capacity: rows to allocate up front (the most the caller will hold at once).
+        blended: False when the windows agree wherever they overlap (see :class:`BlendBuffer`).
     """
 
     def __init__(
@@ -267,12 +268,13 @@ class RowStage:
         channels: int,
         compute: Callable[[int, int], Iterable[Contribution]],
         capacity: int = 0,
+        blended: bool = True,
     ) -> None:
         self.starts = starts
         self.size = size
         self.height = height
         self.compute = compute
-        self.buffer = BlendBuffer(width, channels, capacity)
+        self.buffer = BlendBuffer(width, channels, capacity, blended=blended)
         self.next_row = 0
 
     @property
@@ -291,10 +293,12 @@ class RowStage:
                 self.buffer.add(top, left, data, weights)
             self.next_row += 1
 
-    def read(self, rows: Span, cols: Span | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, rows: Span, cols: Span | None = None, reuse: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Blended pixels (see :meth:`BlendBuffer.read`); computes what is missing first."""
         self.ensure(rows.stop)
-        return self.buffer.read(rows, cols)
+        return self.buffer.read(rows, cols, reuse)
 
     def drop_before(self, row: int) -> None:
         """Rows above ``row`` will not be read again."""
@@ -317,22 +321,32 @@ class BlendBuffer:
 
     Holds full-width rows ``[first_row, first_row + rows)`` of the region only; memory is
     ``(channels + 1) × capacity × width`` float32, independent of the region's height.
+
+    With ``blended=False`` the windows are known to agree wherever they overlap (fusion tiles
+    with a halo that covers the step's reach, and no blended overlap): each window is copied in,
+    the last one written wins, and :meth:`read` returns the stored pixels without a division.
+    That saves zeroing, weighting and dividing every pixel of a 13-channel stage.
     """
 
-    def __init__(self, width: int, channels: int = 3, capacity: int = 0) -> None:
+    def __init__(self, width: int, channels: int = 3, capacity: int = 0, blended: bool = True):
         self.width = width
         self.channels = channels
+        self.blended = blended
         self.first_row = 0
         self.rows = 0
         self._num = np.zeros((channels, capacity, width), dtype=np.float32)
         self._den = np.zeros((capacity, width), dtype=np.float32)
+        self._out: np.ndarray | None = None  # reused by read(): fresh pages cost a page fault each
 
     def reset(self, first_row: int) -> None:
         """Forget everything; the buffer starts at ``first_row``."""
         self.first_row, self.rows = first_row, 0
 
     def _ensure(self, stop: int) -> None:
-        """Make room for rows up to ``stop`` (zeros), growing the arrays only when needed."""
+        """Make room for rows up to ``stop`` (zeros), growing the arrays only when needed.
+
+        Unblended, only the weights are zeroed: every pixel a window covers is copied over.
+        """
         need = stop - self.first_row
         if need <= self.rows:
             return
@@ -344,7 +358,8 @@ class BlendBuffer:
             den[: self.rows] = self._den[: self.rows]
             self._num, self._den = num, den
         else:
-            self._num[:, self.rows : need] = 0.0
+            if self.blended:
+                self._num[:, self.rows : need] = 0.0
             self._den[self.rows : need] = 0.0
         self.rows = need
 
@@ -352,6 +367,7 @@ class BlendBuffer:
         """Accumulate ``patch`` ``(C, h, w)`` with ``weights`` ``(h, w)`` at region pixel (y, x).
 
         Parts above the buffer's first row or outside the region's width are ignored.
+        Unblended, ``patch`` is copied in and the weights only mark the pixels covered.
         """
         h, w = weights.shape
         top = max(y, self.first_row)
@@ -361,11 +377,25 @@ class BlendBuffer:
         self._ensure(y + h)
         src = np.s_[top - y : h, left - x : right - x]
         dst = np.s_[top - self.first_row : y + h - self.first_row, left:right]
-        self._num[(slice(None),) + dst] += patch[(slice(None),) + src] * weights[src]
-        self._den[dst] += weights[src]
+        if self.blended:
+            self._num[(slice(None),) + dst] += patch[(slice(None),) + src] * weights[src]
+            self._den[dst] += weights[src]
+        else:
+            self._num[(slice(None),) + dst] = patch[(slice(None),) + src]
+            self._den[dst] = 1.0
 
-    def read(self, rows: Span, cols: Span | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, rows: Span, cols: Span | None = None, reuse: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Blended pixels of ``rows`` × ``cols`` (default: the full width).
+
+        Args:
+            rows: the rows to read.
+            cols: the columns to read (default: the full width).
+            reuse: return a buffer of this object, reused by the next call (or, unblended, a
+                view of the stored rows) instead of a new array: for callers that use the data
+                before reading again or computing more rows (fresh memory costs a page fault
+                per page, on every read).
 
         Returns:
             ``(data, covered)``: ``data`` ``(C, h, w)`` float32 Σ w·patch / Σ w and ``covered``
@@ -383,8 +413,27 @@ class BlendBuffer:
         den = self._den[sl]
         covered = den > 0
         num = self._num[(slice(None),) + sl]
-        out = np.zeros(num.shape, dtype=np.float32)  # calloc: no separate zeroing pass
-        return np.divide(num, den, out=out, where=covered), covered
+        everywhere = bool(covered.all())
+        if not self.blended and everywhere and reuse:
+            return num, covered
+        out = self._scratch(num.shape) if reuse else np.empty(num.shape, dtype=np.float32)
+        if not self.blended:
+            np.copyto(out, num)
+        elif everywhere:
+            np.divide(num, den, out=out)
+        else:
+            out[:] = 0.0
+            np.divide(num, den, out=out, where=covered)
+        if not self.blended and not everywhere:
+            out[:, ~covered] = 0.0
+        return out, covered
+
+    def _scratch(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A reused ``shape`` float32 array (grown only when a larger one is asked for)."""
+        size = int(np.prod(shape))
+        if self._out is None or self._out.size < size:
+            self._out = np.empty(size, dtype=np.float32)
+        return self._out[:size].reshape(shape)
 
     def drop_before(self, row: int) -> None:
         """Forget the rows above ``row`` (moves the kept rows to the front of the arrays)."""

@@ -175,3 +175,44 @@ def test_row_stage_computes_each_row_once_and_restarts_exactly():
     assert log == [] and stage.next_row == next(i for i, t in enumerate(starts) if t + size > 41)
     resumed = stage.read(Span(41, 60))[0]
     assert np.array_equal(resumed, reference[:, 41:])  # bitwise: same contributions, same order
+
+
+def test_unblended_buffer_copies_windows_in_and_reads_without_weights():
+    buffer = BlendBuffer(10, channels=2, capacity=4, blended=False)
+    first = np.full((2, 4, 6), 3.0, dtype=np.float32)
+    second = np.full((2, 4, 6), 5.0, dtype=np.float32)
+    weights = blend_weights((4, 6), 2)  # ignored: unblended windows are copied in
+    buffer.add(0, 0, first, weights)
+    buffer.add(0, 4, second, weights)  # overlaps the first over columns 4-5: the last one wins
+    data, covered = buffer.read(Span(0, 4))
+    assert covered.all()
+    np.testing.assert_array_equal(data[:, :, :4], 3.0)
+    np.testing.assert_array_equal(data[:, :, 4:], 5.0)
+    # a plain read is the caller's own array; a reused one is the buffer's and changes with it
+    kept = data.copy()
+    reused, _ = buffer.read(Span(0, 4), reuse=True)
+    buffer.add(0, 0, second, weights)
+    np.testing.assert_array_equal(data, kept)
+    np.testing.assert_array_equal(reused, 5.0)
+
+
+def test_unblended_buffer_leaves_uncovered_pixels_zero():
+    buffer = BlendBuffer(8, channels=1, capacity=4, blended=False)
+    buffer.add(0, 0, np.full((1, 4, 4), 2.0, dtype=np.float32), np.ones((4, 4), np.float32))
+    for reuse in (False, True):
+        data, covered = buffer.read(Span(0, 4), reuse=reuse)
+        assert covered[:, :4].all() and not covered[:, 4:].any()
+        np.testing.assert_array_equal(data[0, :, 4:], 0.0)
+        np.testing.assert_array_equal(data[0, :, :4], 2.0)
+
+
+def test_reused_blended_reads_equal_plain_reads():
+    buffer = BlendBuffer(12, channels=3, capacity=6)
+    rng = np.random.default_rng(0)
+    for left in (0, 4):
+        patch = rng.random((3, 6, 8), dtype=np.float32)
+        buffer.add(0, left, patch, blend_weights((6, 8), 4))
+    plain, covered = buffer.read(Span(1, 5), Span(2, 12))
+    reused, covered_reused = buffer.read(Span(1, 5), Span(2, 12), reuse=True)
+    np.testing.assert_array_equal(plain, reused)
+    np.testing.assert_array_equal(covered, covered_reused)

@@ -6,6 +6,13 @@
 console.
 """
 
-from difffusr_cli.cli.root import app, main, run
+import os
+
+# Before torch is imported: large host tensors on transparent huge pages. A fresh 4 KiB page
+# costs a page fault; the pipeline's many full-size temporaries made the kernel's page
+# clearing a third of its host time (benchmarks/host_throughput.py). A user's setting wins.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from difffusr_cli.cli.root import app, main, run  # noqa: E402
 
 __all__ = ["app", "main", "run"]

@@ -323,26 +323,40 @@ class ProductWriter:
         stored = self.encode(data[:, rows, cols], valid[rows, cols])
         self._write(dataset, Window(ic0, ir0, ic1 - ic0, ir1 - ir0), stored)
 
-    def encode(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def encode(
+        self, data: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """The stored values of ``(bands, h, w)`` float reflectance and ``(h, w)`` validity.
+
+        Args:
+            data: ``(bands, h, w)`` reflectance.
+            valid: ``(h, w)`` bool.
+            out: a ``(bands, h, w)`` array of the product's dtype to fill (a recycled buffer),
+                or None for a new one.
 
         Returns:
             ``(bands, h, w)`` of the product's dtype: DN (0 = nodata) or float32 (NaN = nodata);
             a pixel non-finite in any band is nodata.
         """
-        valid = valid & np.all(np.isfinite(data), axis=0)
-        out = np.empty(data.shape, dtype=self.dtype)
-        for i in range(self.count):  # one band at a time keeps temporaries small
-            band = data[i].astype(np.float32, copy=False)
+        ok = valid.copy()
+        work = np.empty(valid.shape, dtype=np.float32)  # one band at a time: small temporaries
+        finite = np.empty(valid.shape, dtype=bool)
+        for band in data:
+            ok &= np.isfinite(band, out=finite)
+        invalid = np.logical_not(ok, out=ok)
+        if out is None or out.shape != data.shape or out.dtype != np.dtype(self.dtype):
+            out = np.empty(data.shape, dtype=self.dtype)
+        for i in range(self.count):
             if self.dtype == "uint16":
-                dn = np.subtract(band, np.float32(self.offset[i]))
-                dn /= np.float32(self.scale[i])
-                np.rint(dn, out=dn)
-                np.clip(dn, 1, 65535, out=dn)
-                dn[~valid] = 0
-                out[i] = dn
+                np.subtract(data[i], np.float32(self.offset[i]), out=work, dtype=np.float32)
+                work /= np.float32(self.scale[i])
+                np.rint(work, out=work)
+                np.clip(work, 1, 65535, out=work)
+                np.putmask(work, invalid, 0)
+                out[i] = work
             else:
-                out[i] = np.where(valid, band, np.float32(np.nan))
+                np.copyto(out[i], data[i], casting="same_kind")
+                np.putmask(out[i], invalid, np.float32(np.nan))
         return out
 
     def write_stored(self, window: Window, stored: np.ndarray) -> None:

@@ -31,12 +31,14 @@ if TYPE_CHECKING:
 #: MTF nets: nothing global, so tiles with the halo agree exactly and need no blended overlap;
 #: (1536 + 2·96)² / 1536² = 1.27 × the tile interior's compute. RRDB nets pool over the tile
 #: (channel attention): blended over 48 pixels, (1536 + 2·192)² / 1488² = 1.66 ×.
-#: Gram–Schmidt (statistics per tile) and bilinear are cheap: small tiles, little memory.
+#: Gram–Schmidt (statistics per tile): small tiles, blended. Bilinear depends on position only:
+#: small tiles that agree exactly without a blended overlap (copied into the product, not
+#: weighted and divided; small tiles keep the rows held, and the memory, low).
 FUSION_TILING: dict[str, tuple[int, int]] = {
     "mtf": (1536, 0),
     "rrdb": (1536, 48),
     "gs": (480, 48),
-    "bilinear": (480, 48),
+    "bilinear": (480, 0),
 }
 #: Batches on devices without a memory query (CPU, MPS): patches, fusion tiles.
 FIXED_BATCH = 4

@@ -14,6 +14,7 @@ whole number of 20 or 60 m pixels), get zero residual.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,6 +52,11 @@ class ConsistencyStage:
         self.scene, self.region = scene, region
         self.height, self.width = height, width
         self.device = device if device.type == "cuda" else torch.device("cpu")
+        # Reused between blocks: arrays over 32 MiB are fresh pages from the kernel each time
+        # (glibc maps them), and a fresh page costs a fault and its clearing.
+        self._out: np.ndarray | None = None
+        self._storage: torch.Tensor | None = None
+        self._bands: torch.Tensor | None = None  # a group's bands over its span
 
     def span(self, rows: Span, length: int | None = None) -> Span:
         """The pixels (rows, or columns with ``length`` = the width) that ``rows`` depend on."""
@@ -68,22 +74,39 @@ class ConsistencyStage:
             cols: the region's output columns to return.
 
         Returns:
-            ``(12, h, w)`` float32 reflectance and the ``(h, w)`` bool validity.
+            ``(12, h, w)`` float32 reflectance and the ``(h, w)`` bool validity. The reflectance
+            array is reused by the next call: encode or copy it first.
         """
         span_rows, span_cols = self.span(rows), self.span(cols, self.width)
-        data, covered = fused.read(span_rows, span_cols)
+        data, covered = fused.read(span_rows, span_cols, reuse=True)
         inner = np.s_[
             rows.start - span_rows.start : rows.stop - span_rows.start,
             cols.start - span_cols.start : cols.stop - span_cols.start,
         ]
         valid = (covered & (data[12] > 0.5))[inner]
-        out = np.empty((12, rows.size, cols.size), dtype=np.float32)
+        out = self._out = _reused(self._out, (12, rows.size, cols.size))
         with torch.autocast(self.device.type, enabled=False):  # fp32 always
             x = torch.from_numpy(data[:12]).to(self.device)
             for group, names in GROUPS.items():
                 idx = indices(names)
-                corrected = self._group(x[idx], group, span_rows, span_cols, rows, cols)
-                out[idx] = corrected.cpu().numpy()
+                # Each group needs only REACH of its own native pixels around the rows: a 10 m
+                # band reads 20 pixels of context, not the 120 the 60 m bands need.
+                factor = SCALE * GROUP_RATIO[group]
+                g_rows = _native_span(rows, factor, self.height, span_rows)
+                g_cols = _native_span(cols, factor, self.width, span_cols)
+                part = x[
+                    :,
+                    g_rows.start - span_rows.start : g_rows.stop - span_rows.start,
+                    g_cols.start - span_cols.start : g_cols.stop - span_cols.start,
+                ]
+                shape = (len(idx), part.shape[1], part.shape[2])
+                if self._bands is None or self._bands.numel() < math.prod(shape):
+                    self._bands = torch.empty(math.prod(shape), device=x.device)
+                bands = self._bands[: math.prod(shape)].view(shape)
+                torch.index_select(part, 0, torch.tensor(idx, device=x.device), out=bands)
+                corrected = self._group(bands, group, g_rows, g_cols, rows, cols).cpu()
+                for k, i in enumerate(idx):  # band by band: plain copies, no fancy indexing
+                    out[i] = corrected[k].numpy()
         return out, valid
 
     def _group(
@@ -121,17 +144,40 @@ class ConsistencyStage:
             slice(top // factor, -(-(rows.stop - span_rows.start) // factor)),
             slice(left // factor, -(-(cols.stop - span_cols.start) // factor)),
         )
+        size = x.shape[0] * (keep[0].stop - keep[0].start) * (keep[1].stop - keep[1].start)
+        if self._storage is None or self._storage.numel() < size * factor**2:
+            self._storage = torch.empty(size * factor**2, device=x.device)
         y = project(
             x,
             torch.from_numpy(b).to(x.device),
             torch.from_numpy(valid).to(x.device),
             factor,
             keep,
+            storage=self._storage,
         )
         r0, c0 = top - keep[0].start * factor, left - keep[1].start * factor
         return y[:, r0 : r0 + rows.size, c0 : c0 + cols.size]
 
 
+def _native_span(pixels: Span, factor: int, length: int, within: Span) -> Span:
+    """The output pixels that ``pixels`` depend on, for ``factor`` output pixels per native one.
+
+    Whole native pixels plus :data:`REACH` of them on each side, clipped to ``[0, length)`` and
+    to ``within`` (the span read, aligned to the coarsest group, which holds it).
+    """
+    start = pixels.start // factor * factor - REACH * factor
+    stop = -(-pixels.stop // factor) * factor + REACH * factor
+    return Span(max(start, 0, within.start), min(stop, length, within.stop))
+
+
 def _clamped(size: int, length: int, device: torch.device) -> torch.Tensor:
     """Indices ``0 … size − 1`` clamped to ``length − 1`` (replicates the last pixel)."""
     return torch.arange(size, device=device).clamp(max=length - 1)
+
+
+def _reused(array: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
+    """``array`` reshaped to ``shape`` (float32) if it is large enough, else a new one."""
+    size = int(np.prod(shape))
+    if array is None or array.base is None or array.base.size < size:
+        return np.empty(size, dtype=np.float32).reshape(shape)
+    return array.base[:size].reshape(shape)

@@ -1,8 +1,8 @@
 """Rendering one region, block by block.
 
-The requested window (:func:`resolve_region`), the tiling of the region processed around it
-(:func:`make_layout`; the region: :mod:`difffusr_cli.superres.region`) and :class:`Renderer`,
-which produces the product block by block.
+The requested window, the region processed around it and its tiling are in
+:mod:`difffusr_cli.superres.region` (:func:`resolve_region`, :func:`make_layout`, re-exported
+here); :class:`Renderer` produces the product block by block.
 
 The processed region is the window grown by context (real scene data, clipped to the scene), so
 that the window's edges are never the edges of patches or fusion tiles; the product is the
@@ -21,18 +21,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import rasterio.windows
 import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, WINDOW_ALIGN, GroupName, indices
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
 from difffusr_cli.device import autocast, to_device
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.models import Models
-from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.superres.patches import Counters, PatchRows, PatchSampling
 from difffusr_cli.superres.reflectance import ConsistencyStage
+from difffusr_cli.superres.region import make_layout, resolve_region
 from difffusr_cli.tiling import (
     ALIGN,
     Contribution,
@@ -41,8 +40,9 @@ from difffusr_cli.tiling import (
     Span,
     blend_weights,
     fill_invalid,
-    round_up,
 )
+
+__all__ = ["WRITE_COLUMNS", "Counters", "Piece", "Renderer", "make_layout", "resolve_region"]
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
@@ -51,82 +51,6 @@ if TYPE_CHECKING:
 WRITE_COLUMNS = 4096
 #: A written piece: window on the region's 2.5 m grid, (12, h, w) reflectance, (h, w) validity.
 Piece = tuple[Window, np.ndarray, np.ndarray]
-
-
-def resolve_region(
-    scene: Scene, window: Sequence[int] | None, bbox: Sequence[float] | None
-) -> Window:
-    """The part of the scene to process, on the 10 m grid, widened to whole 60 m pixels.
-
-    ``window`` is ``(col, row, width, height)`` in 10 m pixels, ``bbox`` ``(xmin, ymin, xmax,
-    ymax)`` in the scene's CRS (pixels it touches are included). The result is widened outward to
-    multiples of 6 pixels from the scene origin (so every band group reads whole native pixels)
-    and clipped to the scene.
-
-    Raises:
-        InputError: the window or bbox does not overlap the scene.
-    """
-    width, height = int(scene.width), int(scene.height)
-    if window is not None:
-        col0, row0 = int(window[0]), int(window[1])
-        col1, row1 = col0 + int(window[2]), row0 + int(window[3])
-        what = f"--window {' '.join(str(int(v)) for v in window)}"
-    elif bbox is not None:
-        exact = rasterio.windows.from_bounds(*bbox, transform=scene.transform)
-        # Tolerate float noise so a bbox on pixel edges does not grow by a pixel.
-        col0 = int(np.floor(exact.col_off + 1e-6))
-        row0 = int(np.floor(exact.row_off + 1e-6))
-        col1 = int(np.ceil(exact.col_off + exact.width - 1e-6))
-        row1 = int(np.ceil(exact.row_off + exact.height - 1e-6))
-        what = f"--bbox {' '.join(f'{v:g}' for v in bbox)}"
-    else:
-        col0, row0, col1, row1 = 0, 0, width, height
-        what = "the scene"
-    col0, row0 = (
-        max(col0 // WINDOW_ALIGN * WINDOW_ALIGN, 0),
-        max(row0 // WINDOW_ALIGN * WINDOW_ALIGN, 0),
-    )
-    col1, row1 = min(round_up(col1, WINDOW_ALIGN), width), min(round_up(row1, WINDOW_ALIGN), height)
-    if col1 <= col0 or row1 <= row0:
-        raise InputError(
-            f"{what} does not overlap {scene.path} ({width} × {height} pixels at 10 m)"
-        )
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
-def make_layout(
-    region: Window, options: SuperresOptions, fusion_halo: int, window: Window | None = None
-) -> Layout:
-    """The tiling of ``region`` for ``options``.
-
-    Args:
-        region: the processed window of the 10 m grid (``region.context_region``).
-        options: the run's options (patch, overlap, tile and block sizes).
-        fusion_halo: how far the fusion step reaches, in 10 m pixels.
-        window: the product, a window of the 10 m grid inside ``region`` (default: all of it).
-
-    Returns:
-        The :class:`~difffusr_cli.tiling.Layout` on the region's 2.5 m grid.
-    """
-    crop = None
-    if window is not None and window != region:
-        crop = (
-            (int(window.row_off) - int(region.row_off)) * SCALE,
-            (int(window.col_off) - int(region.col_off)) * SCALE,
-            int(window.height) * SCALE,
-            int(window.width) * SCALE,
-        )
-    return Layout(
-        height=int(region.height) * SCALE,
-        width=int(region.width) * SCALE,
-        patch=options.patch_size or 0,
-        overlap=options.overlap,
-        tile=options.fusion_tile or 0,  # resolved (superres.compute.resolve_compute)
-        tile_overlap=options.fusion_overlap or 0,
-        halo=round_up(fusion_halo * SCALE, ALIGN),
-        block_rows=options.block_rows,
-        crop=crop,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +99,8 @@ class Renderer:
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
         self.fusion_batch_size = fusion_batch_size or batch_size
         self._staging: Tensor | None = None  # pinned host buffer of the fusion inputs (CUDA)
+        self._tile_out: np.ndarray | None = None  # a batch's fused tiles (reused)
+        self._zero_tile: np.ndarray | None = None
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
@@ -205,8 +131,17 @@ class Renderer:
         # held from a block's first row to the bottom of the last tile row it needed.
         context = 2 * self.reflectance.context + 2 * ALIGN if self.reflectance else 0
         fused_rows = min(max(layout.height, th), layout.block_rows + th + context)
+        # Tiles without a blended overlap agree where the last one is snapped over its neighbour
+        # (their halo covers the fusion step's reach): copied in, not weighted and divided.
         self.fused = RowStage(
-            layout.tile_rows, th, layout.height, layout.width, 13, self._tile_row, fused_rows
+            layout.tile_rows,
+            th,
+            layout.height,
+            layout.width,
+            13,
+            self._tile_row,
+            fused_rows,
+            blended=layout.tile_overlaps != (0, 0),
         )
 
     # -- blocks ----------------------------------------------------------------------------
@@ -215,7 +150,8 @@ class Renderer:
 
         The pieces (consume them before asking for the next block) are column chunks of the
         block: ``(window on the region's 2.5 m grid, (12, h, w) float32 reflectance, (h, w)
-        bool validity)``, narrow enough that no full-width copy of the block is ever made.
+        bool validity)``, narrow enough that no full-width copy of the block is ever made. A
+        piece's arrays may be buffers reused by the next piece: encode or copy them first.
         """
         done = set(done)
         restart = True  # the first block computed starts at the first row it needs
@@ -249,7 +185,7 @@ class Renderer:
             if self.reflectance:
                 data, valid = self.reflectance.read(self.fused, region_rows, region_cols)
             else:
-                fused, covered = self.fused.read(region_rows, region_cols)
+                fused, covered = self.fused.read(region_rows, region_cols, reuse=True)
                 data, valid = fused[:12], covered & (fused[12] > 0.5)
             yield Window(cols.start, rows.start, cols.size, rows.size), data, valid
 
@@ -383,10 +319,20 @@ class Renderer:
             rgbs = [self._guidance(rows_in, Span(left - halo, left + tw + halo)) for left in lefts]
             fused = self._fuse(rgbs, groups, lefts, tw + 2 * halo, valid)
             outputs: dict[int, np.ndarray] = {}
-            for k, left, rgb, values in zip(batch, lefts, rgbs, fused, strict=True):
-                out = np.zeros((13, th, tw), dtype=np.float32)
+            # One buffer per tile of a batch, reused: the stage copies each contribution in
+            # before the next batch is fused.
+            if self._tile_out is None or len(self._tile_out) < len(batch):
+                self._tile_out = np.empty((len(batch), 13, th, tw), dtype=np.float32)
+            for slot, (k, left, rgb, values) in enumerate(
+                zip(batch, lefts, rgbs, fused, strict=True)
+            ):
+                out = self._tile_out[slot]
                 out[:12] = values
-                if not np.isfinite(out[:12][:, tile_valid[k]]).all():
+                # One reduction finds a non-finite value; only then look where it lies.
+                if (
+                    not np.isfinite(out[:12].sum())
+                    and not np.isfinite(out[:12][:, tile_valid[k]]).all()
+                ):
                     name = self.models.fusion_info.name if self.models.fusion_info else ""
                     raise WeightsError(
                         f"the fusion step ({self.models.method} {name}".rstrip()
@@ -413,9 +359,13 @@ class Renderer:
             self.sr.drop_before(layout.tile_rows[index + 1] - halo)
 
     def _empty_tile(self) -> np.ndarray:
-        """The contribution of a tile without valid pixels: zeros, validity 0."""
-        th, tw = self.layout.tile_shape
-        return np.zeros((13, th, tw), dtype=np.float32)
+        """The contribution of a tile without valid pixels: zeros, validity 0.
+
+        One shared array, never written: contributions are copied into the stage.
+        """
+        if self._zero_tile is None:
+            self._zero_tile = np.zeros((13, *self.layout.tile_shape), dtype=np.float32)
+        return self._zero_tile
 
     def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
         """The blended SR RGB of ``rows`` × ``cols`` (region pixels).
@@ -427,13 +377,16 @@ class Renderer:
         height, width = self.layout.height, self.layout.width
         inside_rows = Span(max(rows.start, 0), min(rows.stop, height))
         inside_cols = Span(max(cols.start, 0), min(cols.stop, width))
-        rgb, covered = self.sr.read(inside_rows, inside_cols)
+        rgb, covered = self.sr.read(inside_rows, inside_cols, reuse=True)
         pad = (
             (0, 0),
             (inside_rows.start - rows.start, rows.stop - inside_rows.stop),
             (inside_cols.start - cols.start, cols.stop - inside_cols.stop),
         )
-        return np.pad(fill_invalid(rgb, covered), pad, mode="symmetric")
+        filled = fill_invalid(rgb, covered)  # a copy: ``rgb`` is the stage's reused buffer
+        if not any(p for axis in pad for p in axis):
+            return filled
+        return np.pad(filled, pad, mode="symmetric")
 
     def _read_group(self, group: GroupName, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """A group on its native grid: ``(C, h/r, w/r)`` filled reflectance and validity.
