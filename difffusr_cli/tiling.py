@@ -243,7 +243,7 @@ Contribution = tuple[int, np.ndarray, np.ndarray]
 
 
 class RowStage:
-    """A blended grid computed row by row, on demand, into a rolling :class:`BlendBuffer`.
+    """A grid of windows computed row by row, on demand, into a rolling :class:`BlendBuffer`.
 
     ``compute(row_index, top)`` returns the :data:`Contribution` s of one row of windows (patches
     or fusion tiles) whose top edge is ``top``. Rows are computed in order and each exactly once,
@@ -320,7 +320,8 @@ class BlendBuffer:
     """A rolling, row-wise accumulator of weighted patches: Σ w·patch and Σ w.
 
     Holds full-width rows ``[first_row, first_row + rows)`` of the region only; memory is
-    ``(channels + 1) × capacity × width`` float32, independent of the region's height.
+    ``(channels + 1) × capacity × width`` float32, plus the largest read made with ``reuse``,
+    independent of the region's height.
 
     With ``blended=False`` the windows are known to agree wherever they overlap (fusion tiles
     with a halo that covers the step's reach, and no blended overlap): each window is copied in,
@@ -398,7 +399,8 @@ class BlendBuffer:
                 per page, on every read).
 
         Returns:
-            ``(data, covered)``: ``data`` ``(C, h, w)`` float32 Σ w·patch / Σ w and ``covered``
+            ``(data, covered)``: ``data`` ``(C, h, w)`` float32 Σ w·patch / Σ w (unblended: the
+            last window written) and ``covered``
             an ``(h, w)`` bool coverage mask. Pixels no window covered (skipped nodata patches)
             are 0 and False.
         """

@@ -127,12 +127,18 @@ class Renderer:
         self.sr = RowStage(
             layout.patch_rows, p, layout.height, layout.width, 3, self._patch_row, sr_rows
         )
-        # 12 bands + validity (blended like the bands; every tile agrees on it, so it stays 0 or 1);
-        # held from a block's first row to the bottom of the last tile row it needed.
+        # 12 bands + validity (combined like the bands; every tile agrees on it, so it stays 0 or
+        # 1); held from a block's first row to the bottom of the last tile row it needed.
         context = 2 * self.reflectance.context + 2 * ALIGN if self.reflectance else 0
         fused_rows = min(max(layout.height, th), layout.block_rows + th + context)
-        # Tiles without a blended overlap agree where the last one is snapped over its neighbour
-        # (their halo covers the fusion step's reach): copied in, not weighted and divided.
+        # Position-independent fusion steps (bilinear; MTF nets, whose halo covers their reach)
+        # without a blended overlap: where the last tile is snapped over its neighbour the two
+        # agree (but for nodata fill values, which are per strip read), so tiles are copied in,
+        # not weighted and divided. Others (Gram–Schmidt's and RRDB's per-tile statistics) are
+        # averaged there, even with --fusion-overlap 0.
+        agree = models.method == "bilinear" or (
+            models.method == "net" and models.fusion_arch == "mtf"
+        )
         self.fused = RowStage(
             layout.tile_rows,
             th,
@@ -141,7 +147,7 @@ class Renderer:
             13,
             self._tile_row,
             fused_rows,
-            blended=layout.tile_overlaps != (0, 0),
+            blended=not agree or layout.tile_overlaps != (0, 0),
         )
 
     # -- blocks ----------------------------------------------------------------------------
