@@ -219,7 +219,8 @@ def _assemble(per_group: Mapping[GroupName, Tensor]) -> Tensor:
     first = next(iter(per_group.values()))
     out = first.new_empty((first.shape[0], len(BAND_NAMES), *first.shape[-2:]))
     for group, data in per_group.items():
-        out[:, indices(GROUPS[group])] = data
+        for k, band in enumerate(indices(GROUPS[group])):  # plain copies, not an index kernel
+            out[:, band].copy_(data[:, k])
     return out
 
 

@@ -10,6 +10,7 @@ from difffusr_cli.consistency import (
     REACH,
     bilinear_up,
     box_average,
+    box_of_bilinear,
     inverse_kernel,
     project,
     solve_smooth,
@@ -98,3 +99,10 @@ def test_a_piece_with_reach_context_gives_the_same_numbers():
         keep=(slice(REACH, REACH + 4), slice(REACH, REACH + 10)),
     )
     assert torch.equal(piece, whole[:, 8 * factor : 12 * factor, 10 * factor : 20 * factor])
+
+
+@pytest.mark.parametrize("factor", [4, 8, 24])
+def test_box_of_bilinear_is_the_box_average_of_bilinear_upsampling(factor):
+    c = torch.rand(2, 7, 9, generator=torch.Generator().manual_seed(factor), dtype=torch.float64)
+    direct = box_average(bilinear_up(c, factor), factor)
+    assert (box_of_bilinear(c) - direct).abs().max() < 1e-12
