@@ -242,6 +242,30 @@ Contribution = tuple[int, np.ndarray, np.ndarray]
 """One computed window of a row: (left column, ``(C, h, w)`` data, ``(h, w)`` weights)."""
 
 
+class Scratch:
+    """A float32 buffer kept between uses and lent out in any shape (grown, never shrunk).
+
+    For hot loops that would otherwise allocate the same large temporaries again and again:
+    glibc maps every array over 32 MiB afresh, and each fresh page costs a fault and its
+    clearing. What :meth:`take` returns is overwritten by the next call.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._flat: torch.Tensor | None = None
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A ``shape`` float32 tensor on :attr:`device` over the kept buffer (contents: any)."""
+        size = math.prod(shape)
+        if self._flat is None or self._flat.numel() < size:
+            self._flat = torch.empty(size, dtype=torch.float32, device=self.device)
+        return self._flat[:size].view(shape)
+
+    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """:meth:`take` as a numpy array (CPU only)."""
+        return self.take(shape).numpy()
+
+
 class RowStage:
     """A grid of windows computed row by row, on demand, into a rolling :class:`BlendBuffer`.
 
@@ -337,7 +361,7 @@ class BlendBuffer:
         self.rows = 0
         self._num = np.zeros((channels, capacity, width), dtype=np.float32)
         self._den = np.zeros((capacity, width), dtype=np.float32)
-        self._out: np.ndarray | None = None  # reused by read(): fresh pages cost a page fault each
+        self._out = Scratch()  # what read(reuse=True) returns
 
     def reset(self, first_row: int) -> None:
         """Forget everything; the buffer starts at ``first_row``."""
@@ -418,7 +442,7 @@ class BlendBuffer:
         everywhere = bool(covered.all())
         if not self.blended and everywhere and reuse:
             return num, covered
-        out = self._scratch(num.shape) if reuse else np.empty(num.shape, dtype=np.float32)
+        out = self._out.array(num.shape) if reuse else np.empty(num.shape, dtype=np.float32)
         if not self.blended:
             np.copyto(out, num)
         elif everywhere:
@@ -429,13 +453,6 @@ class BlendBuffer:
         if not self.blended and not everywhere:
             out[:, ~covered] = 0.0
         return out, covered
-
-    def _scratch(self, shape: tuple[int, ...]) -> np.ndarray:
-        """A reused ``shape`` float32 array (grown only when a larger one is asked for)."""
-        size = int(np.prod(shape))
-        if self._out is None or self._out.size < size:
-            self._out = np.empty(size, dtype=np.float32)
-        return self._out[:size].reshape(shape)
 
     def drop_before(self, row: int) -> None:
         """Forget the rows above ``row`` (moves the kept rows to the front of the arrays)."""

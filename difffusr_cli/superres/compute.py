@@ -57,6 +57,16 @@ PATCH_BYTES_PER_PIXEL = 2048
 TILE_BYTES_PER_PIXEL = 1024
 
 
+def fusion_tiles_agree(models: Models) -> bool:
+    """Whether neighbouring fusion tiles give the same pixels where they overlap.
+
+    True for steps that depend on position only: bilinear, and the MTF nets (their halo is their
+    receptive field). False for Gram–Schmidt and the RRDB nets (statistics per tile). Tiles that
+    agree and have no blended overlap are copied into the product instead of averaged.
+    """
+    return models.method == "bilinear" or (models.method == "net" and models.fusion_arch == "mtf")
+
+
 def fusion_tiling(models: Models) -> tuple[int, int]:
     """The default ``(tile, overlap)`` of the fusion tiles for the run's fusion step."""
     if models.method == "net":

@@ -14,7 +14,6 @@ whole number of 20 or 60 m pixels), get zero residual.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +22,7 @@ from rasterio.windows import Window
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, SCALE, GroupName, indices
 from difffusr_cli.consistency import REACH, project
-from difffusr_cli.tiling import Span
+from difffusr_cli.tiling import Scratch, Span
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
@@ -54,9 +53,9 @@ class ConsistencyStage:
         self.device = device if device.type == "cuda" else torch.device("cpu")
         # Reused between blocks: arrays over 32 MiB are fresh pages from the kernel each time
         # (glibc maps them), and a fresh page costs a fault and its clearing.
-        self._out: np.ndarray | None = None
-        self._storage: torch.Tensor | None = None
-        self._bands: torch.Tensor | None = None  # a group's bands over its span
+        self._out = Scratch()  # what read() returns
+        self._bands = Scratch(self.device)  # a group's bands over its span
+        self._storage = Scratch(self.device)  # their corrected pixels
 
     def span(self, rows: Span, length: int | None = None) -> Span:
         """The pixels (rows, or columns with ``length`` = the width) that ``rows`` depend on."""
@@ -84,7 +83,7 @@ class ConsistencyStage:
             cols.start - span_cols.start : cols.stop - span_cols.start,
         ]
         valid = (covered & (data[12] > 0.5))[inner]
-        out = self._out = _reused(self._out, (12, rows.size, cols.size))
+        out = self._out.array((12, rows.size, cols.size))
         with torch.autocast(self.device.type, enabled=False):  # fp32 always
             x = torch.from_numpy(data[:12]).to(self.device)
             for group, names in GROUPS.items():
@@ -99,10 +98,7 @@ class ConsistencyStage:
                     g_rows.start - span_rows.start : g_rows.stop - span_rows.start,
                     g_cols.start - span_cols.start : g_cols.stop - span_cols.start,
                 ]
-                shape = (len(idx), part.shape[1], part.shape[2])
-                if self._bands is None or self._bands.numel() < math.prod(shape):
-                    self._bands = torch.empty(math.prod(shape), device=x.device)
-                bands = self._bands[: math.prod(shape)].view(shape)
+                bands = self._bands.take((len(idx), part.shape[1], part.shape[2]))
                 torch.index_select(part, 0, torch.tensor(idx, device=x.device), out=bands)
                 corrected = self._group(bands, group, g_rows, g_cols, rows, cols).cpu()
                 for k, i in enumerate(idx):  # band by band: plain copies, no fancy indexing
@@ -145,15 +141,13 @@ class ConsistencyStage:
             slice(left // factor, -(-(cols.stop - span_cols.start) // factor)),
         )
         size = x.shape[0] * (keep[0].stop - keep[0].start) * (keep[1].stop - keep[1].start)
-        if self._storage is None or self._storage.numel() < size * factor**2:
-            self._storage = torch.empty(size * factor**2, device=x.device)
         y = project(
             x,
             torch.from_numpy(b).to(x.device),
             torch.from_numpy(valid).to(x.device),
             factor,
             keep,
-            storage=self._storage,
+            storage=self._storage.take((size * factor**2,)),
         )
         r0, c0 = top - keep[0].start * factor, left - keep[1].start * factor
         return y[:, r0 : r0 + rows.size, c0 : c0 + cols.size]
@@ -173,11 +167,3 @@ def _native_span(pixels: Span, factor: int, length: int, within: Span) -> Span:
 def _clamped(size: int, length: int, device: torch.device) -> torch.Tensor:
     """Indices ``0 … size − 1`` clamped to ``length − 1`` (replicates the last pixel)."""
     return torch.arange(size, device=device).clamp(max=length - 1)
-
-
-def _reused(array: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
-    """``array`` reshaped to ``shape`` (float32) if it is large enough, else a new one."""
-    size = int(np.prod(shape))
-    if array is None or array.base is None or array.base.size < size:
-        return np.empty(size, dtype=np.float32).reshape(shape)
-    return array.base[:size].reshape(shape)

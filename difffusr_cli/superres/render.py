@@ -28,6 +28,7 @@ from torch import Tensor
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
 from difffusr_cli.device import autocast, to_device
 from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.superres.compute import fusion_tiles_agree
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.patches import Counters, PatchRows, PatchSampling
 from difffusr_cli.superres.reflectance import ConsistencyStage
@@ -131,14 +132,10 @@ class Renderer:
         # 1); held from a block's first row to the bottom of the last tile row it needed.
         context = 2 * self.reflectance.context + 2 * ALIGN if self.reflectance else 0
         fused_rows = min(max(layout.height, th), layout.block_rows + th + context)
-        # Position-independent fusion steps (bilinear; MTF nets, whose halo covers their reach)
-        # without a blended overlap: where the last tile is snapped over its neighbour the two
-        # agree (but for nodata fill values, which are per strip read), so tiles are copied in,
-        # not weighted and divided. Others (Gram–Schmidt's and RRDB's per-tile statistics) are
-        # averaged there, even with --fusion-overlap 0.
-        agree = models.method == "bilinear" or (
-            models.method == "net" and models.fusion_arch == "mtf"
-        )
+        # Tiles that agree (but for nodata fill values, which are per strip read) and have no
+        # blended overlap are copied in, not weighted and divided; the others are averaged where
+        # the last tile is snapped over its neighbour, even with --fusion-overlap 0.
+        agree = fusion_tiles_agree(models)
         self.fused = RowStage(
             layout.tile_rows,
             th,

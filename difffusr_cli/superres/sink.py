@@ -114,24 +114,17 @@ class BlockSink:
         self._record_finished(wait_until=1)
 
     def _recycled(self, shape: tuple[int, ...]) -> np.ndarray | None:
-        """A buffer the writing thread has finished with, if one of ``shape`` is free.
+        """A buffer the writing thread has finished with, if the next free one is ``shape``.
 
         Encoding into recycled buffers instead of new ones saves a page fault per page of every
-        piece (the pieces have a few shapes: full ones, and the narrower or shorter ones at the
-        product's edges).
+        piece. Pieces differ in shape only at the product's right and bottom edges; a buffer of
+        another shape is let go.
         """
-        kept: list[np.ndarray] = []
-        found = None
-        with contextlib.suppress(queue.Empty):
-            while found is None:
-                buffer = self._free.get_nowait()
-                if buffer.shape == shape:
-                    found = buffer
-                else:
-                    kept.append(buffer)
-        for buffer in kept[-RECYCLED_PIECES:]:
-            self._free.put(buffer)
-        return found
+        try:
+            buffer = self._free.get_nowait()
+        except queue.Empty:
+            return None
+        return buffer if buffer.shape == shape else None
 
     def _copy_before(self, limit: int) -> None:
         """Queue the copies of the kept blocks below ``limit`` from the interrupted file."""
