@@ -14,7 +14,13 @@ from pipeline_helpers import read_product, stand_in_models
 from rasterio.windows import Window
 
 from difffusr_cli.bands import RGB, indices
-from difffusr_cli.diffusion import Schedule, ddim_sample, ddim_sample_views
+from difffusr_cli.diffusion import (
+    Schedule,
+    ddim_sample,
+    ddim_sample_views,
+    ddim_step,
+    ddim_timesteps,
+)
 from difffusr_cli.example import make_example_safe
 from difffusr_cli.io import open_scene, partial_path_for
 from difffusr_cli.superres import SuperresOptions, progress_path_for, superres_many
@@ -33,9 +39,30 @@ def _toy(x: torch.Tensor, level: torch.Tensor, first: int) -> torch.Tensor:
 def test_one_view_with_unit_weights_is_the_plain_sampler():
     noise = torch.randn((3, 16, 16), generator=torch.Generator().manual_seed(1))
     joint = ddim_sample_views(_toy, SCHEDULE, noise, [(0, 0)], torch.ones(16, 16), steps=5)
+    # The plain loop without its last call (t = 0 → 0, an identity on x): bit for bit ...
+    x = noise[None]
+    for t, t_prev in ddim_timesteps(5, SCHEDULE.n)[:-1]:
+        x0 = _toy(x, SCHEDULE.sqrt_alphas_cumprod[t].reshape(1, 1), 0).clamp(-1, 1)
+        x = ddim_step(SCHEDULE, x, x0, t, t_prev).prev_sample
+    assert torch.equal(joint.sample, x[0])
+    assert torch.equal(joint.views_x0[0], x0[0])
+    # ... so the plain sampler's result within the float32 rounding of that identity.
     plain = ddim_sample(lambda x, lv: _toy(x, lv, 0), SCHEDULE, noise[None], steps=5)
-    assert torch.equal(joint.sample, plain[0])
+    assert torch.allclose(joint.sample, plain[0], atol=2e-4)
     assert joint.views_x0.shape == (1, 3, 16, 16)
+
+
+def test_the_views_skip_only_the_identity_call():
+    calls: list[float] = []
+
+    def count(x: torch.Tensor, level: torch.Tensor, first: int) -> torch.Tensor:
+        calls.append(float(level[0, 0]))
+        return _toy(x, level, first)
+
+    noise = torch.randn((3, 16, 16), generator=torch.Generator().manual_seed(4))
+    ddim_sample_views(count, SCHEDULE, noise, [(0, 0)], torch.ones(16, 16), steps=5)
+    made = [SCHEDULE.sqrt_alphas_cumprod[t].item() for t, _ in ddim_timesteps(5, SCHEDULE.n)]
+    assert calls == made[:-1]  # every call of the plain loop but its last, t = 0
 
 
 def test_views_blend_in_order_whatever_the_batch_and_known_pixels_stay_known():

@@ -178,7 +178,8 @@ class RGBSuperResolver:
                 ``max(lefts) + 4w``.
             weights: ``(4h, 4w)`` blend weights of a patch, > 0 (e.g.
                 :func:`difffusr_cli.tiling.blend_weights`).
-            steps: DDIM network calls per patch (at least 2).
+            steps: DDIM timesteps (at least 2): ``steps − 1`` network calls per patch (the plain
+                sampler's last call, an identity on the sample, is not made).
             batch_size: patches per network call.
             known: ``(3, 4h, W)`` float reflectance already decided (the finished rows of the
                 patch row above), read where ``known_mask``; the canvas ends equal to it there,
