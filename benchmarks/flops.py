@@ -124,13 +124,15 @@ def stages(steps: int, overlap: int = 32) -> list[Stage]:
     models = build_models(RGBSuperResolver(sr), None, "bilinear", ModelInfo("official", ""))
     patch = auto_patch(models, (FULL_TILE, FULL_TILE), overlap)
     out = []
-    for label, p, margin in (
-        (f"diffusion {patch} independent", patch, 0),
-        (f"diffusion {patch} joint margin 16", patch, 16),
-        ("diffusion 256 (before)", 256, 0),
+    for label, p, margin, calls in (
+        (f"diffusion {patch} independent", patch, 0, steps),
+        # joint sampling runs each patch with its context margin (patch + 2·margin) and skips
+        # the plain sampler's last call, an identity (t = 0 → 0)
+        (f"diffusion {patch} joint margin 32", patch, 32, steps - 1),
+        (f"diffusion {patch} joint margin 16", patch, 16, steps - 1),
+        ("diffusion 256 (before)", 256, 0, steps),
     ):
-        # joint sampling runs each patch with its context margin (patch + 2·margin)
-        flops = sr_patch_flops(sr, p + 2 * margin, steps)
+        flops = sr_patch_flops(sr, p + 2 * margin, calls)
         out.append(Stage(label, flops, p + 2 * margin, p - overlap, p, overlap))
     old_halo = {"mtf": 144, "rrdb": 192}  # the additive estimate before (MTF)
     for arch, predictor in (("mtf", mtf), ("rrdb", rrdb)):
