@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from difffusr_cli.upsample import _clamped_index, _up_axis
 
 #: Radius (native pixels) of the truncated inverse of ``D∘B``. The smooth step leaves a residual
 #: of about ``0.17^(RADIUS+1)`` of the correction (2.5e-4 for 4), removed by the exact box step.
@@ -40,60 +42,18 @@ REACH = RADIUS + 1
 
 
 def box_average(x: Tensor, factor: int) -> Tensor:
-    """``D``: mean over each ``factor × factor`` cell; ``(C, H, W)`` → ``(C, H/f, W/f)``."""
-    return F.avg_pool2d(x[None], factor)[0]
+    """``D``: mean over each ``factor × factor`` cell; ``(C, H, W)`` → ``(C, H/f, W/f)``.
+
+    Rows of each cell summed first (whole image rows at a time), then columns: 1.5–3 × faster
+    than ``avg_pool2d`` on the CPU, and each cell is summed in the same order wherever it lies.
+    """
+    rows = x.unflatten(1, (-1, factor)).sum(2)
+    return rows.unflatten(2, (-1, factor)).sum(-1).div_(factor * factor)
 
 
 def box_repeat(r: Tensor, factor: int) -> Tensor:
     """``R``: each native pixel repeated over its cell; ``(C, h, w)`` → ``(C, hf, wf)``."""
     return r.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-
-
-def bilinear_up(
-    c: Tensor,
-    factor: int,
-    rows: slice | None = None,
-    cols: slice | None = None,
-    storage: Tensor | None = None,
-) -> Tensor:
-    """``B``: bilinear upsampling by ``factor`` (``align_corners=False``, clamped edges).
-
-    ``(C, h, w)`` → ``(C, h·f, w·f)``, or only the output pixels of the native ``rows`` ×
-    ``cols``. Equals ``F.interpolate(..., mode="bilinear")`` but with weights that depend only on
-    the position inside the native pixel (position-independent rounding). ``storage``: a flat
-    tensor of at least the result's size to hold it (a caller's reused buffer).
-    """
-    rows, cols = rows or slice(0, c.shape[1]), cols or slice(0, c.shape[2])
-    padded = c.index_select(1, _clamped_index(rows, c.shape[1], c.device))
-    padded = padded.index_select(2, _clamped_index(cols, c.shape[2], c.device))
-    return _up_axis(_up_axis(padded, factor, 2), factor, 1, storage)  # columns first
-
-
-def _clamped_index(span: slice, n: int, device: torch.device) -> Tensor:
-    """Indices ``span.start − 1 … span.stop`` clamped to ``[0, n)`` (one neighbour each side)."""
-    return torch.arange(span.start - 1, span.stop + 1, device=device).clamp(0, n - 1)
-
-
-def _up_axis(p: Tensor, factor: int, dim: int, storage: Tensor | None = None) -> Tensor:
-    """Upsample ``p`` along ``dim`` (1 or 2), which holds one neighbour on each side.
-
-    Output pixel ``o`` of a native pixel sits at ``d = (o + ½)/f − ½`` native pixels from its
-    centre: it interpolates linearly towards the previous native pixel (``d < 0``) or the next.
-    """
-    n = p.shape[dim] - 2
-    prev, own, nxt = (p.narrow(dim, k, n) for k in range(3))
-    size = list(p.shape)
-    size.insert(dim + 1, factor)
-    size[dim] = n
-    if storage is None:
-        out = torch.empty(size, dtype=p.dtype, device=p.device)
-    else:
-        out = storage[: math.prod(size)].view(size)
-    for o in range(factor):
-        d = (o + 0.5) / factor - 0.5
-        torch.lerp(own, prev if d < 0 else nxt, abs(d), out=out.select(dim + 1, o))
-    size[dim : dim + 2] = [n * factor]
-    return out.view(size)
 
 
 @functools.lru_cache(maxsize=4)
@@ -175,6 +135,30 @@ def project(
         ``(C, H, W)`` float32 (or the pixels of ``keep``) with ``box_average(result) == b`` on
         valid native pixels, to float rounding.
     """
+    rows, cols = keep or (slice(0, b.shape[1]), slice(0, b.shape[2]))
+    size = (x.shape[0], (rows.stop - rows.start) * factor, (cols.stop - cols.start) * factor)
+    if storage is None:
+        y = torch.empty(size, dtype=torch.float32, device=x.device)
+    else:
+        y = storage[: math.prod(size)].view(size)
+    project_into(list(y), x, b, valid, factor, (rows, cols), radius)
+    return y
+
+
+def project_into(
+    out: Sequence[Tensor],
+    x: Tensor,
+    b: Tensor,
+    valid: Tensor,
+    factor: int,
+    keep: tuple[slice, slice] | None = None,
+    radius: int = RADIUS,
+) -> None:
+    """:func:`project`, written into ``out``: one ``(h, w)`` float32 tensor per channel.
+
+    ``out``'s tensors may be views of a caller's buffer (a product's bands, not adjacent): the
+    result is written there with no copy afterwards. ``h × w`` is ``keep``'s output pixels.
+    """
     x, b = x.float(), b.float()
     mask = valid.to(x.dtype)[None]
     r = (b - box_average(x, factor)) * mask
@@ -183,11 +167,40 @@ def project(
     full = np.s_[
         :, rows.start * factor : rows.stop * factor, cols.start * factor : cols.stop * factor
     ]
-    y = bilinear_up(c, factor, rows, cols, storage).add_(x[full])
     # b − D(y) = r − (D∘B)(c): computed on the native grid, not by averaging y again (one
     # pass over every output pixel less; the same to float rounding, ~1e-8).
     residual = (r - box_of_bilinear(c))[:, rows, cols] * mask[:, rows, cols]
-    channels, height, width = y.shape
-    cells = y.view(channels, height // factor, factor, width // factor, factor)
-    cells.add_(residual[:, :, None, :, None])
-    return y
+    _add_correction(x[full], c, residual, factor, rows, cols, out)
+
+
+def _add_correction(
+    x: Tensor,
+    c: Tensor,
+    residual: Tensor,
+    factor: int,
+    rows: slice,
+    cols: slice,
+    out: Sequence[Tensor],
+) -> None:
+    """``out[k] = x[k] + B(c)[k] + R(residual)[k]`` over the native ``rows`` × ``cols``.
+
+    ``B`` is :func:`bilinear_up` (columns upsampled on the native rows first, then rows), with
+    the blocky ``R`` step folded into the row step: per output row, one pass adds ``x`` to the
+    row's own native term plus the residual, one more adds the weighted neighbour difference.
+    That is two passes over the output instead of five (upsample, add ``x``, add residual).
+    """
+    # Columns on the kept native rows and one neighbour row each side: (C, kh + 2, kw·f).
+    padded = c.index_select(1, _clamped_index(rows, c.shape[1], c.device))
+    across = _up_axis(padded.index_select(2, _clamped_index(cols, c.shape[2], c.device)), factor, 2)
+    own = across[:, 1:-1]
+    above, below = across[:, :-2] - own, across[:, 2:] - own
+    base = own + residual.repeat_interleave(factor, dim=-1)
+    for k, target in enumerate(out):
+        x_rows, y_rows = x[k].unflatten(0, (-1, factor)), target.unflatten(0, (-1, factor))
+        for o in range(factor):
+            # The row's distance from its native pixel's centre (native pixels): it moves
+            # linearly towards the row above (d < 0) or below.
+            d = (o + 0.5) / factor - 0.5
+            y = y_rows.select(1, o)
+            torch.add(x_rows.select(1, o), base[k], out=y)
+            y.add_(above[k] if d < 0 else below[k], alpha=abs(d))

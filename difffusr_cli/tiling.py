@@ -26,6 +26,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,6 +144,7 @@ class Layout:
         patch: diffusion patch side (multiple of 4).
         overlap: overlap of neighbouring patches (multiple of 4, < patch).
         tile: fusion tile side (multiple of 24); shrunk to the region when the region is smaller.
+        tile_height: the tiles' height when it differs from ``tile`` (multiple of 24; 0: square).
         tile_overlap: overlap of neighbouring fusion tiles, blended like patches (multiple of 24).
         halo: fusion context read on every side of a tile and cropped away (multiple of 24).
         block_rows: output rows per block (the unit written and recorded for ``--resume``).
@@ -159,18 +161,20 @@ class Layout:
     halo: int
     block_rows: int
     crop: tuple[int, int, int, int] | None = None
+    tile_height: int = 0
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "patch", "overlap"):
             if getattr(self, name) % SCALE or getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} is not a multiple of {SCALE}")
-        for name in ("tile", "tile_overlap", "halo"):
+        for name in ("tile", "tile_overlap", "halo", "tile_height"):
             if getattr(self, name) % ALIGN or getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} is not a multiple of {ALIGN}")
         if min(self.height, self.width, self.tile, self.block_rows) <= 0:
             raise ValueError("height, width, tile and block_rows must be positive")
         axis_starts(1, self.patch, self.overlap)  # validates patch/overlap
         axis_starts(1, self.tile, self.tile_overlap)
+        axis_starts(1, self.tile_height or self.tile, self.tile_overlap)
         top, left, height, width = self.product
         if min(top, left) < 0 or top + height > self.height or left + width > self.width:
             raise ValueError(
@@ -194,7 +198,7 @@ class Layout:
         return axis_starts(self.width, self.patch, self.overlap)
 
     # -- fusion tiles --------------------------------------------------------------------------
-    def _tile_axis(self, length: int) -> tuple[int, int, list[int]]:
+    def _tile_axis(self, length: int, tile: int) -> tuple[int, int, list[int]]:
         """Tile size, overlap and starts along an axis of ``length`` pixels.
 
         Tiles start on whole 60 m pixels: they are laid out over the length rounded up to 24 (the
@@ -202,29 +206,35 @@ class Layout:
         shrink, with their overlap, to fit a smaller region.
         """
         padded = round_up(length, ALIGN)
-        size = min(self.tile, padded)
+        size = min(tile, padded)
         overlap = min(self.tile_overlap, size - ALIGN)
         return size, overlap, axis_starts(padded, size, overlap)
+
+    def _rows_axis(self) -> tuple[int, int, list[int]]:
+        return self._tile_axis(self.height, self.tile_height or self.tile)
+
+    def _cols_axis(self) -> tuple[int, int, list[int]]:
+        return self._tile_axis(self.width, self.tile)
 
     @property
     def tile_shape(self) -> tuple[int, int]:
         """``(height, width)`` of every fusion tile, halo excluded."""
-        return self._tile_axis(self.height)[0], self._tile_axis(self.width)[0]
+        return self._rows_axis()[0], self._cols_axis()[0]
 
     @property
     def tile_overlaps(self) -> tuple[int, int]:
         """The blended overlap of neighbouring tiles along rows and columns."""
-        return self._tile_axis(self.height)[1], self._tile_axis(self.width)[1]
+        return self._rows_axis()[1], self._cols_axis()[1]
 
     @property
     def tile_rows(self) -> list[int]:
         """Top row of each fusion-tile row (halo excluded)."""
-        return self._tile_axis(self.height)[2]
+        return self._rows_axis()[2]
 
     @property
     def tile_cols(self) -> list[int]:
         """Left column of each fusion-tile column (halo excluded)."""
-        return self._tile_axis(self.width)[2]
+        return self._cols_axis()[2]
 
     # -- blocks --------------------------------------------------------------------------------
     @property
@@ -360,7 +370,9 @@ class BlendBuffer:
         self.first_row = 0
         self.rows = 0
         self._num = np.zeros((channels, capacity, width), dtype=np.float32)
-        self._den = np.zeros((capacity, width), dtype=np.float32)
+        # Unblended, the weights only mark what is covered: one byte per pixel, not four.
+        self._den_dtype: type[np.generic] = np.float32 if blended else np.bool_
+        self._den: np.ndarray[Any, Any] = np.zeros((capacity, width), dtype=self._den_dtype)
         self._out = Scratch()  # what read(reuse=True) returns
 
     def reset(self, first_row: int) -> None:
@@ -378,14 +390,14 @@ class BlendBuffer:
         if need > self._den.shape[0]:
             grown = max(need, self._den.shape[0] * 3 // 2)  # geometric: few copies
             num = np.zeros((self.channels, grown, self.width), dtype=np.float32)
-            den = np.zeros((grown, self.width), dtype=np.float32)
+            den = np.zeros((grown, self.width), dtype=self._den_dtype)
             num[:, : self.rows] = self._num[:, : self.rows]
             den[: self.rows] = self._den[: self.rows]
             self._num, self._den = num, den
         else:
             if self.blended:
                 self._num[:, self.rows : need] = 0.0
-            self._den[self.rows : need] = 0.0
+            self._den[self.rows : need] = 0
         self.rows = need
 
     def add(self, y: int, x: int, patch: np.ndarray, weights: np.ndarray) -> None:
@@ -407,7 +419,7 @@ class BlendBuffer:
             self._den[dst] += weights[src]
         else:
             self._num[(slice(None),) + dst] = patch[(slice(None),) + src]
-            self._den[dst] = 1.0
+            self._den[dst] = True
 
     def read(
         self, rows: Span, cols: Span | None = None, reuse: bool = False
@@ -437,7 +449,7 @@ class BlendBuffer:
             raise ValueError(f"columns {cols} not in [0, {self.width})")
         sl = np.s_[rows.start - self.first_row : rows.stop - self.first_row, cols.start : cols.stop]
         den = self._den[sl]
-        covered = den > 0
+        covered = den.copy() if not self.blended else den > 0
         num = self._num[(slice(None),) + sl]
         everywhere = bool(covered.all())
         if not self.blended and everywhere and reuse:

@@ -73,6 +73,7 @@ def test_networks_and_samplers_know_nothing_of_files_or_the_cli() -> None:
     allowed_own = (
         "difffusr_cli.models",
         "difffusr_cli.diffusion",
+        "difffusr_cli.upsample",
         "difffusr_cli.bands",
         "difffusr_cli.errors",
     )

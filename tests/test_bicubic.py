@@ -33,7 +33,8 @@ def test_one_class_for_every_command():
     lr = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
     for kwargs in ({"steps": 7, "seed": 3}, {"noise": torch.randn(2, 3, 32, 32)}):
-        assert torch.equal(model.super_resolve(lr, **kwargs), expected)
+        # torch's bicubic to float rounding (computed separably, weights per phase)
+        assert (model.super_resolve(lr, **kwargs) - expected).abs().max() < 1e-6
 
 
 def test_superres_with_bicubic_needs_no_weights_and_says_so(safe, tmp_path, monkeypatch):

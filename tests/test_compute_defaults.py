@@ -64,7 +64,10 @@ def test_auto_batches_on_the_cpu_and_on_resume() -> None:
     shape = (1000, 1000)
     auto = resolve_compute(SuperresOptions(), models, CPU, torch.float32, shape)
     assert (auto.batch_size, auto.fusion_batch_size) == (FIXED_BATCH, FIXED_FUSION_BATCH)
-    assert (auto.fusion_tile, auto.fusion_overlap) == (480, 0)  # bilinear: exact, unblended
+    # bilinear: exact, unblended; short, wide tiles hold fewer rows in memory
+    assert (auto.fusion_tile_rows, auto.fusion_tile, auto.fusion_overlap) == (240, 960, 0)
+    square = resolve_compute(SuperresOptions(fusion_tile=480), models, CPU, torch.float32, shape)
+    assert (square.fusion_tile_rows, square.fusion_tile) == (480, 480)  # a given tile is square
     # a resumed run goes on with the batches it started with (auto on a GPU varies)
     recorded = {"batch_size": 16, "fusion_batch_size": 4}
     resumed = resolve_compute(SuperresOptions(), models, CPU, torch.float32, shape, recorded)

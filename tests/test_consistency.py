@@ -8,13 +8,13 @@ import torch.nn.functional as F
 
 from difffusr_cli.consistency import (
     REACH,
-    bilinear_up,
     box_average,
     box_of_bilinear,
     inverse_kernel,
     project,
     solve_smooth,
 )
+from difffusr_cli.upsample import bicubic_up, bilinear_up
 
 
 def smooth_field(channels: int, size: int, seed: int, scale: int = 16) -> torch.Tensor:
@@ -32,6 +32,13 @@ def test_bilinear_up_is_torch_bilinear_and_crops_exactly(factor):
     assert (bilinear_up(c, factor) - ref).abs().max() < 1e-5
     part = bilinear_up(c, factor, slice(2, 5), slice(0, 4))
     assert torch.equal(part, bilinear_up(c, factor)[:, 2 * factor : 5 * factor, : 4 * factor])
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_bicubic_up_is_torch_bicubic(factor):
+    c = torch.randn((3, 11, 6), generator=torch.Generator().manual_seed(2))
+    ref = F.interpolate(c[None], scale_factor=factor, mode="bicubic", align_corners=False)[0]
+    assert (bicubic_up(c, factor) - ref).abs().max() < 2e-6
 
 
 def test_the_smooth_step_inverts_box_of_bilinear():

@@ -89,21 +89,35 @@ def test_bands_of_different_grids_cannot_share_a_block(scene):
         scene.read_bands(["B02", "B05"], Window(0, 0, 12, 12))
 
 
-def test_only_the_window_is_decoded(scene, monkeypatch):
-    seen: list[tuple[int, int]] = []
+def test_only_the_blocks_the_window_touches_are_decoded(scene, monkeypatch):
+    seen: list[tuple[Window, tuple[int, int], tuple[int, int]]] = []
     original = rasterio.io.DatasetReader.read
 
     def spy(self, *args, **kwargs):
-        window = kwargs.get("window")
-        seen.append((int(window.width), int(window.height)))
+        seen.append((kwargs["window"], self.block_shapes[0], self.shape))
         return original(self, *args, **kwargs)
+
+    def check(native: Window) -> None:
+        assert seen
+        for window, (bh, bw), (height, width) in seen:
+            # whole internal blocks (cut at the raster's edge), each touching the window asked for
+            assert window.row_off % bh == 0 and window.col_off % bw == 0
+            assert window.height == min(bh, height - window.row_off)
+            assert window.width % bw == 0 or window.col_off + window.width == width
+            assert window.row_off < native.row_off + native.height
+            assert native.row_off < window.row_off + window.height
+            assert window.col_off < native.col_off + native.width
+            assert native.col_off < window.col_off + window.width
+        seen.clear()
 
     monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
     scene.read_group("10m", Window(100, 100, 16, 8), halo=2)
-    assert seen and all(size == (20, 12) for size in seen)
-    seen.clear()
+    check(Window(98, 98, 20, 12))
     scene.read_group("10m", Window(180, 0, 30, 10))  # partly outside: only the inside part
-    assert seen and all(size == (12, 10) for size in seen)
+    # the blocks are cached now: nothing is decoded again (the example's bands are one block)
+    assert not seen
+    scene.read_group("20m", Window(180, 0, 30, 10))
+    check(Window(90, 0, 6, 5))
 
 
 def test_reads_from_threads_agree(scene):

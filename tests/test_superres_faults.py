@@ -375,8 +375,15 @@ def test_a_resume_refusal_is_one_line_without_a_progress_bar(safe, tmp_path, cap
     (tmp_path / "models").mkdir()
     rgb, _ = write_random_models(tmp_path / "models")
     out = tmp_path / "o.tif"
+    # the command's own fusion tiling (no option for it), so that only the seed differs
     options = replace(
-        SMALL, rgb_model=str(rgb), fusion="bilinear", window=(0, 0, 24, 24), block_rows=24
+        SMALL,
+        rgb_model=str(rgb),
+        fusion="bilinear",
+        window=(0, 0, 24, 24),
+        block_rows=24,
+        fusion_tile=None,
+        fusion_overlap=None,
     )
 
     def stop(index: int) -> None:

@@ -220,3 +220,23 @@ def test_write_checks_shapes(product, tmp_path):
             )
     finally:
         writer.abort()
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_a_pixel_non_finite_in_any_band_is_nodata(product, tmp_path, dtype):
+    scene, data, valid, _ = product
+    piece = data[:, :64, :64].copy()
+    ok = valid[:64, :64].copy()
+    piece[3, 5, 7], piece[10, 20, 30], piece[0, 40, 2] = np.nan, np.inf, -np.inf
+    writer = _writer(scene, tmp_path / "n.tif", dtype=dtype)
+    try:
+        stored = writer.encode(piece, ok)
+        clean = writer.encode(np.nan_to_num(piece, posinf=0, neginf=0), ok)
+    finally:
+        writer.abort()
+    bad = np.zeros_like(ok)
+    bad[5, 7] = bad[20, 30] = bad[40, 2] = True
+    nodata = (stored == 0).all(axis=0) if dtype == "uint16" else np.isnan(stored).all(axis=0)
+    assert nodata[bad].all()  # every band of those pixels
+    np.testing.assert_array_equal(nodata, bad | ~ok)  # and nothing else
+    np.testing.assert_array_equal(stored[:, ~nodata], clean[:, ~nodata])

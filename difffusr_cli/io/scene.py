@@ -37,8 +37,9 @@ from rasterio.windows import Window
 
 from difffusr_cli.bands import BAND_NAMES, BY_NAME, GROUPS, GroupName, band
 from difffusr_cli.errors import InputError
+from difffusr_cli.io.blocks import BlockCache
 from difffusr_cli.io.discover import discover, open_bands
-from difffusr_cli.io.geotiff import RasterGrid, native_window, open_raster, read_boundless
+from difffusr_cli.io.geotiff import RasterGrid, native_window, open_raster
 from difffusr_cli.io.grids import ORIGIN_TOLERANCE_PX, PIXEL_SIZE_RTOL
 from difffusr_cli.io.radiometry import (
     FLOAT_REFLECTANCE_SOURCE,
@@ -263,7 +264,8 @@ class Scene:
         for i, name in enumerate(names):
             src = self.bands[name]
             assert src.path is not None
-            dn, inside = read_boundless(self._dataset(src.path), src.path, src.bidx, region)
+            dataset = self._dataset(src.path)  # first: a forked child starts afresh there
+            dn, inside = self._blocks().read(dataset, src.path, src.bidx, region)
             valid &= inside & (dn != 0)
             if np.issubdtype(dn.dtype, np.floating):
                 valid &= np.isfinite(dn)
@@ -272,6 +274,13 @@ class Scene:
             data[i] = self.radiometry.reflectance(name, dn)
         data[:, ~valid] = 0.0
         return Block(data=data, valid=valid, window=region, bands=names, ratio=ratio)
+
+    def _blocks(self) -> BlockCache:
+        """This thread's cache of decoded blocks (threads read with their own handles)."""
+        blocks: BlockCache | None = getattr(self._local, "blocks", None)
+        if blocks is None:
+            blocks = self._local.blocks = BlockCache()
+        return blocks
 
     def _dataset(self, path: str) -> DatasetReader:
         if os.getpid() != self._pid:

@@ -340,9 +340,14 @@ class ProductWriter:
         """
         ok = valid.copy()
         work = np.empty(valid.shape, dtype=np.float32)  # one band at a time: small temporaries
-        finite = np.empty(valid.shape, dtype=bool)
-        for band in data:
-            ok &= np.isfinite(band, out=finite)
+        # One reduction says whether anything is non-finite (almost never: the pipeline stops on
+        # non-finite network output); only then is each pixel of each band checked.
+        # (float32: a finite sum of reflectances cannot overflow; an overflow only means the
+        # exact check runs.)
+        if not np.isfinite(data.sum()):
+            finite = np.empty(valid.shape, dtype=bool)
+            for band in data:
+                ok &= np.isfinite(band, out=finite)
         invalid = np.logical_not(ok, out=ok)
         if out is None or out.shape != data.shape or out.dtype != np.dtype(self.dtype):
             out = np.empty(data.shape, dtype=self.dtype)
@@ -351,9 +356,11 @@ class ProductWriter:
                 np.subtract(data[i], np.float32(self.offset[i]), out=work, dtype=np.float32)
                 work /= np.float32(self.scale[i])
                 np.rint(work, out=work)
-                np.clip(work, 1, 65535, out=work)
-                np.putmask(work, invalid, 0)
-                out[i] = work
+                # clipped straight into the stored band (whole numbers in [1, 65535]: exact); a
+                # non-finite value casts to garbage, set to nodata on the next line
+                with np.errstate(invalid="ignore"):
+                    np.clip(work, 1, 65535, out=out[i], casting="unsafe")
+                np.putmask(out[i], invalid, 0)
             else:
                 np.copyto(out[i], data[i], casting="same_kind")
                 np.putmask(out[i], invalid, np.float32(np.nan))

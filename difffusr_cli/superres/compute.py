@@ -38,8 +38,13 @@ FUSION_TILING: dict[str, tuple[int, int]] = {
     "mtf": (1536, 0),
     "rrdb": (1536, 48),
     "gs": (480, 48),
-    "bilinear": (480, 0),
+    "bilinear": (960, 0),
 }
+#: Tile height, where it differs from the width: each row of fusion tiles is held full-width
+#: until the blocks below have used it, so short, wide tiles hold fewer rows. Bilinear:
+#: 240 × 960 tiles, (240 + 48)(960 + 48) / (240 · 960) = 1.26 × the interior for its 24-pixel
+#: halo (480 × 480: 1.21), and 240 rows fewer held (0.5 GB for a full tile's width).
+FUSION_TILE_ROWS: dict[str, int] = {"bilinear": 240}
 #: Batches on devices without a memory query (CPU, MPS): patches, fusion tiles.
 FIXED_BATCH = 4
 FIXED_FUSION_BATCH = 2
@@ -69,9 +74,11 @@ def fusion_tiles_agree(models: Models) -> bool:
 
 def fusion_tiling(models: Models) -> tuple[int, int]:
     """The default ``(tile, overlap)`` of the fusion tiles for the run's fusion step."""
-    if models.method == "net":
-        return FUSION_TILING.get(models.fusion_arch, FUSION_TILING["rrdb"])
-    return FUSION_TILING[models.method]
+    return FUSION_TILING.get(_fusion_key(models), FUSION_TILING["rrdb"])
+
+
+def _fusion_key(models: Models) -> str:
+    return models.fusion_arch if models.method == "net" else models.method
 
 
 #: The automatic diffusion patch: at most this side (2.5 m pixels) ...
@@ -148,18 +155,22 @@ def resolve_compute(
             any: its batch sizes are reused for ``auto`` so a resumed run goes on as it started.
 
     Returns:
-        The options with ``patch_size``, ``fusion_tile``, ``fusion_overlap``, ``batch_size``
+        The options with ``patch_size``, ``fusion_tile``, ``fusion_tile_rows``,
+        ``fusion_overlap``, ``batch_size``
         and ``fusion_batch_size`` set.
     """
     # at least twice the overlap and at least the joint-sampling margin
     floor = max(options.overlap, -(-options.joint_margin // 2))
     patch = options.patch_size or auto_patch(models, region_shape, floor)
     tile, overlap = fusion_tiling(models)
-    tile = options.fusion_tile if options.fusion_tile is not None else tile
+    if options.fusion_tile is not None:
+        tile, rows = options.fusion_tile, options.fusion_tile_rows or options.fusion_tile
+    else:
+        rows = options.fusion_tile_rows or FUSION_TILE_ROWS.get(_fusion_key(models), tile)
     if options.fusion_overlap is not None:
         overlap = options.fusion_overlap
     else:
-        overlap = min(overlap, tile - ALIGN)
+        overlap = min(overlap, min(tile, rows) - ALIGN)
     halo = round_up(models.fusion_halo * SCALE, ALIGN)
     scale = 1 if dtype in (torch.bfloat16, torch.float16) else 2
     batch = options.batch_size or _recorded_int(recorded, "batch_size")
@@ -168,7 +179,7 @@ def resolve_compute(
         batch = auto_batch(device, item, fixed=FIXED_BATCH, cap=MAX_BATCH)
     fusion_batch = options.fusion_batch_size or _recorded_int(recorded, "fusion_batch_size")
     if fusion_batch is None:
-        item = scale * TILE_BYTES_PER_PIXEL * (tile + 2 * halo) ** 2
+        item = scale * TILE_BYTES_PER_PIXEL * (tile + 2 * halo) * (rows + 2 * halo)
         fusion_batch = auto_batch(device, item, fixed=FIXED_FUSION_BATCH, cap=MAX_FUSION_BATCH)
     return replace(
         options,
@@ -176,6 +187,7 @@ def resolve_compute(
         # the default margin shrinks to a smaller patch (SuperresOptions.validate)
         joint_margin=min(options.joint_margin, patch),
         fusion_tile=tile,
+        fusion_tile_rows=rows,
         fusion_overlap=overlap,
         batch_size=batch,
         fusion_batch_size=fusion_batch,

@@ -72,6 +72,8 @@ class SuperresOptions:
         fusion_tile, fusion_overlap: fusion tile side and blended overlap (multiples of 24);
             None = chosen for the fusion step
             (:func:`~difffusr_cli.superres.compute.fusion_tiling`).
+        fusion_tile_rows: the tiles' height when it differs from their width (a multiple of
+            24); None = ``fusion_tile``, or chosen with it for the fusion step.
         block_rows: output rows written (and recorded for resume) at a time.
         consistency: ``box`` corrects every band after fusion so that its 2.5 m pixels averaged
             over each valid native pixel (10, 20 or 60 m) give back the input reflectance
@@ -108,6 +110,7 @@ class SuperresOptions:
     offset: float | None = None
     fusion_tile: int | None = None
     fusion_overlap: int | None = None
+    fusion_tile_rows: int | None = None
     block_rows: int = 512
     fusion_batch_size: int | None = None
     compile: bool = False
@@ -195,10 +198,17 @@ class SuperresOptions:
             raise InputError(
                 f"fusion tile {self.fusion_tile}: expected a positive multiple of {ALIGN}"
             )
+        if self.fusion_tile_rows is not None and (
+            self.fusion_tile_rows < ALIGN or self.fusion_tile_rows % ALIGN
+        ):
+            raise InputError(
+                f"fusion tile rows {self.fusion_tile_rows}: expected a positive multiple of {ALIGN}"
+            )
         if self.fusion_overlap is not None and (
             self.fusion_overlap < 0
             or self.fusion_overlap % ALIGN
             or (self.fusion_tile is not None and self.fusion_overlap >= self.fusion_tile)
+            or (self.fusion_tile_rows is not None and self.fusion_overlap >= self.fusion_tile_rows)
         ):
             raise InputError(
                 f"fusion overlap {self.fusion_overlap}: expected a multiple of {ALIGN} below the "

@@ -194,6 +194,7 @@ def product_tags(
         "batch_size": options.batch_size,
         "fusion_batch_size": options.fusion_batch_size,
         "fusion_tile": options.fusion_tile,
+        "fusion_tile_rows": options.fusion_tile_rows,
         "fusion_overlap": options.fusion_overlap,
         "compile": options.compile,
         "channels_last": options.channels_last,

@@ -10,6 +10,7 @@ disagreements and what the next row needs go to a :class:`~difffusr_cli.superres
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import torch
 from rasterio.windows import Window
 
 from difffusr_cli.bands import RGB, SCALE
-from difffusr_cli.device import autocast
+from difffusr_cli.device import autocast, host_threads
 from difffusr_cli.superres.joint import (
     check_finite,
     joint_margin,
@@ -135,6 +136,7 @@ class PatchRows:
                 self.on_patches(1)
         lr_of = [lr_strip[:, :, left // SCALE : left // SCALE + lr_size] for _, left in todo]
         predictions: dict[int, np.ndarray] = {}
+        self.tracker.start_row(index)
         if joint and todo:
             with autocast(self.settings.device, self.settings.dtype):
                 row = sample_row_jointly(
@@ -166,14 +168,17 @@ class PatchRows:
         for start in range(0, len(todo), self.settings.batch_size):
             batch = todo[start : start + self.settings.batch_size]
             lr = np.stack(lr_of[start : start + self.settings.batch_size])
+            uses_noise = getattr(self.models.rgb, "uses_noise", True)
             noise = (  # a model without sampling (bicubic) says so: no noise is drawn for it
                 torch.stack(
                     [patch_noise(self.settings.seed, index, col, patch) for col, _ in batch]
                 ).to(self.settings.device)
-                if getattr(self.models.rgb, "uses_noise", True)
+                if uses_noise
                 else None
             )
-            with autocast(self.settings.device, self.settings.dtype):
+            # A model without sampling (bicubic) is a cheap, memory-bound filter: host work.
+            threads = contextlib.nullcontext() if uses_noise else host_threads(self.settings.device)
+            with autocast(self.settings.device, self.settings.dtype), threads:
                 sr = self.models.rgb.super_resolve(
                     torch.from_numpy(lr).to(self.settings.device),
                     steps=self.settings.steps,
@@ -182,10 +187,10 @@ class PatchRows:
             values_np = sr.float().cpu().numpy()
             check_finite(self.models.rgb_info.name, self.region, index, top, batch, list(values_np))
             for (col, left), values in zip(batch, values_np, strict=True):
-                predictions[col] = values
+                self.tracker.add_patch(index, col, values)
                 if not replay:
                     yield left, values, self._patch_weights
             if not replay:
                 self.counters.patches_run += len(batch)
                 self.on_patches(len(batch))
-        self.tracker.finish_row(index, predictions)
+        self.tracker.finish_row(index)

@@ -111,6 +111,7 @@ def make_layout(
         overlap=options.overlap,
         tile=options.fusion_tile or 0,  # resolved (superres.compute.resolve_compute)
         tile_overlap=options.fusion_overlap or 0,
+        tile_height=options.fusion_tile_rows or 0,
         halo=round_up(fusion_halo * SCALE, ALIGN),
         block_rows=options.block_rows,
         crop=crop,

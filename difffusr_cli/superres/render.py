@@ -17,6 +17,7 @@ the region's width, never on its height.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from rasterio.windows import Window
 from torch import Tensor
 
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
-from difffusr_cli.device import autocast, to_device
+from difffusr_cli.device import autocast, host_threads, to_device
 from difffusr_cli.errors import InputError, WeightsError
 from difffusr_cli.superres.compute import fusion_tiles_agree
 from difffusr_cli.superres.models import Models
@@ -436,8 +437,10 @@ class Renderer:
         rgb_t = inputs.pop("rgb")
         # Precision policy: only learned nets run under autocast; the Gram–Schmidt and bilinear
         # baselines are statistics and interpolation, computed in fp32 whatever --precision says.
-        dtype = self.dtype if self.models.method == "net" else torch.float32
-        with autocast(self.device, dtype):
+        net = self.models.method == "net"
+        dtype = self.dtype if net else torch.float32
+        threads = contextlib.nullcontext() if net else host_threads(self.device)
+        with autocast(self.device, dtype), threads:
             out = self.models.fuse(rgb_t, inputs, valid_t)
             cores = out[:, :, halo : halo + th, halo : halo + tw].float()
         return cores.cpu().numpy()

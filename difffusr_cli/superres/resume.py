@@ -59,6 +59,7 @@ def fingerprint(
         "patch_size": layout.patch,
         "overlap": layout.overlap,
         "fusion_tile": layout.tile,
+        "fusion_tile_rows": layout.tile_height or layout.tile,
         "fusion_overlap": layout.tile_overlap,
         "fusion_halo": layout.halo,
         "block_rows": layout.block_rows,
@@ -109,13 +110,8 @@ def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False)
         OutputError: the partial file cannot be read: damaged (advises ``--overwrite``), or,
             with ``writing``, a block just written failed (names the file and a full disk).
     """
-    digest = hashlib.sha256()
     try:
-        with rasterio.open(partial, NUM_THREADS="ALL_CPUS") as ds:
-            start, stop = rows[0], min(rows[1], ds.height)
-            for col in range(0, ds.width, _DIGEST_COLUMNS):
-                width = min(_DIGEST_COLUMNS, ds.width - col)
-                digest.update(ds.read(window=Window(col, start, width, stop - start)).tobytes())
+        return stored_digest(partial, rows)
     except (RasterioError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if writing:  # the block just written does not read back: a failed write (full disk?)
@@ -125,6 +121,20 @@ def block_digest(partial: Path, rows: tuple[int, int], *, writing: bool = False)
         raise OutputError(
             f"cannot resume: {partial} is damaged ({first}); run with --overwrite to start again"
         ) from None
+
+
+def stored_digest(path: Path, rows: tuple[int, int]) -> str:
+    """sha256 of the stored pixels of rows ``[start, stop)`` of ``path`` (all bands).
+
+    Raises ``RasterioError``/``OSError`` when the file does not read (:func:`block_digest` says
+    what that means to a user).
+    """
+    digest = hashlib.sha256()
+    with rasterio.open(path, NUM_THREADS="ALL_CPUS") as ds:
+        start, stop = rows[0], min(rows[1], ds.height)
+        for col in range(0, ds.width, _DIGEST_COLUMNS):
+            width = min(_DIGEST_COLUMNS, ds.width - col)
+            digest.update(ds.read(window=Window(col, start, width, stop - start)).tobytes())
     return digest.hexdigest()
 
 

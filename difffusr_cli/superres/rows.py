@@ -79,6 +79,12 @@ class RowTracker:
         self.carries: dict[int, RowCarry] = {}
         self._committed_until = 0  # no later restart begins above this patch row
         self._latest = -1  # the last row finished
+        # The row being added to (add_patch): its sums, the last patch's strip overlapping the
+        # next patch, and each patch's rows the next row overlaps.
+        self._row = -1
+        self._row_stats = np.zeros(_STAT_FIELDS, dtype=np.float64)
+        self._right: tuple[int, np.ndarray | None] | None = None
+        self._bottoms: dict[int, np.ndarray] = {}
 
     @classmethod
     def for_layout(cls, layout: Layout, restart_rows: Sequence[int] = ()) -> RowTracker:
@@ -100,10 +106,56 @@ class RowTracker:
         """The carry of patch row ``index − 1`` (None for the first row computed)."""
         return self.carries[index - 1] if index > self.first_row else None
 
+    def start_row(self, index: int) -> None:
+        """Begin (or begin again) patch row ``index``: forget what was added to any row."""
+        self._row, self._row_stats = index, np.zeros(_STAT_FIELDS, dtype=np.float64)
+        self._right, self._bottoms = None, {}
+
+    def add_patch(self, index: int, col: int, prediction: np.ndarray) -> None:
+        """Take the final prediction of patch ``col`` of row ``index`` (columns in order).
+
+        Its overlaps with the patch to its left and the row above are measured now; only the
+        strips a later patch and the next row need are kept (a full-width row of whole patches
+        was 0.4 GB held at once).
+
+        Args:
+            index: the patch row (the row being finished).
+            col: the patch column, larger than the last one added to this row.
+            prediction: ``(3, patch, patch)`` reflectance before blending.
+        """
+        if self._row != index:
+            self.start_row(index)
+        elif self._right is not None and col <= self._right[0]:
+            raise ValueError(f"patch column {col} after column {self._right[0]} of row {index}")
+        stats, p = self._row_stats, self.patch
+        rows = min(p, self.height - self.tops[index])
+        left = self.lefts[col]
+        if self._right is not None and self._right[0] == col - 1 and self._right[1] is not None:
+            a = self._right[1]
+            b = prediction[:, :rows, : a.shape[2]]
+            stats[0] += np.abs(a.astype(np.float64) - b).sum()
+            stats[1] += a.size
+        strip = None
+        if col + 1 < len(self.lefts):  # what overlaps the next patch of the row
+            right, stop = self.lefts[col + 1], min(left + p, self.width)
+            if stop > right:
+                strip = np.ascontiguousarray(prediction[:, :rows, right - left : stop - left])
+        self._right = (col, strip)
+        above = self.carry_above(index)
+        if above is not None and col in above.patches:
+            strip = above.patches[col]
+            n, cols = strip.shape[1], min(p, self.width - left)
+            a, b = strip[:, :, :cols], prediction[:, :n, :cols]
+            stats[2] += np.abs(a.astype(np.float64) - b).sum()
+            stats[3] += a.size
+        if index + 1 < len(self.tops):  # the rows the next patch row overlaps
+            start = self.tops[index + 1] - self.tops[index]
+            self._bottoms[col] = np.ascontiguousarray(prediction[:, start:])
+
     def finish_row(
         self,
         index: int,
-        predictions: dict[int, np.ndarray],
+        predictions: dict[int, np.ndarray] | None = None,
         canvas: np.ndarray | None = None,
         covered: np.ndarray | None = None,
     ) -> None:
@@ -112,21 +164,27 @@ class RowTracker:
         Args:
             index: the patch row.
             predictions: patch column index → ``(3, patch, patch)`` final prediction
-                (reflectance, before blending), for the patches that ran.
+                (reflectance, before blending), for the patches that ran and were not given to
+                :meth:`add_patch` already.
             canvas: the row's finished canvas from ``margin`` rows above its top, ``(3,
                 margin + patch, W)`` (joint sampling only; :attr:`JointRow.context`).
             covered: its ``(margin + patch, W)`` coverage (joint sampling only).
         """
-        self.stats[index] = self._row_stats(index, predictions)
+        for col in sorted(predictions or {}):
+            self.add_patch(index, col, (predictions or {})[col])
+        if self._row != index:  # a row without patches
+            self.start_row(index)
+        self.stats[index] = self._row_stats
         if index + 1 < len(self.tops):
             start = self.tops[index + 1] - self.tops[index]
             self.carries[index] = RowCarry(
                 row=index,
                 top=self.tops[index + 1],
-                patches={c: np.ascontiguousarray(v[:, start:]) for c, v in predictions.items()},
+                patches=self._bottoms,
                 canvas=None if canvas is None else np.ascontiguousarray(canvas[:, start:]),
                 covered=None if covered is None else np.ascontiguousarray(covered[start:]),
             )
+        self._row, self._right, self._bottoms = -1, None, {}
         self._latest = index
         self._prune()
 
@@ -137,32 +195,6 @@ class RowTracker:
             wanted = restart in self.restart_rows and restart >= self._committed_until
             if row != self._latest and not wanted:
                 del self.carries[row]
-
-    def _row_stats(self, index: int, predictions: dict[int, np.ndarray]) -> np.ndarray:
-        """Σ|a − b| and counts of row ``index``'s overlaps (pixels inside the region only).
-
-        Horizontal: each patch with its right neighbour; vertical: with the patch above.
-        """
-        stats = np.zeros(_STAT_FIELDS, dtype=np.float64)
-        p = self.patch
-        rows = min(p, self.height - self.tops[index])
-        for col in sorted(predictions):
-            if col + 1 in predictions:
-                left, right = self.lefts[col], self.lefts[col + 1]
-                stop = min(left + p, self.width)
-                if stop > right:
-                    a = predictions[col][:, :rows, right - left : stop - left]
-                    b = predictions[col + 1][:, :rows, : stop - right]
-                    stats[0] += np.abs(a.astype(np.float64) - b).sum()
-                    stats[1] += a.size
-        above = self.carry_above(index)
-        for col, strip in (above.patches if above else {}).items():
-            if col in predictions:
-                n, cols = strip.shape[1], min(p, self.width - self.lefts[col])
-                a, b = strip[:, :, :cols], predictions[col][:, :n, :cols]
-                stats[2] += np.abs(a.astype(np.float64) - b).sum()
-                stats[3] += a.size
-        return stats
 
     def committed(self, restart_row: int) -> None:
         """Say that no later restart begins above patch row ``restart_row``.

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 
 #: GDAL's block cache during a run, MiB (reads of the inputs and the product's writes).
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 64
 
 
 def superres_scene(
