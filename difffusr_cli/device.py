@@ -118,7 +118,9 @@ def host_threads(device: torch.device) -> Iterator[None]:
     for its slowest part, which the writing thread and GDAL's compression (always running
     beside them) keep busy: on 2 cores a 9-tap filter ran 6 × slower on 2 threads than on 1.
     They get the cores but :data:`WRITER_CORES` (at least one); the networks keep them all.
-    Elsewhere (a GPU) nothing changes.
+    Elsewhere (a GPU) nothing changes. torch's thread count is process-wide: a thread that makes
+    its first torch call while another is inside this block starts with the lower count (the
+    command runs torch in one thread; callers of the API from several threads should know).
     """
     if device.type != "cpu":
         yield

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from rasterio.windows import Window
 
 from difffusr_cli.models.config import FusionConfig, RRDBConfig, SRConfig, UNetConfig
 from difffusr_cli.models.fusion import FusionNetwork
@@ -126,3 +127,45 @@ def test_options_accept_auto_and_reject_bad_batches() -> None:
     SuperresOptions().validate()
     with pytest.raises(Exception, match="batch-size"):
         replace(SuperresOptions(), batch_size=0).validate()
+
+
+def test_a_given_fusion_overlap_fits_the_default_tiles_or_is_refused() -> None:
+    from difffusr_cli.errors import InputError
+    from difffusr_cli.superres.region import make_layout
+
+    models, shape = _models(SRConfig.small()), (4000, 4000)
+    options = SuperresOptions(fusion_overlap=240)  # bilinear's default tiles are 240 rows
+    resolved = resolve_compute(options, models, CPU, torch.float32, shape)
+    assert resolved.fusion_overlap == 240
+    assert min(resolved.fusion_tile_rows, resolved.fusion_tile) > 240
+    make_layout(Window(0, 0, 1000, 1000), resolved, 6)  # a valid layout, not a ValueError
+    with pytest.raises(InputError, match="fusion overlap 480"):  # given tiles never grow
+        resolve_compute(
+            SuperresOptions(fusion_tile_rows=480, fusion_overlap=480),
+            models,
+            CPU,
+            torch.float32,
+            shape,
+        )
+    with pytest.raises(InputError, match="fusion overlap 480"):  # and the options say so first
+        SuperresOptions(fusion_tile_rows=480, fusion_overlap=480).validate()
+
+
+def test_square_tiles_keep_the_fingerprint_of_runs_made_before_tile_rows(example_safe) -> None:
+    from difffusr_cli.io import open_scene
+    from difffusr_cli.superres.region import make_layout
+    from difffusr_cli.superres.resume import fingerprint
+
+    models, region = _models(SRConfig.small(), "cpu"), Window(0, 0, 192, 192)
+    with open_scene(example_safe) as scene:
+        for tile_rows, recorded in ((None, False), (240, True)):
+            options = resolve_compute(
+                SuperresOptions(fusion_tile=480, fusion_tile_rows=tile_rows),
+                models,
+                CPU,
+                torch.float32,
+                (768, 768),
+            )
+            layout = make_layout(region, options, 6)
+            recorded_print = fingerprint(scene, region, layout, options, models, CPU, torch.float32)
+            assert ("fusion_tile_rows" in recorded_print) is recorded

@@ -20,10 +20,11 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from difffusr_cli.io.geotiff import cannot_read, read_boundless
+from difffusr_cli.io.geotiff import boundless_frame, cannot_read, read_boundless
 
-#: Bytes of decoded blocks kept per reading thread (a full-width Sentinel-2 scene needs about
-#: 160 MiB for two rows of 512-pixel blocks of every band).
+#: Bytes of decoded blocks kept per reading thread, at least (a full-width Sentinel-2 scene
+#: needs about 160 MiB for two rows of 512-pixel blocks of every band; the budget grows to two
+#: block rows of every band read).
 CACHE_BYTES = 192 * 2**20
 #: Blocks of fewer rows than this (strips) or more bytes than this are read directly.
 MIN_BLOCK_ROWS = 64
@@ -43,6 +44,21 @@ class BlockCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._blocks: OrderedDict[_Key, np.ndarray] = OrderedDict()
+        self._row_bytes: dict[tuple[str, int], int] = {}  # a full block row of each band read
+
+    def _budget_for(self, path: str, bidx: int, dataset: DatasetReader) -> None:
+        """Raise the budget to two full block rows of every band read so far.
+
+        The pipeline reads the bands in turn, over one or two block rows at a time: a smaller
+        budget would drop each block before its band is read again (1024-row blocks across a
+        full-width scene need about 340 MB).
+        """
+        if (path, bidx) in self._row_bytes:
+            return
+        bh, bw = dataset.block_shapes[bidx - 1]
+        itemsize = np.dtype(dataset.dtypes[bidx - 1]).itemsize
+        self._row_bytes[(path, bidx)] = bh * bw * itemsize * -(-dataset.width // bw)
+        self.max_bytes = max(self.max_bytes, 2 * sum(self._row_bytes.values()))
 
     def read(
         self, dataset: DatasetReader, path: str, bidx: int, window: Window
@@ -56,15 +72,13 @@ class BlockCache:
         itemsize = np.dtype(dataset.dtypes[bidx - 1]).itemsize
         if bh < MIN_BLOCK_ROWS or bh * bw * itemsize > MAX_BLOCK_BYTES:
             return read_boundless(dataset, path, bidx, window)
-        c0, r0 = int(window.col_off), int(window.row_off)
-        w, h = int(window.width), int(window.height)
-        dn = np.zeros((h, w), dtype=dataset.dtypes[bidx - 1])
-        inside = np.zeros((h, w), dtype=bool)
-        ic0, ir0 = max(c0, 0), max(r0, 0)
-        ic1, ir1 = min(c0 + w, dataset.width), min(r0 + h, dataset.height)
-        if ic1 <= ic0 or ir1 <= ir0:
+        dn, inside, part = boundless_frame(dataset, bidx, window)
+        if part is None:
             return dn, inside
-        inside[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = True
+        self._budget_for(path, bidx, dataset)
+        c0, r0 = int(window.col_off), int(window.row_off)
+        ic0, ir0 = int(part.col_off), int(part.row_off)
+        ic1, ir1 = ic0 + int(part.width), ir0 + int(part.height)
         for row in range(ir0 // bh, (ir1 - 1) // bh + 1):
             cols = range(ic0 // bw, (ic1 - 1) // bw + 1)
             self._decode_missing(dataset, path, bidx, row, cols)

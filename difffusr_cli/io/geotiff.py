@@ -166,6 +166,27 @@ def read_boundless(
         ``(dn, inside)``: ``dn`` ``(h, w)`` in the file's dtype, ``inside`` ``(h, w)`` bool, True
         where the pixel lies inside the raster.
     """
+    dn, inside, part = boundless_frame(dataset, bidx, window)
+    if part is None:
+        return dn, inside
+    try:
+        data = dataset.read(bidx, window=part)
+    except (RasterioError, OSError) as exc:
+        raise cannot_read(path, exc, decoding=True) from None
+    top, left = int(part.row_off - window.row_off), int(part.col_off - window.col_off)
+    dn[top : top + data.shape[0], left : left + data.shape[1]] = data
+    return dn, inside
+
+
+def boundless_frame(
+    dataset: DatasetReader, bidx: int, window: Window
+) -> tuple[np.ndarray, np.ndarray, Window | None]:
+    """The zeroed result of a boundless read of ``window`` and where the raster lies in it.
+
+    Returns ``(dn, inside, part)``: ``dn`` ``(h, w)`` zeros of band ``bidx``'s dtype, ``inside``
+    ``(h, w)`` bool (True over the raster), and ``part``, the raster window that intersects
+    ``window`` (None when nothing does).
+    """
     c0, r0 = int(window.col_off), int(window.row_off)
     w, h = int(window.width), int(window.height)
     dn = np.zeros((h, w), dtype=dataset.dtypes[bidx - 1])
@@ -173,14 +194,9 @@ def read_boundless(
     ic0, ir0 = max(c0, 0), max(r0, 0)
     ic1, ir1 = min(c0 + w, dataset.width), min(r0 + h, dataset.height)
     if ic1 <= ic0 or ir1 <= ir0:
-        return dn, inside
-    try:
-        part = dataset.read(bidx, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
-    except (RasterioError, OSError) as exc:
-        raise cannot_read(path, exc, decoding=True) from None
-    dn[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = part
+        return dn, inside, None
     inside[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = True
-    return dn, inside
+    return dn, inside, Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
 
 
 def described_bands(dataset: DatasetReader) -> dict[str, int]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from difffusr_cli.bands import SCALE
+from difffusr_cli.errors import InputError
 from difffusr_cli.superres.options import SuperresOptions
 from difffusr_cli.tiling import ALIGN, round_up
 
@@ -167,8 +168,16 @@ def resolve_compute(
         tile, rows = options.fusion_tile, options.fusion_tile_rows or options.fusion_tile
     else:
         rows = options.fusion_tile_rows or FUSION_TILE_ROWS.get(_fusion_key(models), tile)
+        if options.fusion_overlap is not None:  # default tiles grow to hold a given overlap
+            tile = max(tile, options.fusion_overlap + ALIGN)
+            if options.fusion_tile_rows is None:
+                rows = max(rows, options.fusion_overlap + ALIGN)
     if options.fusion_overlap is not None:
         overlap = options.fusion_overlap
+        if overlap >= min(tile, rows):
+            raise InputError(
+                f"fusion overlap {overlap}: expected less than the fusion tile ({rows} × {tile})"
+            )
     else:
         overlap = min(overlap, min(tile, rows) - ALIGN)
     halo = round_up(models.fusion_halo * SCALE, ALIGN)

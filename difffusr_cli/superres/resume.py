@@ -59,7 +59,12 @@ def fingerprint(
         "patch_size": layout.patch,
         "overlap": layout.overlap,
         "fusion_tile": layout.tile,
-        "fusion_tile_rows": layout.tile_height or layout.tile,
+        # only when the tiles are not square: runs and products made before the option match
+        **(
+            {"fusion_tile_rows": layout.tile_height}
+            if layout.tile_height not in (0, layout.tile)
+            else {}
+        ),
         "fusion_overlap": layout.tile_overlap,
         "fusion_halo": layout.halo,
         "block_rows": layout.block_rows,
