@@ -30,7 +30,7 @@ from difffusr_cli.models import DiffusionSR, RGBSuperResolver, SRConfig
 from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import FusionNetwork
 from difffusr_cli.models.predictors import FusionPredictor
-from difffusr_cli.superres.compute import FUSION_TILING, auto_patch
+from difffusr_cli.superres.compute import FUSION_TILE_ROWS, FUSION_TILING, auto_patch
 from difffusr_cli.superres.models import ModelInfo, build_models
 from difffusr_cli.tiling import ALIGN, axis_starts, round_up
 
@@ -58,13 +58,13 @@ def sr_patch_flops(sr: DiffusionSR, patch: int, steps: int) -> int:
     return condition + steps * step
 
 
-def fusion_tile_flops(predictor: FusionPredictor, side: int) -> int:
-    """FLOPs of fusing one ``side`` × ``side`` context (tile + 2·halo), batch 1."""
-    rgb = torch.empty(1, 3, side, side, device=META)
+def fusion_tile_flops(predictor: FusionPredictor, height: int, width: int | None = None) -> int:
+    """FLOPs of fusing one ``height`` × ``width`` context (tile + 2·halo), batch 1."""
+    width = width or height
+    rgb = torch.empty(1, 3, height, width, device=META)
     groups = {
-        "10m": torch.empty(1, 4, side // 4, side // 4, device=META),
-        "20m": torch.empty(1, 6, side // 8, side // 8, device=META),
-        "60m": torch.empty(1, 2, side // 24, side // 24, device=META),
+        g: torch.empty(1, n, height // f, width // f, device=META)
+        for g, n, f in (("10m", 4, 4), ("20m", 6, 8), ("60m", 2, 24))
     }
     with torch.no_grad():  # the nets themselves (autocast, hence __call__, has no meta device)
         ms = predictor._network_inputs(rgb, groups, META)
@@ -73,30 +73,40 @@ def fusion_tile_flops(predictor: FusionPredictor, side: int) -> int:
 
 @dataclass
 class Stage:
-    """Cost of one stage: window FLOPs and the layout it runs on."""
+    """Cost of one stage: window FLOPs and the layout it runs on.
+
+    Sizes are ``(rows, columns)`` (an int: square).
+    """
 
     name: str
     window_flops: int  # one window (patch, or tile with its halo)
-    window: int  # side of the computed window
-    stride: int  # window step (side − overlap)
-    core: int  # side of what a window contributes (patch, or tile without halo)
+    window: int | tuple[int, int]  # the computed window
+    stride: int | tuple[int, int]  # window step (side − overlap)
+    core: int | tuple[int, int]  # what a window contributes (patch, or tile without halo)
     overlap: int
+
+    @staticmethod
+    def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+        return (size, size) if isinstance(size, int) else size
 
     @property
     def interior(self) -> float:
         """FLOPs per computed pixel (the patch-interior cost)."""
-        return self.window_flops / self.window**2
+        h, w = self._pair(self.window)
+        return self.window_flops / (h * w)
 
     @property
     def per_output(self) -> float:
-        """FLOPs per output pixel on an unbounded region (window FLOPs / stride²)."""
-        return self.window_flops / self.stride**2
+        """FLOPs per output pixel on an unbounded region (window FLOPs / stride area)."""
+        h, w = self._pair(self.stride)
+        return self.window_flops / (h * w)
 
     @property
     def per_output_full_tile(self) -> float:
         """FLOPs per output pixel on a full 10,980² tile (snapped last windows included)."""
-        n = len(axis_starts(round_up(FULL_TILE, ALIGN), self.core, self.overlap))
-        return n * n * self.window_flops / FULL_TILE**2
+        side = round_up(FULL_TILE, ALIGN)
+        rows, cols = (len(axis_starts(side, c, self.overlap)) for c in self._pair(self.core))
+        return rows * cols * self.window_flops / FULL_TILE**2
 
     def row(self) -> dict:
         """The stage as a JSON-able dict (MFLOP per pixel, ratios)."""
@@ -137,13 +147,22 @@ def stages(steps: int, overlap: int = 32) -> list[Stage]:
     old_halo = {"mtf": 144, "rrdb": 192}  # the additive estimate before (MTF)
     for arch, predictor in (("mtf", mtf), ("rrdb", rrdb)):
         halo = round_up(SCALE * predictor.receptive_halo, ALIGN)
-        tile, tile_overlap = FUSION_TILING[arch]
-        for label, t, o, h in (
-            (f"fusion {arch} {tile}/{tile_overlap} halo {halo}", tile, tile_overlap, halo),
-            (f"fusion {arch} 480/48 halo {old_halo[arch]} (before)", 480, 48, old_halo[arch]),
-        ):
-            flops = fusion_tile_flops(predictor, t + 2 * h)
-            out.append(Stage(label, flops, t + 2 * h, t - o, t, o))
+        width, tile_overlap = FUSION_TILING[arch]
+        height = FUSION_TILE_ROWS.get(arch, width)
+        shape = f"{height} × {width}" if height != width else f"{width}"
+        layouts = [(f"fusion {arch} {shape}/{tile_overlap} halo {halo}", height, width, halo)]
+        if (height, width) != (1536, 1536):
+            layouts.append(
+                (f"fusion {arch} 1536/{tile_overlap} halo {halo} (before)", 1536, 1536, halo)
+            )
+        layouts.append(
+            (f"fusion {arch} 480/48 halo {old_halo[arch]} (before)", 480, 480, old_halo[arch])
+        )
+        for label, th, tw, h in layouts:
+            o = tile_overlap if "480/48" not in label else 48
+            flops = fusion_tile_flops(predictor, th + 2 * h, tw + 2 * h)
+            window = (th + 2 * h, tw + 2 * h)
+            out.append(Stage(label, flops, window, (th - o, tw - o), (th, tw), o))
     return out
 
 

@@ -18,8 +18,8 @@ from difffusr_cli.models.config import FusionConfig
 from difffusr_cli.models.fusion import FusionNetwork
 from difffusr_cli.models.predictors import FusionPredictor
 from difffusr_cli.superres import ModelInfo, Models, SuperresOptions, superres_many
-from difffusr_cli.superres.compute import fusion_tiling
-from difffusr_cli.tiling import ALIGN, round_up
+from difffusr_cli.superres.compute import FUSION_TILE_ROWS, fusion_tiling
+from difffusr_cli.tiling import ALIGN, axis_starts, round_up
 
 
 def _inputs(
@@ -150,8 +150,17 @@ def test_mtf_defaults_keep_the_halo_under_35_percent() -> None:
         official = FusionPredictor(FusionNetwork(FusionConfig.large_mtf()))
     models = replace(stand_in_models(), fusion_halo=official.receptive_halo, fusion_arch="mtf")
     tile, overlap = fusion_tiling(models)
+    rows = FUSION_TILE_ROWS.get("mtf", tile)
     halo = round_up(bands.SCALE * models.fusion_halo, ALIGN)
-    assert (tile + 2 * halo) ** 2 / (tile - overlap) ** 2 <= 1.35
+    assert halo == 96
+    cost = (rows + 2 * halo) * (tile + 2 * halo) / ((rows - overlap) * (tile - overlap))
+    assert cost <= 1.35
+    # On a full tile (43,920 columns and rows) the snapped last tiles add to it.
+    side = round_up(10_980 * bands.SCALE, ALIGN)
+    n_rows = len(axis_starts(side, rows, overlap))
+    n_cols = len(axis_starts(side, tile, overlap))
+    full = n_rows * n_cols * (rows + 2 * halo) * (tile + 2 * halo) / (10_980 * bands.SCALE) ** 2
+    assert full <= 1.35
 
 
 def test_to_device_packs_everything_into_one_copy() -> None:

@@ -455,3 +455,121 @@ def test_disk_full_while_writing_the_partial_through_the_cli(small_fs, safe, tmp
     assert sorted(p.name for p in small_fs.iterdir()) == [
         "filler"
     ]  # nothing kept: nothing to resume
+
+
+# -- found by a hostile-user pass (2026-12-03) -------------------------------------------------
+def _superres_cli(safe: Path, out: str, *extra: str) -> int:
+    return main(
+        ["superres", str(safe), "-o", out, "--rgb-model", "bicubic", "--fusion", "bilinear"]
+        + ["--device", "cpu", "-q", *extra]
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--overlap", "-4"], "half the largest patch (2048)"),
+        (["--overlap", "3000"], "half the largest patch (2048)"),
+        (["--patch-size", "256", "--overlap", "200"], "half the patch size (128)"),
+        (["--joint-margin", "100000"], "from 0 to 4096"),
+    ],
+)
+def test_auto_patch_options_are_bounded(safe, tmp_path, capsys, extra, says):
+    # an automatic patch grows to twice the overlap and to the margin: both are bounded up front
+    assert _superres_cli(safe, str(tmp_path / "o.tif"), *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+
+
+def test_empty_or_file_as_folder_output_is_refused(safe, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _superres_cli(safe, "") == 2  # -o "$OUT" with OUT unset
+    assert "-o is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+    (tmp_path / "a.tif").write_text("")
+    assert _superres_cli(safe, "a.tif/") == 2
+    assert "exists and is a file, not a folder" in capsys.readouterr().err
+
+
+def test_resume_of_a_complete_file_checks_its_settings(safe, tmp_path, capsys):
+    out = str(tmp_path / "a.tif")
+    assert _superres_cli(safe, out, "--steps", "3") == 0
+    assert _superres_cli(safe, out, "--steps", "4", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "other settings (steps 3 → 4)" in err and "--overwrite" in err
+    assert _superres_cli(safe, out, "--steps", "3", "--resume") == 0  # same settings: kept
+
+
+def test_an_unwritable_batch_report_is_one_line(tmp_path, monkeypatch):
+    from difffusr_cli.superres.batch import BatchReport
+
+    report = BatchReport(tmp_path / "difffusr-batch.json")
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)  # a read-only folder refuses the clean-up too
+    with pytest.raises(OutputError, match="Read-only file system"):
+        report.save(force=True)
+
+
+def test_quiet_interrupt_still_says_how_to_resume(safe, tmp_path, capsys, monkeypatch):
+    import difffusr_cli.superres.many as many
+
+    real = many.superres_scene
+
+    def interrupted(*args, **kwargs):
+        kwargs["on_block_done"] = lambda index: (_ for _ in ()).throw(KeyboardInterrupt)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(many, "superres_scene", interrupted)
+    out = tmp_path / "o.tif"
+    assert _superres_cli(safe, str(out)) == 130
+    assert f"rerun with --resume to continue {out}" in capsys.readouterr().err
+
+
+def test_abort_waits_for_the_write_in_progress(safe, tmp_path, monkeypatch):
+    # A Ctrl-C during Thread.join() can leave the thread object saying it has finished while
+    # it is still writing; closing the file under it crashed GDAL. abort() waits for the
+    # writing thread's own signal, not for join().
+    import threading
+    import time
+
+    from difffusr_cli.superres import sink as sink_module
+
+    events: list[str] = []
+    writing = threading.Event()  # a piece is being written
+    real_init = sink_module.BlockSink.__init__
+
+    def spy_init(self, writer, *args, **kwargs):
+        real_write, real_abort = writer.write_stored, writer.abort
+
+        def slow_write(window, stored):
+            writing.set()
+            time.sleep(0.3)
+            real_write(window, stored)
+            events.append("written")
+            writing.clear()
+
+        def abort():
+            events.append("closed")
+            real_abort()
+
+        writer.write_stored, writer.abort = slow_write, abort
+        real_init(self, writer, *args, **kwargs)
+        self._thread.join = lambda *a, **k: None  # what the interrupted join amounts to
+        self._thread.is_alive = lambda: False
+
+    monkeypatch.setattr(sink_module.BlockSink, "__init__", spy_init)
+
+    def stop(index: int) -> None:  # block 0 is recorded; block 1's first piece is queued
+        assert writing.wait(5)
+        events.clear()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        superres_many(
+            [safe], tmp_path / "o.tif", SMALL, models=stand_in_models(0.05), on_block_done=stop
+        )
+    assert "closed" in events and "written" in events[: events.index("closed")]

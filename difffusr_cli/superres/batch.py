@@ -13,6 +13,7 @@ Scenes are run by :mod:`difffusr_cli.superres.run` (one process) or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -110,11 +111,10 @@ class SceneJob:
     Attributes:
         index: position in the batch (report order).
         source: the input as given; target: its product.
-        complete: the product exists and ``--overwrite`` is not given (skip if settings match).
+        complete: the product exists and ``--overwrite`` is not given (kept only if its
+            settings match, in folder mode and for a single ``-o FILE`` with ``--resume``).
         scene: the checked scene (closed; reopens on the first read), None if a check failed.
         error: the check's one-line failure, or None.
-        same_settings: a complete product is skipped only if its settings match (folder mode;
-            a single ``-o FILE`` with ``--resume`` is kept as it is).
     """
 
     index: int
@@ -123,7 +123,6 @@ class SceneJob:
     complete: bool = False
     scene: Scene | None = None
     error: str | None = None
-    same_settings: bool = True
 
 
 def error_line(exc: BaseException) -> str:
@@ -221,7 +220,8 @@ class BatchReport:
                 tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
                 os.replace(tmp, self.path)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a read-only folder refuses even this
+                    tmp.unlink(missing_ok=True)
                 reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
                 raise OutputError(f"cannot write {self.path}: {reason}") from None
 

@@ -60,7 +60,8 @@ class OutputLock:
                 os.write(fd, record.encode())
             except OSError as exc:
                 os.close(fd)
-                self.path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.path.unlink(missing_ok=True)
                 reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
                 raise OutputError(f"cannot write {self.path}: {reason}") from None
             os.close(fd)

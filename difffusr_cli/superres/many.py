@@ -56,8 +56,9 @@ def superres_many(
 
     Everything that can be checked without the models (options, device, inputs readable with all
     12 bands, outputs writable, nothing overwritten by accident) is checked before the models are
-    loaded, once, and used for every input. In folder mode complete products are skipped when
-    their recorded settings fingerprint matches, and ``DIR/difffusr-batch.json``
+    loaded, once, and used for every input. Complete products (folder mode, or one ``.tif`` with
+    ``--resume``) are skipped when their recorded settings fingerprint matches, and
+    ``DIR/difffusr-batch.json``
     (:class:`~difffusr_cli.superres.batch.BatchReport`) says what happened to each input.
 
     Args:
@@ -157,7 +158,9 @@ def _check_jobs(
 
     jobs = []
     for index, (source, target) in enumerate(zip(inputs, targets, strict=True)):
-        job = SceneJob(index, Path(source), target, same_settings=folder)
+        # A complete product is kept only when made with these settings, in folder mode and
+        # for a single .tif with --resume alike (--resume promises the same options).
+        job = SceneJob(index, Path(source), target)
         try:
             job.complete = target.exists() and not options.overwrite
             if job.complete and not (folder or options.resume):
@@ -195,7 +198,7 @@ def _run_serial(
     """The jobs one after the other in this process."""
     if not keep_going and models is not None:  # refuse other settings before computing anything
         for job in jobs:
-            if job.complete and job.same_settings and job.scene is not None:
+            if job.complete and job.scene is not None:
                 check_complete(job.scene, job.target, options, models, device, dtype)
     summaries: list[RunSummary] = []
     for job in jobs:
@@ -255,11 +258,7 @@ def run_job(
     scene = job.scene or open_scene(job.source, scale=options.scale, offset=options.offset)
     with scene:
         if job.complete:
-            digest = (
-                check_complete(scene, job.target, options, models, device, dtype)
-                if job.same_settings
-                else ""
-            )
+            digest = check_complete(scene, job.target, options, models, device, dtype)
             return RunSummary(job.source, job.target, "skipped", fingerprint=digest)
 
         def on_total(n: int, label: str = job.target.name) -> None:
@@ -279,8 +278,8 @@ def run_job(
             )
         except KeyboardInterrupt:
             sink.on_end()
-            if not options.quiet:
-                sink.on_message(_interrupted_message(job.target))
+            # Also with --quiet: what to do next is part of the failure.
+            sink.on_message(_interrupted_message(job.target))
             raise
         finally:
             sink.on_end()

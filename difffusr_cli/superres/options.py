@@ -139,8 +139,9 @@ class SuperresOptions:
             raise InputError(f"--steps {self.steps}: expected 2 to 1000")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: expected a non-negative integer")
-        # auto patches are at least twice the overlap (superres.compute.auto_patch)
-        patch = self.patch_size if self.patch_size is not None else 2 * self.overlap
+        # auto patches are at least twice the overlap and at least the margin
+        # (superres.compute.auto_patch), and at most MAX_PATCH like a given one
+        patch = self.patch_size if self.patch_size is not None else MAX_PATCH
         if self.patch_size is not None and (self.patch_size < 16 or self.patch_size % 4):
             raise InputError(
                 f"--patch-size {self.patch_size}: expected a multiple of 4 (whole 10 m pixels), "
@@ -148,9 +149,10 @@ class SuperresOptions:
             )
         if self.patch_size is not None and self.patch_size > MAX_PATCH:
             raise InputError(f"--patch-size {self.patch_size}: expected at most {MAX_PATCH}")
-        if self.joint_margin < 0 or self.joint_margin % 4:
+        if self.joint_margin < 0 or self.joint_margin % 4 or self.joint_margin > MAX_PATCH:
             raise InputError(
-                f"--joint-margin {self.joint_margin}: expected a multiple of 4, 0 or more"
+                f"--joint-margin {self.joint_margin}: expected a multiple of 4 from 0 to "
+                f"{MAX_PATCH}"
             )
         # an auto patch is at least the margin, and the default margin shrinks to a smaller
         # --patch-size (superres.compute.resolve_compute); a margin asked for must fit
@@ -164,9 +166,12 @@ class SuperresOptions:
                 f"({self.patch_size})"
             )
         if self.overlap < 0 or self.overlap % 4 or self.overlap > patch // 2:
+            limit = (
+                "half the patch size" if self.patch_size is not None else "half the largest patch"
+            )
             raise InputError(
-                f"--overlap {self.overlap}: expected a multiple of 4 between 0 and half the patch "
-                f"size ({patch // 2})"
+                f"--overlap {self.overlap}: expected a multiple of 4 between 0 and {limit} "
+                f"({patch // 2})"
             )
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size}: expected at least 1 or auto")

@@ -113,13 +113,18 @@ def output_paths(inputs: Sequence[Path], output: str | Path) -> tuple[list[Path]
     ``.tif`` or ``.tiff``.
 
     Raises:
-        InputError: a single product without a ``.tif``/``.tiff`` suffix, several inputs with a
-            ``.tif`` output, or two inputs with the same stem.
+        InputError: an empty ``output``, a single product without a ``.tif``/``.tiff`` suffix,
+            several inputs with a ``.tif`` output, a folder (``-o name/``) that is an existing
+            file, or two inputs with the same stem.
     """
     # pathlib drops a trailing slash, so read it from the text the user gave.
     text = os.fspath(output)
+    if not text.strip():  # -o "$OUT" with OUT unset would otherwise mean the current folder
+        raise InputError("-o is empty: give the product's .tif path or a folder")
     trailing_slash = text.endswith(("/", os.sep))
     output = Path(output)
+    if trailing_slash and output.exists() and not output.is_dir():
+        raise InputError(f"-o {text}: {output} exists and is a file, not a folder")
     is_dir = trailing_slash or output.is_dir() or len(inputs) > 1
     if not is_dir:
         if output.suffix.lower() not in (".tif", ".tiff"):

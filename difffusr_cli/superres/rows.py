@@ -9,6 +9,7 @@ may be needed and saved beside the progress record when a block is committed
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -256,7 +257,8 @@ class RowTracker:
                 np.savez(f, **arrays)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only folder refuses even this
+                tmp.unlink(missing_ok=True)
             reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
             raise OutputError(f"cannot write {path}: {reason}") from None
         return path

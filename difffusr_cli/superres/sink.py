@@ -120,6 +120,10 @@ class BlockSink:
         self._error: BaseException | None = None
         self._pending = 0  # blocks queued and not yet recorded
         self._stop = threading.Event()
+        # Set when the writing thread has returned. Waited on instead of Thread.join(), whose
+        # state a KeyboardInterrupt during a join can leave saying "finished" while the thread
+        # is still inside GDAL (closing the file under it then crashed GDAL).
+        self._exited = threading.Event()
         self._thread = threading.Thread(target=self._work, name="difffusr-writer", daemon=True)
         self._thread.start()
 
@@ -207,7 +211,7 @@ class BlockSink:
         """
         self._copy_before(len(self.block_rows))
         self._put(None)
-        self._thread.join()
+        self._wait_for_thread()
         self._raise_if_failed()
         self._record_finished()
         self._drop_source()
@@ -245,24 +249,33 @@ class BlockSink:
                 self._jobs.get_nowait()
         with contextlib.suppress(queue.Full):
             self._jobs.put_nowait(None)
-        self._thread.join()
+        self._wait_for_thread()  # at most the piece being written (a second Ctrl-C: no wait)
         try:
             self.writer.abort()
         finally:
             self._drop_source()
 
+    def _wait_for_thread(self) -> None:
+        """Wait until the writing thread has returned (see :attr:`_exited`)."""
+        # In short waits: a Ctrl-C is handled between them (a plain wait() may defer it).
+        while not self._exited.wait(0.1):
+            pass
+
     # -- the writing thread ----------------------------------------------------------------
     def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._stop.is_set():
-                return
-            try:
-                self._do(job)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                self._error = exc
-                self._stop.set()
-                return
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None or self._stop.is_set():
+                    return
+                try:
+                    self._do(job)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
+                    self._stop.set()
+                    return
+        finally:
+            self._exited.set()
 
     def _do(self, job: _Job) -> None:
         kind, *args = job
