@@ -85,10 +85,12 @@ def test_superres_writes_a_product_and_a_summary(setup, tmp_path, capsys):
     before = out.read_bytes()
     assert main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--quiet"]) == 2
     assert "already exists" in error_line(capsys) and out.read_bytes() == before
-    assert (
-        main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "--quiet", "--resume"]) == 0
-    )
+    same = [*fast_args(rgb), "--dtype", "float32", "--seed", "3", "--quiet", "--resume"]
+    assert main(["superres", str(safe), "-o", str(out), *same]) == 0
     assert out.read_bytes() == before
+    # --resume keeps a complete product only when it was made with the same settings
+    assert main(["superres", str(safe), "-o", str(out), *fast_args(rgb), "-q", "--resume"]) == 2
+    assert "other settings" in error_line(capsys) and out.read_bytes() == before
     assert (
         main(
             [
