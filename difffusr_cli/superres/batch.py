@@ -13,7 +13,6 @@ Scenes are run by :mod:`difffusr_cli.superres.run` (one process) or
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ import torch
 
 from difffusr_cli.bands import SCALE
 from difffusr_cli.errors import DifffusrError, InputError, OutputError
+from difffusr_cli.superres.atomic import write_atomically
 from difffusr_cli.superres.compute import resolve_compute
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
@@ -215,15 +215,12 @@ class BatchReport:
                 "counts": self.counts(),
                 "inputs": self.entries,
             }
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-                os.replace(tmp, self.path)
-            except OSError as exc:
-                with contextlib.suppress(OSError):  # a read-only folder refuses even this
-                    tmp.unlink(missing_ok=True)
-                reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
-                raise OutputError(f"cannot write {self.path}: {reason}") from None
+            text = json.dumps(record, indent=1)
+            write_atomically(
+                self.path,
+                lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp"),
+            )
 
 
 def check_complete(

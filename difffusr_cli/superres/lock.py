@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 from difffusr_cli.errors import OutputError
+from difffusr_cli.superres.atomic import os_reason
 
 
 def lock_path_for(output: Path) -> Path:
@@ -62,8 +63,7 @@ class OutputLock:
                 os.close(fd)
                 with contextlib.suppress(OSError):
                     self.path.unlink(missing_ok=True)
-                reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
-                raise OutputError(f"cannot write {self.path}: {reason}") from None
+                raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
             os.close(fd)
             self.held = True
             return

@@ -58,8 +58,8 @@ def superres_many(
     12 bands, outputs writable, nothing overwritten by accident) is checked before the models are
     loaded, once, and used for every input. Complete products (folder mode, or one ``.tif`` with
     ``--resume``) are skipped when their recorded settings fingerprint matches, and
-    ``DIR/difffusr-batch.json``
-    (:class:`~difffusr_cli.superres.batch.BatchReport`) says what happened to each input.
+    ``DIR/difffusr-batch.json`` (:class:`~difffusr_cli.superres.batch.BatchReport`) says what
+    happened to each input.
 
     Args:
         inputs: scenes in any format :func:`~difffusr_cli.io.open_scene` accepts.

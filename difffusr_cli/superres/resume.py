@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from difffusr_cli import __version__
 from difffusr_cli.bands import BAND_NAMES
 from difffusr_cli.device import precision_name
 from difffusr_cli.errors import OutputError
+from difffusr_cli.superres.atomic import write_atomically
 from difffusr_cli.superres.joint import effective_sampling, joint_margin_of
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.options import SuperresOptions
@@ -191,15 +191,8 @@ class ProgressFile:
                 str(i): self.digests[i] for i in sorted(self.done) if i in self.digests
             },
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # a read-only folder refuses even this
-                tmp.unlink(missing_ok=True)
-            reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
-            raise OutputError(f"cannot write {self.path}: {reason}") from None
+        text = json.dumps(record, indent=1)
+        write_atomically(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: Path, expected: dict) -> ProgressFile:

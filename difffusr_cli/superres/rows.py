@@ -9,8 +9,6 @@ may be needed and saved beside the progress record when a block is committed
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from difffusr_cli.errors import OutputError
+from difffusr_cli.superres.atomic import write_atomically
 from difffusr_cli.tiling import Layout
 
 
@@ -251,16 +249,12 @@ class RowTracker:
             else np.zeros((0, _STAT_FIELDS)),
         }
         path = state_path(folder_stem, restart_row)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # an open file: np.savez would add ".npz" to a name
                 np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # a read-only folder refuses even this
-                tmp.unlink(missing_ok=True)
-            reason = "no space left on the device" if exc.errno == 28 else exc.strerror or exc
-            raise OutputError(f"cannot write {path}: {reason}") from None
+
+        write_atomically(path, save)
         return path
 
     def load(self, folder_stem: Path) -> None:
