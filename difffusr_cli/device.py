@@ -174,7 +174,8 @@ def to_device(
     The arrays are packed into one flat buffer, copied once and returned as views of the copy.
     On CUDA the buffer is pinned host memory (the copy is non-blocking) and is reused between
     calls: pass back the returned ``staging``. Reuse is safe as long as the caller waits for the
-    results of one call (e.g. copies them back) before the next call.
+    results of one call (e.g. copies them back) before the next call. On the CPU nothing is
+    packed: contiguous float32 arrays are shared with the tensors (no copy), others converted.
 
     Args:
         arrays: name → array of any shape (bool or numeric; stored as float32).
@@ -185,6 +186,13 @@ def to_device(
         ``(tensors, staging)``: name → float32 tensor of the array's shape on ``device``, and the
         pinned buffer to pass next time (None off CUDA).
     """
+    if device.type == "cpu":
+        # Nothing to copy to: float32 arrays are used in place, others converted once (packing
+        # them into one buffer would be a copy of every pixel for nothing).
+        return {
+            name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            for name, a in arrays.items()
+        }, staging
     total = sum(int(a.size) for a in arrays.values())
     if device.type == "cuda":
         if staging is None or staging.numel() < total:
@@ -192,15 +200,25 @@ def to_device(
         flat = staging[:total]
     else:
         flat = torch.empty(total, dtype=torch.float32)
+    on_device = pack_arrays(arrays, flat).to(device, non_blocking=True)
+    return unpack_arrays(arrays, on_device), staging
+
+
+def pack_arrays(arrays: Mapping[str, np.ndarray], flat: torch.Tensor) -> torch.Tensor:
+    """Copy ``arrays`` one after another into the float32 CPU buffer ``flat``; return it."""
     host = flat.numpy()
     offset = 0
     for a in arrays.values():
         host[offset : offset + a.size].reshape(a.shape)[...] = a
         offset += a.size
-    on_device = flat.to(device, non_blocking=True)
+    return flat
+
+
+def unpack_arrays(arrays: Mapping[str, np.ndarray], flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Views of ``flat`` (packed by :func:`pack_arrays`) with the arrays' names and shapes."""
     out: dict[str, torch.Tensor] = {}
     offset = 0
     for name, a in arrays.items():
-        out[name] = on_device[offset : offset + a.size].view(a.shape)
+        out[name] = flat[offset : offset + a.size].view(a.shape)
         offset += a.size
-    return out, staging
+    return out

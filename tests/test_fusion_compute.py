@@ -11,7 +11,7 @@ import torch
 from pipeline_helpers import read_product, stand_in_models
 
 from difffusr_cli import bands
-from difffusr_cli.device import to_device
+from difffusr_cli.device import pack_arrays, to_device, unpack_arrays
 from difffusr_cli.example import make_example_safe
 from difffusr_cli.fusion_baselines import learned_fusion
 from difffusr_cli.models.config import FusionConfig
@@ -163,16 +163,29 @@ def test_mtf_defaults_keep_the_halo_under_35_percent() -> None:
     assert full <= 1.35
 
 
-def test_to_device_packs_everything_into_one_copy() -> None:
+def test_arrays_for_a_gpu_are_packed_into_one_copy() -> None:
     arrays = {
         "a": np.arange(6, dtype=np.float32).reshape(2, 3),
         "b": np.array([[True, False]]),
         "c": np.full((1, 2, 2), 7.0, dtype=np.float64),
     }
+    flat = pack_arrays(arrays, torch.empty(12, dtype=torch.float32))
+    tensors = unpack_arrays(arrays, flat)
+    storage = {t.untyped_storage().data_ptr() for t in tensors.values()}
+    assert len(storage) == 1  # views of one buffer: one host→device copy
+    for name, a in arrays.items():
+        assert tensors[name].dtype == torch.float32 and tensors[name].shape == a.shape
+        assert np.array_equal(tensors[name].numpy(), a.astype(np.float32))
+
+
+def test_arrays_for_the_cpu_are_not_copied() -> None:
+    arrays = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.array([[True, False]]),
+    }
     tensors, staging = to_device(arrays, torch.device("cpu"))
     assert staging is None
-    storage = {t.untyped_storage().data_ptr() for t in tensors.values()}
-    assert len(storage) == 1  # views of one buffer: one copy when the device is a GPU
+    assert np.shares_memory(tensors["a"].numpy(), arrays["a"])  # float32: used in place
     for name, a in arrays.items():
         assert tensors[name].dtype == torch.float32 and tensors[name].shape == a.shape
         assert np.array_equal(tensors[name].numpy(), a.astype(np.float32))

@@ -295,6 +295,9 @@ def superres(
         # GDAL prints write errors (e.g. a full disk) itself; difffusr checks every write and
         # reports the failure in one line, so GDAL's own lines only repeat it.
         os.environ.setdefault("CPL_LOG", os.devnull)
+        from difffusr_cli.io.libtiff import silence_libtiff
+
+        silence_libtiff()  # and libtiff's own copies of a failed write, printed to stderr
     from difffusr_cli.superres import SuperresOptions, superres_example, superres_many
     from difffusr_cli.superres.batch import REPORT_NAME
 

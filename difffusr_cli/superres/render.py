@@ -320,7 +320,14 @@ class Renderer:
         for start in range(0, len(todo), self.fusion_batch_size):
             batch = todo[start : start + self.fusion_batch_size]
             lefts = [cols[k] for k in batch]
-            rgbs = [self._guidance(rows_in, Span(left - halo, left + tw + halo)) for left in lefts]
+            if self.models.method == "bilinear":
+                # Bilinear reads no guidance: only the tiles' cores, which become B04–B02.
+                core_rows = Span(top, top + th)
+                rgbs = [self._guidance(core_rows, Span(left, left + tw)) for left in lefts]
+            else:
+                rgbs = [
+                    self._guidance(rows_in, Span(left - halo, left + tw + halo)) for left in lefts
+                ]
             fused = self._fuse(rgbs, groups, lefts, tw + 2 * halo, valid)
             outputs: dict[int, np.ndarray] = {}
             # One buffer per tile of a batch, reused: the stage copies each contribution in
@@ -343,9 +350,11 @@ class Renderer:
                         + f") gave non-finite values for tile row {index} at output pixel "
                         f"({left}, {top}); its weights are probably broken"
                     )
-                if self.models.method != "net":
-                    # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
+                # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
+                if self.models.method == "gs":
                     out[indices(RGB)] = rgb[:, core, halo : halo + tw]
+                elif self.models.method == "bilinear":
+                    out[indices(RGB)] = rgb  # the core alone
                 out[12] = tile_valid[k]
                 outputs[k] = out
             last = batch[-1] if start + len(batch) < len(todo) else len(cols) - 1
@@ -413,7 +422,8 @@ class Renderer:
         """Run the fusion step on a batch of tiles with context; return their cores.
 
         Args:
-            rgbs: per tile the ``(3, th + 2·halo, width)`` guidance (:meth:`_guidance`).
+            rgbs: per tile the ``(3, th + 2·halo, width)`` guidance (:meth:`_guidance`);
+                with bilinear fusion, which reads none, the tiles' cores (not used here).
             groups: the tile row's band strips on their native grids.
             lefts: each tile's left column (strip column ``left`` is its context's first).
             width: ``tw + 2·halo``.
@@ -425,16 +435,25 @@ class Renderer:
         """
         halo = self.layout.halo
         th, tw = self.layout.tile_shape
-        arrays: dict[str, np.ndarray] = {"rgb": np.stack(rgbs)}
+        bilinear = self.models.method == "bilinear"
+        # Bilinear needs the guidance's size only (its rgbs are the cores, not sent).
+        arrays: dict[str, np.ndarray] = {} if bilinear else {"rgb": np.stack(rgbs)}
         for group, data in groups.items():
             factor = SCALE * GROUP_RATIO[group]
             arrays[group] = np.stack(
                 [data[:, :, left // factor : (left + width) // factor] for left in lefts]
             )
-        arrays["valid"] = np.stack([valid[:, left : left + width] for left in lefts])
+        if not bilinear:
+            arrays["valid"] = np.stack([valid[:, left : left + width] for left in lefts])
         inputs, self._staging = to_device(arrays, self.device, self._staging)
-        valid_t = inputs.pop("valid") > 0.5
-        rgb_t = inputs.pop("rgb")
+        if bilinear:
+            shape = (len(lefts), 3, th + 2 * halo, width)
+            rgb_t = torch.zeros((), device=self.device).expand(shape)
+            every = torch.ones((), dtype=torch.bool, device=self.device)
+            valid_t = every.expand(shape[:1] + shape[2:])
+        else:
+            valid_t = inputs.pop("valid") > 0.5
+            rgb_t = inputs.pop("rgb")
         # Precision policy: only learned nets run under autocast; the Gram–Schmidt and bilinear
         # baselines are statistics and interpolation, computed in fp32 whatever --precision says.
         net = self.models.method == "net"
