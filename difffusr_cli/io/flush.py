@@ -19,6 +19,12 @@ from collections.abc import Callable
 import rasterio
 
 
+def bundled_libraries(stem: str) -> list[str]:
+    """Paths of the shared libraries named ``stem*`` that rasterio's wheel bundles (may be none)."""
+    here = os.path.dirname(rasterio.__file__)
+    return sorted(glob.glob(os.path.join(here, "..", "rasterio.libs", f"{stem}*")))
+
+
 @functools.lru_cache(maxsize=1)
 def gdal_flusher() -> Callable[[str], bool | None] | None:
     """``flush(description)``, or None without a usable libgdal.
@@ -27,10 +33,8 @@ def gdal_flusher() -> Callable[[str], bool | None] | None:
     flushed (``GDALFlushCache``). The call returns whether all flushes succeeded, or None when
     no such dataset is open in this GDAL.
     """
-    here = os.path.dirname(rasterio.__file__)
-    candidates = sorted(glob.glob(os.path.join(here, "..", "rasterio.libs", "libgdal*")))
     found = ctypes.util.find_library("gdal")
-    for path in [*candidates, *([found] if found else [])]:
+    for path in [*bundled_libraries("libgdal"), *([found] if found else [])]:
         try:
             lib = ctypes.CDLL(path)
             get_open, describe, flush = (

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import glob
-import os
 
-import rasterio
+from difffusr_cli.io.flush import bundled_libraries
 
 
 @functools.lru_cache(maxsize=1)
@@ -25,8 +23,7 @@ def silence_libtiff() -> bool:
     Errors still reach GDAL (and so rasterio's exceptions) through its per-file handlers;
     only the copies printed to stderr go.
     """
-    here = os.path.dirname(rasterio.__file__)
-    for path in sorted(glob.glob(os.path.join(here, "..", "rasterio.libs", "libtiff*"))):
+    for path in bundled_libraries("libtiff"):
         try:
             lib = ctypes.CDLL(path)  # the copy already loaded by libgdal: same handle
             setters = (lib.TIFFSetErrorHandler, lib.TIFFSetWarningHandler)
