@@ -44,7 +44,7 @@ gives zero detail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
 import torch
@@ -53,6 +53,7 @@ from torch import Tensor
 
 from difffusr_cli.bands import BAND_NAMES, GROUP_RATIO, GROUPS, SCALE, GroupName, indices
 from difffusr_cli.degrade.resample import upsample_to
+from difffusr_cli.upsample import bilinear_up
 
 #: How the synthetic pan is formed from a group's bands (see the module docstring).
 SyntheticPan = Literal["regression", "mean"]
@@ -240,6 +241,45 @@ def bilinear_fuse(
     """
     size = _check_inputs(rgb_sr, groups)
     return _assemble({g: upsample_to(groups[g], size) for g in GROUP_RATIO})
+
+
+def bilinear_core_into(
+    groups: Mapping[str, Tensor],
+    core: tuple[slice, slice],
+    out: Tensor,
+    skip: Collection[int] = (),
+) -> None:
+    """:func:`bilinear_fuse` of one tile, only its ``core``, written into ``out``.
+
+    The same values, bit for bit, as ``bilinear_fuse(...)[0, :, rows, cols]``, without
+    upsampling the tile's halo, without the bands in ``skip`` (the pipeline puts the diffusion
+    RGB there) and without a copy: each band is upsampled straight into its plane of ``out``.
+
+    Args:
+        groups: one tile's ``{"10m": (4, h, w), "20m": (6, h/2, w/2), "60m": (2, h/6, w/6)}``
+            float32 reflectance in ``bands.GROUPS`` order (``h × w`` = the tile with its halo on
+            the 10 m grid).
+        core: output ``(rows, cols)`` of the tile's 2.5 m grid, on whole 60 m pixels (multiples
+            of 24): what is written. The pixels around it serve as the interpolation's
+            neighbours, clamped at the tile's edges as in :func:`bilinear_fuse`.
+        out: ``(12, core height, core width)`` float32 in product order; each band's plane
+            contiguous.
+        skip: product band indices left as they are.
+    """
+    rows, cols = core
+    coarsest = SCALE * max(GROUP_RATIO.values())
+    if any(v % coarsest for v in (rows.start, rows.stop, cols.start, cols.stop)):
+        raise ValueError(f"core {core} is not on whole {coarsest}-pixel (60 m) cells")
+    for group, ratio in GROUP_RATIO.items():
+        factor = SCALE * ratio
+        native = (
+            slice(rows.start // factor, rows.stop // factor),
+            slice(cols.start // factor, cols.stop // factor),
+        )
+        data = groups[group]
+        for k, band in enumerate(indices(GROUPS[group])):
+            if band not in skip:
+                bilinear_up(data[k : k + 1], factor, *native, storage=out[band].view(-1))
 
 
 def gram_schmidt_fuse(

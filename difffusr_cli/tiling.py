@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from difffusr_cli.bands import SCALE
+from difffusr_cli.scratch import Scratch
 
 #: Output pixels per 60 m pixel: fusion tiles and halos are multiples of it so that every group
 #: (10, 20, 60 m) reads whole native pixels.
@@ -250,30 +251,6 @@ class Layout:
 
 Contribution = tuple[int, np.ndarray, np.ndarray]
 """One computed window of a row: (left column, ``(C, h, w)`` data, ``(h, w)`` weights)."""
-
-
-class Scratch:
-    """A float32 buffer kept between uses and lent out in any shape (grown, never shrunk).
-
-    For hot loops that would otherwise allocate the same large temporaries again and again:
-    glibc maps every array over 32 MiB afresh, and each fresh page costs a fault and its
-    clearing. What :meth:`take` returns is overwritten by the next call.
-    """
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self._flat: torch.Tensor | None = None
-
-    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """A ``shape`` float32 tensor on :attr:`device` over the kept buffer (contents: any)."""
-        size = math.prod(shape)
-        if self._flat is None or self._flat.numel() < size:
-            self._flat = torch.empty(size, dtype=torch.float32, device=self.device)
-        return self._flat[:size].view(shape)
-
-    def array(self, shape: tuple[int, ...]) -> np.ndarray:
-        """:meth:`take` as a numpy array (CPU only)."""
-        return self.take(shape).numpy()
 
 
 class RowStage:

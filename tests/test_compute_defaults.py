@@ -66,13 +66,20 @@ def test_auto_batches_on_the_cpu_and_on_resume() -> None:
     auto = resolve_compute(SuperresOptions(), models, CPU, torch.float32, shape)
     assert (auto.batch_size, auto.fusion_batch_size) == (FIXED_BATCH, FIXED_FUSION_BATCH)
     # bilinear: exact, unblended; short, wide tiles hold fewer rows in memory
-    assert (auto.fusion_tile_rows, auto.fusion_tile, auto.fusion_overlap) == (240, 960, 0)
+    assert (auto.fusion_tile_rows, auto.fusion_tile, auto.fusion_overlap) == (120, 960, 0)
     square = resolve_compute(SuperresOptions(fusion_tile=480), models, CPU, torch.float32, shape)
     assert (square.fusion_tile_rows, square.fusion_tile) == (480, 480)  # a given tile is square
     # a resumed run goes on with the batches it started with (auto on a GPU varies)
     recorded = {"batch_size": 16, "fusion_batch_size": 4}
     resumed = resolve_compute(SuperresOptions(), models, CPU, torch.float32, shape, recorded)
     assert (resumed.batch_size, resumed.fusion_batch_size) == (16, 4)
+    # and with the fusion tiles' rows of its time (bilinear's were 240 before), for its tiles
+    before = {"fusion_tile": 960, "fusion_tile_rows": 240}
+    resumed = resolve_compute(SuperresOptions(), models, CPU, torch.float32, shape, before)
+    assert (resumed.fusion_tile_rows, resumed.fusion_tile) == (240, 960)
+    other = {"fusion_tile": 480, "fusion_tile_rows": 240}  # other tiles: the default rows
+    resumed = resolve_compute(SuperresOptions(), models, CPU, torch.float32, shape, other)
+    assert (resumed.fusion_tile_rows, resumed.fusion_tile) == (120, 960)
     given = resolve_compute(
         SuperresOptions(batch_size=3), models, CPU, torch.float32, shape, recorded
     )
@@ -134,7 +141,7 @@ def test_a_given_fusion_overlap_fits_the_default_tiles_or_is_refused() -> None:
     from difffusr_cli.superres.region import make_layout
 
     models, shape = _models(SRConfig.small()), (4000, 4000)
-    options = SuperresOptions(fusion_overlap=240)  # bilinear's default tiles are 240 rows
+    options = SuperresOptions(fusion_overlap=240)  # bilinear's default tiles are 120 rows
     resolved = resolve_compute(options, models, CPU, torch.float32, shape)
     assert resolved.fusion_overlap == 240
     assert min(resolved.fusion_tile_rows, resolved.fusion_tile) > 240

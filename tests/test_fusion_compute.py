@@ -189,3 +189,32 @@ def test_arrays_for_the_cpu_are_not_copied() -> None:
     for name, a in arrays.items():
         assert tensors[name].dtype == torch.float32 and tensors[name].shape == a.shape
         assert np.array_equal(tensors[name].numpy(), a.astype(np.float32))
+
+
+@pytest.mark.parametrize(("halo", "tw"), [(24, 96), (48, 96), (24, 72)])
+def test_bilinear_core_is_the_crop_of_the_whole_tile_bit_for_bit(halo: int, tw: int) -> None:
+    # The CPU pipeline upsamples only each tile's core, straight into its buffer; it must give
+    # exactly what bilinear_fuse gives on the tile with its halo, cropped (and leave the bands
+    # it skips alone).
+    from difffusr_cli.fusion_baselines import bilinear_core_into, bilinear_fuse
+
+    th = 120  # (72 columns: not a multiple of the vector width, the kernels' tails run)
+    rgb, groups = _inputs(max(th, tw) + 2 * halo, seed=3)
+    rgb = rgb[:, :, : th + 2 * halo, : tw + 2 * halo]
+    groups = {
+        g: data[:, :, : (th + 2 * halo) // f, : (tw + 2 * halo) // f]
+        for g, data in groups.items()
+        for f in [bands.SCALE * bands.GROUP_RATIO[g]]
+    }
+    whole = bilinear_fuse(rgb, groups)[0, :, halo : halo + th, halo : halo + tw]
+    out = torch.full((12, th, tw), -7.0)
+    skip = bands.indices(bands.RGB)
+    core = (slice(halo, halo + th), slice(halo, halo + tw))
+    bilinear_core_into({g: d[0] for g, d in groups.items()}, core, out, skip)
+    kept = [i for i in range(12) if i not in skip]
+    assert torch.equal(out[kept], whole[kept])
+    assert (out[skip] == -7.0).all()
+    # at the tile's own edge (no halo there) the neighbours are clamped, as in bilinear_fuse
+    edge = (slice(0, th), slice(0, tw))
+    bilinear_core_into({g: d[0] for g, d in groups.items()}, edge, out, skip)
+    assert torch.equal(out[kept], bilinear_fuse(rgb, groups)[0, kept, :th, :tw])

@@ -216,3 +216,16 @@ def test_reused_blended_reads_equal_plain_reads():
     reused, covered_reused = buffer.read(Span(1, 5), Span(2, 12), reuse=True)
     np.testing.assert_array_equal(plain, reused)
     np.testing.assert_array_equal(covered, covered_reused)
+
+
+def test_scratch_ring_lends_its_buffers_in_turn() -> None:
+    from difffusr_cli.scratch import ScratchRing
+
+    ring = ScratchRing(2)
+    first = ring.array((3, 4))
+    first[:] = 1.0
+    second = ring.array((3, 4))  # the other buffer: the first is untouched
+    second[:] = 2.0
+    assert (first == 1.0).all() and not np.shares_memory(first, second)
+    third = ring.array((2, 4))  # the first buffer again
+    assert np.shares_memory(first, third)

@@ -45,10 +45,12 @@ FUSION_TILING: dict[str, tuple[int, int]] = {
 }
 #: Tile height, where it differs from the width: each row of fusion tiles is held full-width
 #: until the blocks below have used it, so short, wide tiles hold fewer rows. Bilinear:
-#: 240 × 960 tiles, (240 + 48)(960 + 48) / (240 · 960) = 1.26 × the interior for its 24-pixel
-#: halo (480 × 480: 1.21), and 240 rows fewer held (0.5 GB for a full tile's width). MTF: 960
+#: 120 × 960 tiles. On the CPU only their cores are upsampled (the halo is read, not computed),
+#: so short tiles cost nothing extra there and hold 360 rows fewer than 480² tiles (0.3 GB less
+#: peak memory than 240 rows on a full tile's width, the same time); on a GPU the halo costs
+#: (120 + 48)(960 + 48) / (120 · 960) = 1.47 × the interior, which a GPU does not notice. MTF: 960
 #: rows instead of 1536 hold 576 fewer (1.3 GB at a full tile's width) for the same compute.
-FUSION_TILE_ROWS: dict[str, int] = {"bilinear": 240, "mtf": 960}
+FUSION_TILE_ROWS: dict[str, int] = {"bilinear": 120, "mtf": 960}
 #: Batches on devices without a memory query (CPU, MPS): patches, fusion tiles.
 FIXED_BATCH = 4
 FIXED_FUSION_BATCH = 2
@@ -156,7 +158,8 @@ def resolve_compute(
         dtype: their compute precision (bf16/fp16 activations take half the memory).
         region_shape: ``(height, width)`` of the region on the 2.5 m grid (bounds the patch).
         recorded: the fingerprint of the run being resumed or the product being checked, if
-            any: its batch sizes are reused for ``auto`` so a resumed run goes on as it started.
+            any: its batch sizes (and the fusion tiles' rows, for default tiles of its width)
+            are reused for ``auto`` so a resumed run goes on as it started.
 
     Returns:
         The options with ``patch_size``, ``fusion_tile``, ``fusion_tile_rows``,
@@ -170,7 +173,12 @@ def resolve_compute(
     if options.fusion_tile is not None:
         tile, rows = options.fusion_tile, options.fusion_tile_rows or options.fusion_tile
     else:
-        rows = options.fusion_tile_rows or FUSION_TILE_ROWS.get(_fusion_key(models), tile)
+        # A run resumed (or a product checked) goes on with the rows it was made with when
+        # the defaults have changed since (bilinear: 240 before 120).
+        made = _recorded_int(recorded, "fusion_tile_rows")
+        if made is not None and _recorded_int(recorded, "fusion_tile") != tile:
+            made = None
+        rows = options.fusion_tile_rows or made or FUSION_TILE_ROWS.get(_fusion_key(models), tile)
         if options.fusion_overlap is not None:  # default tiles grow to hold a given overlap
             tile = max(tile, options.fusion_overlap + ALIGN)
             if options.fusion_tile_rows is None:

@@ -23,7 +23,8 @@ from rasterio.windows import Window
 from difffusr_cli.bands import GROUP_RATIO, GROUPS, SCALE, GroupName, indices
 from difffusr_cli.consistency import REACH, project, project_into
 from difffusr_cli.device import host_threads
-from difffusr_cli.tiling import Scratch, Span
+from difffusr_cli.scratch import Scratch, ScratchRing
+from difffusr_cli.tiling import Span
 
 if TYPE_CHECKING:
     from difffusr_cli.io import Scene
@@ -54,7 +55,9 @@ class ConsistencyStage:
         self.device = device if device.type == "cuda" else torch.device("cpu")
         # Reused between blocks: arrays over 32 MiB are fresh pages from the kernel each time
         # (glibc maps them), and a fresh page costs a fault and its clearing.
-        self._out = Scratch()  # what read() returns
+        # What read() returns: two buffers in turn, so that the writing thread can encode one
+        # piece while the next is corrected.
+        self._out = ScratchRing(2)
         self._bands = Scratch(self.device)  # a group's bands over its span
         self._storage = Scratch(self.device)  # their corrected pixels
 
@@ -75,7 +78,7 @@ class ConsistencyStage:
 
         Returns:
             ``(12, h, w)`` float32 reflectance and the ``(h, w)`` bool validity. The reflectance
-            array is reused by the next call: encode or copy it first.
+            array is reused by the call after next: encode or copy it before then.
         """
         span_rows, span_cols = self.span(rows), self.span(cols, self.width)
         data, covered = fused.read(span_rows, span_cols, reuse=True)

@@ -17,30 +17,28 @@ the region's width, never on its height.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from rasterio.windows import Window
-from torch import Tensor
 
-from difffusr_cli.bands import GROUP_RATIO, GROUPS, RGB, SCALE, GroupName, indices
-from difffusr_cli.device import autocast, host_threads, to_device
-from difffusr_cli.errors import InputError, WeightsError
+from difffusr_cli.bands import GROUP_RATIO, GROUPS, GroupName
+from difffusr_cli.errors import InputError
+from difffusr_cli.scratch import ScratchRing
 from difffusr_cli.superres.compute import fusion_tiles_agree
 from difffusr_cli.superres.models import Models
 from difffusr_cli.superres.patches import Counters, PatchRows, PatchSampling
 from difffusr_cli.superres.reflectance import ConsistencyStage
 from difffusr_cli.superres.region import make_layout, resolve_region
+from difffusr_cli.superres.tiles import FusionTiles
 from difffusr_cli.tiling import (
     ALIGN,
     Contribution,
     Layout,
     RowStage,
     Span,
-    blend_weights,
     fill_invalid,
 )
 
@@ -100,9 +98,7 @@ class Renderer:
         self.scene, self.region, self.layout, self.models = scene, region, layout, models
         self.steps, self.seed, self.batch_size = steps, seed, batch_size
         self.fusion_batch_size = fusion_batch_size or batch_size
-        self._staging: Tensor | None = None  # pinned host buffer of the fusion inputs (CUDA)
-        self._tile_out: np.ndarray | None = None  # a batch's fused tiles (reused)
-        self._zero_tile: np.ndarray | None = None
+        self._piece_out = ScratchRing(2)  # pieces' reflectance without --consistency
         self.device, self.dtype = device, dtype
         self.on_patches = on_patches
         self.counters = Counters()
@@ -122,7 +118,16 @@ class Renderer:
             restarts=[self.restart_patch_row(b) for b in range(layout.block_count)],
         )
         self.sampling, self.tracker = self.patches.sampling, self.patches.tracker
-        self._tile_weights = blend_weights(layout.tile_shape, layout.tile_overlaps)
+        self.tiles = FusionTiles(
+            region,
+            layout,
+            models,
+            self._read_group,
+            self._guidance,
+            self.fusion_batch_size,
+            device,
+            dtype,
+        )
         th, p = layout.tile_shape[0], layout.patch
         # The RGB rows one fusion-tile row reads, plus the patch row reaching furthest below them.
         sr_rows = min(max(layout.height, p), th + 2 * layout.halo + p)
@@ -155,7 +160,8 @@ class Renderer:
         The pieces (consume them before asking for the next block) are column chunks of the
         block: ``(window on the region's 2.5 m grid, (12, h, w) float32 reflectance, (h, w)
         bool validity)``, narrow enough that no full-width copy of the block is ever made. A
-        piece's arrays may be buffers reused by the next piece: encode or copy them first.
+        piece's arrays stay untouched while the next piece is made (also across a block's end),
+        and not longer: encode or copy them before asking for the piece after next.
         """
         done = set(done)
         restart = True  # the first block computed starts at the first row it needs
@@ -190,7 +196,11 @@ class Renderer:
                 data, valid = self.reflectance.read(self.fused, region_rows, region_cols)
             else:
                 fused, covered = self.fused.read(region_rows, region_cols, reuse=True)
-                data, valid = fused[:12], covered & (fused[12] > 0.5)
+                # A view of the stage, or its one reused buffer: copied into buffers that stay
+                # untouched while the next piece is made (and the next block shifts the stage).
+                data = self._piece_out.array((12, rows.size, cols.size))
+                np.copyto(data, fused[:12])
+                valid = covered & (fused[12] > 0.5)
             yield Window(cols.start, rows.start, cols.size, rows.size), data, valid
 
     def _restart(self, row: int) -> None:
@@ -290,95 +300,11 @@ class Renderer:
 
     # -- fusion tiles ----------------------------------------------------------------------
     def _tile_row(self, index: int, top: int) -> Iterator[Contribution]:
-        """Fuse one row of tiles: 12 bands + validity per tile, context ``halo`` cropped away.
-
-        Tiles with valid pixels are fused ``fusion_batch_size`` at a time (one host→device copy
-        and one device→host copy per batch); contributions come out in column order whatever the
-        batch, so the blended sums are the same.
-        """
-        layout, halo = self.layout, self.layout.halo
-        th, tw = layout.tile_shape
-        rows_in = Span(top - halo, top + th + halo)
-        strip = Span(-halo, layout.tile_cols[-1] + tw + halo)  # the columns the row's tiles read
-        window = Window(
-            self.region.col_off + strip.start // SCALE,
-            self.region.row_off + rows_in.start // SCALE,
-            strip.size // SCALE,
-            rows_in.size // SCALE,
-        )
-        groups: dict[GroupName, np.ndarray] = {}
-        valid = np.ones((rows_in.size, strip.size), dtype=bool)
-        for group in GROUPS:
-            groups[group], group_valid = self._read_group(group, window)
-            factor = SCALE * GROUP_RATIO[group]
-            _and_repeated(valid, group_valid, factor)
-        core = slice(halo, halo + th)
-        cols = layout.tile_cols
-        tile_valid = [valid[core, left + halo : left + halo + tw] for left in cols]
-        todo = [k for k, v in enumerate(tile_valid) if v.any()]
-        emitted = 0  # tiles of the row yielded so far (in column order)
-        for start in range(0, len(todo), self.fusion_batch_size):
-            batch = todo[start : start + self.fusion_batch_size]
-            lefts = [cols[k] for k in batch]
-            if self.models.method == "bilinear":
-                # Bilinear reads no guidance: only the tiles' cores, which become B04–B02.
-                core_rows = Span(top, top + th)
-                rgbs = [self._guidance(core_rows, Span(left, left + tw)) for left in lefts]
-            else:
-                rgbs = [
-                    self._guidance(rows_in, Span(left - halo, left + tw + halo)) for left in lefts
-                ]
-            fused = self._fuse(rgbs, groups, lefts, tw + 2 * halo, valid)
-            outputs: dict[int, np.ndarray] = {}
-            # One buffer per tile of a batch, reused: the stage copies each contribution in
-            # before the next batch is fused.
-            if self._tile_out is None or len(self._tile_out) < len(batch):
-                self._tile_out = np.empty((len(batch), 13, th, tw), dtype=np.float32)
-            for slot, (k, left, rgb, values) in enumerate(
-                zip(batch, lefts, rgbs, fused, strict=True)
-            ):
-                out = self._tile_out[slot]
-                out[:12] = values
-                # One reduction finds a non-finite value; only then look where it lies.
-                if (
-                    not np.isfinite(out[:12].sum())
-                    and not np.isfinite(out[:12][:, tile_valid[k]]).all()
-                ):
-                    name = self.models.fusion_info.name if self.models.fusion_info else ""
-                    raise WeightsError(
-                        f"the fusion step ({self.models.method} {name}".rstrip()
-                        + f") gave non-finite values for tile row {index} at output pixel "
-                        f"({left}, {top}); its weights are probably broken"
-                    )
-                # gs / bilinear: B04, B03, B02 are the diffusion RGB itself.
-                if self.models.method == "gs":
-                    out[indices(RGB)] = rgb[:, core, halo : halo + tw]
-                elif self.models.method == "bilinear":
-                    out[indices(RGB)] = rgb  # the core alone
-                out[12] = tile_valid[k]
-                outputs[k] = out
-            last = batch[-1] if start + len(batch) < len(todo) else len(cols) - 1
-            for k in range(emitted, last + 1):
-                empty = k not in outputs
-                yield (
-                    cols[k],
-                    outputs.pop(k) if not empty else self._empty_tile(),
-                    self._tile_weights,
-                )
-            emitted = last + 1
-        for k in range(emitted, len(cols)):  # a row without valid tiles
-            yield cols[k], self._empty_tile(), self._tile_weights
+        """Fuse one row of tiles (:meth:`FusionTiles.row`), then forget the RGB rows it read."""
+        yield from self.tiles.row(index, top)
+        layout = self.layout
         if index + 1 < len(layout.tile_rows):
-            self.sr.drop_before(layout.tile_rows[index + 1] - halo)
-
-    def _empty_tile(self) -> np.ndarray:
-        """The contribution of a tile without valid pixels: zeros, validity 0.
-
-        One shared array, never written: contributions are copied into the stage.
-        """
-        if self._zero_tile is None:
-            self._zero_tile = np.zeros((13, *self.layout.tile_shape), dtype=np.float32)
-        return self._zero_tile
+            self.sr.drop_before(layout.tile_rows[index + 1] - layout.halo)
 
     def _guidance(self, rows: Span, cols: Span) -> np.ndarray:
         """The blended SR RGB of ``rows`` × ``cols`` (region pixels).
@@ -410,69 +336,3 @@ class Renderer:
         inside = self._inside(window)
         data, valid = self.scene.read_native(group, inside)
         return self._pad_outside(data, valid, window, inside, GROUP_RATIO[group], GROUPS[group])
-
-    def _fuse(
-        self,
-        rgbs: Sequence[np.ndarray],
-        groups: Mapping[GroupName, np.ndarray],
-        lefts: Sequence[int],
-        width: int,
-        valid: np.ndarray,
-    ) -> np.ndarray:
-        """Run the fusion step on a batch of tiles with context; return their cores.
-
-        Args:
-            rgbs: per tile the ``(3, th + 2·halo, width)`` guidance (:meth:`_guidance`);
-                with bilinear fusion, which reads none, the tiles' cores (not used here).
-            groups: the tile row's band strips on their native grids.
-            lefts: each tile's left column (strip column ``left`` is its context's first).
-            width: ``tw + 2·halo``.
-            valid: ``(th + 2·halo, strip width)`` validity of the row's strip.
-
-        Returns:
-            ``(B, 12, th, tw)`` float32 reflectance of the tiles' cores (the halo is cropped on
-            the device, before the copy back).
-        """
-        halo = self.layout.halo
-        th, tw = self.layout.tile_shape
-        bilinear = self.models.method == "bilinear"
-        # Bilinear needs the guidance's size only (its rgbs are the cores, not sent).
-        arrays: dict[str, np.ndarray] = {} if bilinear else {"rgb": np.stack(rgbs)}
-        for group, data in groups.items():
-            factor = SCALE * GROUP_RATIO[group]
-            arrays[group] = np.stack(
-                [data[:, :, left // factor : (left + width) // factor] for left in lefts]
-            )
-        if not bilinear:
-            arrays["valid"] = np.stack([valid[:, left : left + width] for left in lefts])
-        inputs, self._staging = to_device(arrays, self.device, self._staging)
-        if bilinear:
-            shape = (len(lefts), 3, th + 2 * halo, width)
-            rgb_t = torch.zeros((), device=self.device).expand(shape)
-            every = torch.ones((), dtype=torch.bool, device=self.device)
-            valid_t = every.expand(shape[:1] + shape[2:])
-        else:
-            valid_t = inputs.pop("valid") > 0.5
-            rgb_t = inputs.pop("rgb")
-        # Precision policy: only learned nets run under autocast; the Gram–Schmidt and bilinear
-        # baselines are statistics and interpolation, computed in fp32 whatever --precision says.
-        net = self.models.method == "net"
-        dtype = self.dtype if net else torch.float32
-        threads = contextlib.nullcontext() if net else host_threads(self.device)
-        with autocast(self.device, dtype), threads:
-            out = self.models.fuse(rgb_t, inputs, valid_t)
-            cores = out[:, :, halo : halo + th, halo : halo + tw].float()
-        return cores.cpu().numpy()
-
-
-def _and_repeated(valid: np.ndarray, coarse: np.ndarray, factor: int) -> None:
-    """``valid &= coarse`` repeated ``factor`` × ``factor`` (in place, no repeated copy).
-
-    Args:
-        valid: ``(h, w)`` bool, ``h`` and ``w`` multiples of ``factor``.
-        coarse: ``(h / factor, w / factor)`` bool.
-        factor: output pixels per coarse pixel along each axis.
-    """
-    h, w = coarse.shape
-    blocks = valid.reshape(h, factor, w, factor)
-    blocks &= coarse[:, None, :, None]

@@ -26,7 +26,8 @@ from rasterio.windows import Window
 from difffusr_cli.errors import OutputError
 from difffusr_cli.superres.resume import ProgressFile, block_digest, copy_block, stored_digest
 
-#: A job for the writing thread: ``("piece", window, stored values)``, or the end of a block:
+#: A job for the writing thread: ``("piece", window, reflectance, validity)``, or the end of a
+#: block:
 #: ``("end", index, "")`` (computed) / ``("copy", index, recorded digest)`` (kept, copied).
 _Job = tuple
 
@@ -60,22 +61,24 @@ def release_free_heap() -> None:
         _MALLOC_TRIM(0)
 
 
-#: Encoded pieces waiting for the writing thread (bounds the memory a slow disk can take).
+#: Jobs waiting for the writing thread.
 QUEUE_PIECES = 2
-#: Written pieces' buffers kept for the next pieces to be encoded into (each one is memory held).
-RECYCLED_PIECES = 1
 
 
 class BlockSink:
-    """The writing side of one run; GDAL's writes and compression run in their own thread.
+    """The writing side of one run; encoding, GDAL's writes and compression in their own thread.
 
-    The caller's thread encodes each piece (reflectance → stored values, a copy: the renderer's
-    buffers are reused) and queues it; the writing thread writes it, and at the end of a block
-    flushes, reads back and digests it. The block is recorded, and ``on_block_done`` called, in
-    the caller's thread when it next hands over work (or in :meth:`finish`): a block is recorded
-    only after it is on disk, and an exception from ``on_block_done`` stops the run with the
-    record saying exactly which blocks are done. An error in the writing thread is raised in
-    the caller's thread at its next call.
+    The caller's thread hands each piece's reflectance over; the writing thread encodes it
+    (reflectance → stored values), writes it, and at the end of a block flushes, reads back and
+    digests it. A piece's arrays are the renderer's buffers, which it reuses for the piece after
+    next (:class:`~difffusr_cli.scratch.ScratchRing`): the caller waits, if it must, until the
+    piece before is encoded before it lets the renderer go on. So encoding (a tenth of the run
+    with free networks) runs on the other core while the next piece is made.
+
+    The block is recorded, and ``on_block_done`` called, in the caller's thread when it next
+    hands over work (or in :meth:`finish`): a block is recorded only after it is on disk, and an
+    exception from ``on_block_done`` stops the run with the record saying exactly which blocks
+    are done. An error in the writing thread is raised in the caller's thread at its next call.
 
     Args:
         writer: the open writer of the partial file (new, or rebuilt by ``rebuild_partial``).
@@ -116,7 +119,12 @@ class BlockSink:
         self._source: DatasetReader | None = None
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=QUEUE_PIECES)
         self._finished: queue.Queue[tuple[int, str, bool]] = queue.Queue()
-        self._free: queue.Queue[np.ndarray] = queue.Queue()  # written pieces' buffers
+        # Pieces handed over / encoded by the writing thread (whose reflectance it no longer
+        # needs), and the writing thread's buffer of stored values (reused: fresh memory costs
+        # a page fault per page).
+        self._handed = self._encoded = 0
+        self._encoded_changed = threading.Condition()
+        self._stored: np.ndarray | None = None
         self._error: BaseException | None = None
         self._pending = 0  # blocks queued and not yet recorded
         self._stop = threading.Event()
@@ -132,8 +140,12 @@ class BlockSink:
         """Queue computed block ``index`` (its pieces: window, reflectance, validity)."""
         self._copy_before(index)
         for window, data, valid in pieces:
-            stored = self.writer.encode(data, valid, out=self._recycled(data.shape))
-            self._put(("piece", window, stored))
+            self._put(("piece", window, data, valid))
+            self._handed += 1
+            # The renderer makes the piece after next in this piece's buffers: the one handed
+            # over before it must be encoded by then (the writing thread does it while the next
+            # piece is made, on the other core).
+            self._wait_encoded(outstanding=1)
             self._record_finished()
         self._tokens[index] = self.on_handover(index)
         self._put(("end", index, ""))
@@ -142,18 +154,14 @@ class BlockSink:
         # block before it is recorded (on_block_done called) before that computation starts.
         self._record_finished(wait_until=1)
 
-    def _recycled(self, shape: tuple[int, ...]) -> np.ndarray | None:
-        """A buffer the writing thread has finished with, if the next free one is ``shape``.
-
-        Encoding into recycled buffers instead of new ones saves a page fault per page of every
-        piece. Pieces differ in shape only at the product's right and bottom edges; a buffer of
-        another shape is let go.
-        """
-        try:
-            buffer = self._free.get_nowait()
-        except queue.Empty:
-            return None
-        return buffer if buffer.shape == shape else None
+    def _wait_encoded(self, outstanding: int) -> None:
+        """Wait until at most ``outstanding`` handed-over pieces are not yet encoded."""
+        with self._encoded_changed:
+            while self._handed - self._encoded > outstanding:
+                self._raise_if_failed()
+                if self._exited.is_set():  # (its error was raised before: never wait forever)
+                    raise RuntimeError("the writing thread has stopped")
+                self._encoded_changed.wait(0.2)
 
     def _copy_before(self, limit: int) -> None:
         """Queue the copies of the kept blocks below ``limit`` from the interrupted file."""
@@ -280,10 +288,12 @@ class BlockSink:
     def _do(self, job: _Job) -> None:
         kind, *args = job
         if kind == "piece":
-            window, stored = args
+            window, data, valid = args
+            self._stored = stored = self.writer.encode(data, valid, out=self._stored)
+            with self._encoded_changed:
+                self._encoded += 1
+                self._encoded_changed.notify()
             self.writer.write_stored(window, stored)
-            if self._free.qsize() < RECYCLED_PIECES:
-                self._free.put(stored)
             release_free_heap()
             return
         index, recorded = args
